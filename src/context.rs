@@ -1,0 +1,196 @@
+//! The view of the loop a callback gets: its own connection's operations, and
+//! the reactor behind them for everything else.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::{Addr, CloseReason, ConnId, Handle, Protocol, Reactor, TimerId};
+
+/// What a [`Protocol`] callback can do: write, close, pause, set timers,
+/// reach other connections. Every operation returns at once; none blocks.
+pub struct Context<'a> {
+    reactor: &'a mut Reactor,
+    id: ConnId,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(reactor: &'a mut Reactor, id: ConnId) -> Context<'a> {
+        Context { reactor, id }
+    }
+
+    /// This connection's id (stable for its whole life; never reused).
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Queues a copy of `data`. It is sent when the callback returns, in
+    /// order with everything queued before, as far as the socket takes it;
+    /// the rest waits for the socket to become writable. Writes on a closing
+    /// connection are dropped (logged at debug level).
+    pub fn write(&mut self, data: &[u8]) {
+        if let Err(e) = self.reactor.write(self.id, data) {
+            log::debug!("{}: write of {} bytes dropped: {e}", self.id, data.len());
+        }
+    }
+
+    /// Queues `data` without copying (`Bytes`, `Vec<u8>`, a frame from
+    /// [`BytesMut::split`](bytes::BytesMut::split)...).
+    pub fn write_bytes(&mut self, data: impl Into<Bytes>) {
+        if let Err(e) = self.reactor.write_bytes(self.id, data) {
+            log::debug!("{}: write dropped: {e}", self.id);
+        }
+    }
+
+    /// Queues a copy of `data` on another connection (a chat server's
+    /// broadcast). Fails with `NotConnected` if `other` has closed.
+    pub fn write_to(&mut self, other: ConnId, data: &[u8]) -> io::Result<()> {
+        self.reactor.write(other, data)
+    }
+
+    /// Closes after everything queued has been sent (asynchat's
+    /// `close_when_done`). Reading stops now.
+    pub fn close(&mut self) {
+        self.reactor.close(self.id);
+    }
+
+    /// Closes after the queue is sent, reporting `reason` to `on_close` and
+    /// the log (for example a protocol error).
+    pub fn close_with(&mut self, reason: CloseReason) {
+        self.reactor.close_id(self.id, crate::conn::Closing::AfterFlush(reason));
+    }
+
+    /// Closes now; queued bytes are dropped (and counted in [`queued`](Context::queued)).
+    pub fn abort(&mut self) {
+        self.reactor.abort(self.id);
+    }
+
+    /// Sends FIN once the queue is sent; the peer sees end-of-stream while
+    /// this side goes on reading (half-close).
+    pub fn shutdown_write(&mut self) {
+        self.reactor.shutdown_write(self.id);
+    }
+
+    /// Stops reading from the peer until [`resume_reading`](Context::resume_reading).
+    pub fn pause_reading(&mut self) {
+        self.reactor.set_reading(self.id, false);
+    }
+
+    /// Reads again after [`pause_reading`](Context::pause_reading).
+    pub fn resume_reading(&mut self) {
+        self.reactor.set_reading(self.id, true);
+    }
+
+    /// True once `close`, `close_with` or `abort` was called (or the
+    /// reactor is closing this connection): writes are dropped from then on.
+    pub fn is_closing(&mut self) -> bool {
+        self.reactor.is_closing(self.id)
+    }
+
+    /// Bytes queued and not yet taken by the socket. In `on_close`: the bytes
+    /// that will never be sent.
+    pub fn queued(&mut self) -> usize {
+        self.reactor.queued(self.id)
+    }
+
+    /// Calls this protocol's `on_timer` after `delay`.
+    pub fn set_timer(&mut self, delay: Duration) -> TimerId {
+        self.reactor.set_timer(self.id, delay)
+    }
+
+    /// Cancels a timer; false if it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.reactor.cancel_timer(timer)
+    }
+
+    /// Opens an outgoing connection served by `proto` (see [`Reactor::connect`]).
+    pub fn connect(&mut self, addr: &Addr, proto: impl Protocol) -> io::Result<ConnId> {
+        self.reactor.connect(addr, proto)
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&mut self) -> io::Result<Addr> {
+        self.reactor.peer_addr(self.id)
+    }
+
+    /// This end's address.
+    pub fn local_addr(&mut self) -> io::Result<Addr> {
+        self.reactor.local_addr(self.id)
+    }
+
+    /// A handle to this reactor, to give to other threads.
+    pub fn handle(&self) -> Handle {
+        self.reactor.handle()
+    }
+
+    /// Makes [`Reactor::run`] return after this turn.
+    pub fn stop(&mut self) {
+        self.reactor.stop();
+    }
+
+    /// The reactor itself, for anything else (listen, `call_later`, ...).
+    pub fn reactor(&mut self) -> &mut Reactor {
+        self.reactor
+    }
+}
+
+/// What a [`DatagramProtocol`](crate::DatagramProtocol) callback can do.
+pub struct DatagramContext<'a> {
+    reactor: &'a mut Reactor,
+    id: ConnId,
+}
+
+impl<'a> DatagramContext<'a> {
+    pub(crate) fn new(reactor: &'a mut Reactor, id: ConnId) -> DatagramContext<'a> {
+        DatagramContext { reactor, id }
+    }
+
+    /// This socket's id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Sends one datagram to `to` (an empty one is valid). It goes out at once
+    /// when the socket has room, else it is queued until it does. Errors the
+    /// socket reports at once (message too long, a Unix peer that did not
+    /// bind, a full queue) are returned.
+    pub fn send_to(&mut self, data: &[u8], to: &Addr) -> io::Result<()> {
+        self.reactor.send_to(self.id, data, to)
+    }
+
+    /// Closes the socket after its queue is sent.
+    pub fn close(&mut self) {
+        self.reactor.close(self.id);
+    }
+
+    /// Calls this protocol's `on_timer` after `delay`.
+    pub fn set_timer(&mut self, delay: Duration) -> TimerId {
+        self.reactor.set_timer(self.id, delay)
+    }
+
+    /// Cancels a timer; false if it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.reactor.cancel_timer(timer)
+    }
+
+    /// This socket's address.
+    pub fn local_addr(&mut self) -> io::Result<Addr> {
+        self.reactor.local_addr(self.id)
+    }
+
+    /// A handle to this reactor, to give to other threads.
+    pub fn handle(&self) -> Handle {
+        self.reactor.handle()
+    }
+
+    /// Makes [`Reactor::run`] return after this turn.
+    pub fn stop(&mut self) {
+        self.reactor.stop();
+    }
+
+    /// The reactor itself, for anything else.
+    pub fn reactor(&mut self) -> &mut Reactor {
+        self.reactor
+    }
+}

@@ -1,0 +1,218 @@
+//! Datagram sockets (UDP and Unix datagram) on the reactor.
+//!
+//! A datagram is all or nothing, so there is no stream buffering: each one is
+//! handed to the protocol as it arrives, and `send_to` goes out at once unless
+//! the socket is full, when it waits in a bounded queue.
+
+use std::collections::VecDeque;
+use std::io;
+use std::mem;
+use std::panic::{self, AssertUnwindSafe};
+
+use bytes::Bytes;
+use mio::event::Event;
+use mio::{Interest, Token};
+
+use crate::net::{Datagram, ListenOptions};
+use crate::reactor::Source;
+use crate::{Addr, CloseReason, ConnId, DatagramContext, DatagramProtocol, Reactor, TimerId};
+
+/// Datagrams received per socket per turn before others get a go.
+const RECV_BUDGET: usize = 64;
+/// Larger than any UDP payload (65,507 bytes) and the usual Unix datagram limit.
+const MAX_DATAGRAM: usize = 64 * 1024;
+
+pub(crate) struct DatagramSocket {
+    socket: Datagram,
+    pub(crate) gen: u32,
+    proto: Option<Box<dyn DatagramProtocol>>,
+    queue: VecDeque<(Bytes, Addr)>,
+    queued: usize,
+    max_queued: Option<usize>,
+    writable_interest: bool,
+    closing: Option<CloseReason>,
+}
+
+impl Reactor {
+    /// Binds a UDP or Unix datagram socket at `addr`, served by `proto`.
+    pub fn bind_datagram(&mut self, addr: &Addr, proto: impl DatagramProtocol) -> io::Result<ConnId> {
+        self.bind_datagram_with(addr, &ListenOptions::default(), proto)
+    }
+
+    /// [`bind_datagram`](Reactor::bind_datagram) with explicit options
+    /// (`reuse_address`, `reuse_port`, `only_v6`; `conn.max_queued` bounds the
+    /// send queue).
+    pub fn bind_datagram_with(
+        &mut self,
+        addr: &Addr,
+        opts: &ListenOptions,
+        proto: impl DatagramProtocol,
+    ) -> io::Result<ConnId> {
+        let mut socket = Datagram::bind(addr, opts)?;
+        let gen = self.next_gen();
+        let key = self.sources.vacant_entry().key();
+        self.registry().register(&mut socket, Token(key), Interest::READABLE)?;
+        self.sources.insert(Source::Datagram(DatagramSocket {
+            socket,
+            gen,
+            proto: Some(Box::new(proto)),
+            queue: VecDeque::new(),
+            queued: 0,
+            max_queued: opts.conn.max_queued,
+            writable_interest: false,
+            closing: None,
+        }));
+        self.ready.push((key, gen));
+        Ok(ConnId::new(key, gen))
+    }
+
+    fn datagram_at(&mut self, key: usize) -> Option<&mut DatagramSocket> {
+        datagram_in(&mut self.sources, key)
+    }
+
+    fn datagram(&mut self, id: ConnId) -> Option<&mut DatagramSocket> {
+        self.datagram_at(id.key()).filter(|d| d.gen == id.gen)
+    }
+
+    /// Runs a datagram callback with the protocol taken out of its slot; a
+    /// panic is logged and closes the socket.
+    fn call_datagram(&mut self, key: usize, f: impl FnOnce(&mut dyn DatagramProtocol, &mut DatagramContext<'_>)) {
+        let Some(d) = self.datagram_at(key) else { return };
+        let id = ConnId::new(key, d.gen);
+        let Some(mut proto) = d.proto.take() else { return };
+        let result = panic::catch_unwind(AssertUnwindSafe(|| {
+            f(&mut *proto, &mut DatagramContext::new(self, id));
+        }));
+        if let Some(d) = self.datagram_at(key) {
+            d.proto = Some(proto);
+        }
+        if let Err(panic) = result {
+            let msg = crate::reactor::panic_message(&*panic);
+            log::error!("{id}: datagram callback panicked: {msg}; closing the socket");
+            // Not again if it panicked in `on_close` itself.
+            if self.datagram_at(key).is_some_and(|d| d.closing.is_none()) {
+                self.close_datagram(key, CloseReason::Panicked(msg));
+            }
+        }
+    }
+
+    pub(crate) fn datagram_event(&mut self, key: usize, event: &Event) {
+        if event.is_writable() {
+            self.flush_datagrams(key);
+        }
+        if event.is_readable() || event.is_error() {
+            self.read_datagrams(key);
+        }
+    }
+
+    /// Receives until `WouldBlock` (a datagram socket has no short-read
+    /// signal) or the budget is spent.
+    pub(crate) fn read_datagrams(&mut self, key: usize) {
+        let mut buf = mem::take(&mut self.dgram_buf);
+        buf.resize(MAX_DATAGRAM, 0);
+        for _ in 0..RECV_BUDGET {
+            let Some(d) = self.datagram_at(key) else { break };
+            if d.closing.is_some() {
+                break;
+            }
+            match d.socket.recv_from(&mut buf) {
+                Ok((n, from)) => self.call_datagram(key, |p, cx| p.on_datagram(cx, &buf[..n], &from)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.dgram_buf = buf;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // UDP reports an ICMP error of an earlier send here
+                // (ECONNREFUSED): it concerns one peer, not the socket.
+                Err(e) => log::debug!("datagram socket {key}: receive error: {e}"),
+            }
+            self.settle();
+        }
+        self.dgram_buf = buf;
+        if let Some(gen) = self.gen_of(key) {
+            self.ready.push((key, gen));
+        }
+    }
+
+    /// Sends one datagram on socket `id` (see [`DatagramContext::send_to`]).
+    pub fn send_to(&mut self, id: ConnId, data: &[u8], to: &Addr) -> io::Result<()> {
+        let d = datagram_in(&mut self.sources, id.key()).filter(|d| d.gen == id.gen);
+        let Some(d) = d else {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, format!("{id} is not open")));
+        };
+        if d.closing.is_some() {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, format!("{id} is closing")));
+        }
+        if d.queue.is_empty() {
+            match d.socket.send_to(data, to) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if d.max_queued.is_some_and(|limit| d.queued + data.len() > limit) {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, format!("{id}: send queue full")));
+        }
+        d.queued += data.len();
+        d.queue.push_back((Bytes::copy_from_slice(data), to.clone()));
+        if !d.writable_interest {
+            d.writable_interest = true;
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            self.poll.registry().reregister(&mut d.socket, Token(id.key()), interest)?;
+        }
+        Ok(())
+    }
+
+    fn flush_datagrams(&mut self, key: usize) {
+        let Some(d) = datagram_in(&mut self.sources, key) else { return };
+        while let Some((data, to)) = d.queue.front() {
+            match d.socket.send_to(data, to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => log::warn!("datagram socket {key}: queued datagram to {to} dropped: {e}"),
+                Ok(_) => {}
+            }
+            d.queued -= data.len();
+            d.queue.pop_front();
+        }
+        if d.writable_interest {
+            d.writable_interest = false;
+            let _ = self.poll.registry().reregister(&mut d.socket, Token(key), Interest::READABLE);
+        }
+        if let Some(reason) = d.closing.take() {
+            self.close_datagram(key, reason);
+        }
+    }
+
+    /// Closes a datagram socket once its queue is sent (at once if empty).
+    pub(crate) fn close_datagram(&mut self, key: usize, reason: CloseReason) {
+        let Some(d) = datagram_in(&mut self.sources, key) else { return };
+        let final_close = matches!(reason, CloseReason::ReactorStopped | CloseReason::Panicked(_));
+        if !d.queue.is_empty() && !final_close {
+            d.closing.get_or_insert(reason);
+            return;
+        }
+        d.closing = Some(CloseReason::Closed);
+        let _ = self.poll.registry().deregister(&mut d.socket);
+        self.call_datagram(key, |p, cx| p.on_close(cx, &reason));
+        self.release_slot(key);
+    }
+
+    pub(crate) fn datagram_timer(&mut self, key: usize, timer: TimerId) {
+        self.call_datagram(key, |p, cx| p.on_timer(cx, timer));
+    }
+
+    pub(crate) fn datagram_local_addr(&mut self, id: ConnId) -> io::Result<Addr> {
+        match self.datagram(id) {
+            Some(d) => d.socket.local_addr(),
+            None => Err(io::Error::new(io::ErrorKind::NotConnected, format!("{id} is not open"))),
+        }
+    }
+}
+
+fn datagram_in(sources: &mut slab::Slab<Source>, key: usize) -> Option<&mut DatagramSocket> {
+    match sources.get_mut(key) {
+        Some(Source::Datagram(d)) => Some(d),
+        _ => None,
+    }
+}

@@ -1,0 +1,293 @@
+//! asynchat-style framing: turn a byte stream into frames (records) split by
+//! a delimiter, of a fixed length, length-prefixed, or as they come.
+//!
+//! A [`FrameHandler`] says which terminator applies next and gets each frame
+//! as zero-copy [`Bytes`]; [`Framed`] adapts it to a [`Protocol`]. Every
+//! frame is bounded by [`FrameHandler::max_frame`]: a peer that sends a line
+//! that never ends is disconnected with a reason, not buffered forever (the
+//! asynchat DoS of pyftpdlib #3, tokio's unbounded `LinesCodec` #186).
+//!
+//! ```
+//! use sockloop::{Context, Framed, FrameHandler};
+//! use bytes::Bytes;
+//!
+//! /// Replies to every line with its length.
+//! struct Lengths;
+//! impl FrameHandler for Lengths {
+//!     fn on_frame(&mut self, cx: &mut Context<'_>, line: Bytes) {
+//!         cx.write(format!("{}\n", line.len()).as_bytes());
+//!     }
+//! }
+//! let protocol = Framed::new(Lengths); // give this to Reactor::listen's factory
+//! # let _ = protocol;
+//! ```
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::{CloseReason, Context, Protocol, TimerId};
+
+/// Where one frame ends. Asked of the handler before each frame, so a handler
+/// may switch between frames (a header line, then a body of a given length).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Terminator<'a> {
+    /// The frame ends before these bytes (any length; `\n`, `\r\n`...). The
+    /// delimiter is removed from the frame.
+    Delimiter(&'a [u8]),
+    /// The frame is exactly this many bytes (must be at least 1).
+    Count(usize),
+    /// A 4-byte big-endian length, then that many bytes (the frame).
+    LengthPrefixed,
+    /// No framing: whatever arrived is one frame.
+    None,
+}
+
+/// A protocol that thinks in frames instead of bytes (asynchat's
+/// `found_terminator`). Wrap it in [`Framed`] to serve a connection.
+pub trait FrameHandler: 'static {
+    /// The terminator of the next frame. Default: a `\n` line.
+    fn terminator(&self) -> Terminator<'_> {
+        Terminator::Delimiter(b"\n")
+    }
+
+    /// The largest frame accepted (without its delimiter or length prefix);
+    /// beyond it the connection is closed with [`CloseReason::Protocol`].
+    /// Default 64 KiB.
+    fn max_frame(&self) -> usize {
+        64 * 1024
+    }
+
+    /// One complete frame arrived.
+    fn on_frame(&mut self, cx: &mut Context<'_>, frame: Bytes);
+
+    /// See [`Protocol::on_open`].
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        let _ = cx;
+    }
+
+    /// See [`Protocol::on_eof`]. An incomplete last frame is discarded.
+    fn on_eof(&mut self, cx: &mut Context<'_>) {
+        cx.close();
+    }
+
+    /// See [`Protocol::on_drained`].
+    fn on_drained(&mut self, cx: &mut Context<'_>) {
+        let _ = cx;
+    }
+
+    /// See [`Protocol::on_timer`].
+    fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
+        let _ = (cx, timer);
+    }
+
+    /// See [`Protocol::on_close`].
+    fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
+        let _ = (cx, reason);
+    }
+}
+
+/// Adapts a [`FrameHandler`] to a [`Protocol`].
+pub struct Framed<H> {
+    handler: H,
+    decoder: Decoder,
+}
+
+impl<H: FrameHandler> Framed<H> {
+    /// Frames the connection for `handler`.
+    pub fn new(handler: H) -> Framed<H> {
+        Framed { handler, decoder: Decoder::default() }
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// The handler, mutably.
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
+    }
+}
+
+impl<H: FrameHandler> Protocol for Framed<H> {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        self.handler.on_open(cx);
+    }
+
+    fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+        // Stop at a close: bytes after a QUIT are not the handler's business.
+        while !cx.is_closing() {
+            let next = self.decoder.next_frame(data, self.handler.terminator(), self.handler.max_frame());
+            match next {
+                Ok(Some(frame)) => self.handler.on_frame(cx, frame),
+                Ok(None) => return,
+                Err(msg) => {
+                    log::info!("{}: {msg}; closing", cx.id());
+                    data.clear();
+                    cx.close_with(CloseReason::Protocol(msg));
+                }
+            }
+        }
+    }
+
+    fn on_drained(&mut self, cx: &mut Context<'_>) {
+        self.handler.on_drained(cx);
+    }
+
+    fn on_eof(&mut self, cx: &mut Context<'_>) {
+        self.handler.on_eof(cx);
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
+        self.handler.on_timer(cx, timer);
+    }
+
+    fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
+        self.handler.on_close(cx, reason);
+    }
+}
+
+/// Cuts frames off the front of a buffer. Remembers how far a delimiter has
+/// been searched for, so a long line trickling in is scanned once, not once
+/// per read.
+#[derive(Debug, Default)]
+pub(crate) struct Decoder {
+    scanned: usize,
+}
+
+impl Decoder {
+    /// The next complete frame, `Ok(None)` if more bytes are needed, or why
+    /// the stream cannot be framed.
+    pub(crate) fn next_frame(
+        &mut self,
+        buf: &mut BytesMut,
+        terminator: Terminator<'_>,
+        max: usize,
+    ) -> Result<Option<Bytes>, String> {
+        match terminator {
+            Terminator::Delimiter(delim) => {
+                if delim.is_empty() {
+                    return Err("empty delimiter".into());
+                }
+                // A delimiter may straddle the old end: back up by its length - 1.
+                let start = self.scanned.saturating_sub(delim.len() - 1).min(buf.len());
+                match memchr::memmem::find(&buf[start..], delim) {
+                    Some(at) if start + at <= max => {
+                        self.scanned = 0;
+                        let frame = buf.split_to(start + at).freeze();
+                        buf.advance(delim.len());
+                        Ok(Some(frame))
+                    }
+                    Some(_) => Err(format!("frame longer than the {max}-byte limit")),
+                    None if buf.len() >= max + delim.len() => {
+                        Err(format!("no delimiter within the {max}-byte frame limit"))
+                    }
+                    None => {
+                        self.scanned = buf.len();
+                        Ok(None)
+                    }
+                }
+            }
+            Terminator::Count(0) => Err("a Count terminator must be at least 1".into()),
+            Terminator::Count(n) if n > max => {
+                Err(format!("frame of {n} bytes over the {max}-byte limit"))
+            }
+            Terminator::Count(n) => Ok((buf.len() >= n).then(|| buf.split_to(n).freeze())),
+            Terminator::LengthPrefixed => {
+                let Some(header) = buf.get(..4) else { return Ok(None) };
+                let n = u32::from_be_bytes(header.try_into().expect("4 bytes")) as usize;
+                if n > max {
+                    return Err(format!("length prefix {n} over the {max}-byte limit"));
+                }
+                if buf.len() < 4 + n {
+                    buf.reserve(4 + n - buf.len());
+                    return Ok(None);
+                }
+                buf.advance(4);
+                Ok(Some(buf.split_to(n).freeze()))
+            }
+            Terminator::None => Ok((!buf.is_empty()).then(|| buf.split().freeze())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` in chunks of `chunk` bytes and collects the frames.
+    fn frames(input: &[u8], chunk: usize, term: Terminator<'_>, max: usize) -> Result<Vec<Bytes>, String> {
+        let mut decoder = Decoder::default();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            while let Some(frame) = decoder.next_frame(&mut buf, term, max)? {
+                out.push(frame);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn delimiters_split_anywhere() {
+        for delim in [&b"\n"[..], b"\r\n", b"qqq"] {
+            let mut input = Vec::new();
+            for part in [&b"hello world"[..], b"I'm not dead yet!"] {
+                input.extend_from_slice(part);
+                input.extend_from_slice(delim);
+            }
+            for chunk in 1..=input.len() {
+                let got = frames(&input, chunk, Terminator::Delimiter(delim), 1024).unwrap();
+                assert_eq!(got, vec!["hello world", "I'm not dead yet!"], "delim {delim:?} chunk {chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn delimiter_prefix_that_is_not_a_delimiter() {
+        let got = frames(b"aqqbqqq", 1, Terminator::Delimiter(b"qqq"), 64).unwrap();
+        assert_eq!(got, vec!["aqqb"]);
+    }
+
+    #[test]
+    fn empty_line_is_an_empty_frame() {
+        let got = frames(b"hello world\n\nI'm not dead yet!\n", 3, Terminator::Delimiter(b"\n"), 64).unwrap();
+        assert_eq!(got, vec!["hello world", "", "I'm not dead yet!"]);
+    }
+
+    #[test]
+    fn counts_and_none() {
+        let data = b"hello world, I'm not dead yet!\n";
+        assert_eq!(frames(data, 5, Terminator::Count(6), 64).unwrap()[0], "hello ");
+        assert_eq!(frames(data, 5, Terminator::Count(1), 64).unwrap().len(), data.len());
+        let raw = frames(data, 7, Terminator::None, 64).unwrap();
+        assert_eq!(raw.concat(), data.to_vec());
+        assert!(frames(data, 5, Terminator::Count(0), 64).is_err());
+    }
+
+    #[test]
+    fn length_prefixed() {
+        let mut input = Vec::new();
+        for msg in [&b"abc"[..], b"", b"defgh"] {
+            input.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+            input.extend_from_slice(msg);
+        }
+        for chunk in 1..=input.len() {
+            assert_eq!(frames(&input, chunk, Terminator::LengthPrefixed, 64).unwrap(), vec!["abc", "", "defgh"]);
+        }
+        let huge = 1_000_000u32.to_be_bytes();
+        assert!(frames(&huge, 4, Terminator::LengthPrefixed, 64).unwrap_err().contains("limit"));
+    }
+
+    #[test]
+    fn oversized_frames_are_refused() {
+        let long = vec![b'x'; 100];
+        let err = frames(&long, 7, Terminator::Delimiter(b"\r\n"), 50).unwrap_err();
+        assert!(err.contains("50-byte"), "{err}");
+        // Exactly at the limit is fine, even when the delimiter arrives late.
+        let mut ok = vec![b'x'; 50];
+        ok.extend_from_slice(b"\r\n");
+        assert_eq!(frames(&ok, 1, Terminator::Delimiter(b"\r\n"), 50).unwrap().len(), 1);
+        assert!(frames(&long, 7, Terminator::Count(51), 50).is_err());
+    }
+}

@@ -1,0 +1,72 @@
+//! Nonblocking network servers on one thread: a [`Reactor`] on `mio` that
+//! serves many listening ports (TCP, Unix stream) and datagram sockets (UDP,
+//! Unix datagram) in one loop, with asyncore-style callbacks ([`Protocol`]),
+//! asynchat-style framing ([`Framed`]), and writes that never block.
+//!
+//! The classic select echo server, on two ports at once:
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use bytes::BytesMut;
+//! use sockloop::{Addr, Context, Protocol, Reactor};
+//!
+//! struct Echo;
+//!
+//! impl Protocol for Echo {
+//!     fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+//!         cx.write_bytes(data.split().freeze()); // zero-copy: the read buffer goes out as is
+//!     }
+//! }
+//!
+//! let mut reactor = Reactor::new()?;
+//! let any_port: Addr = "127.0.0.1:0".parse()?;
+//! let first = reactor.listen(&any_port, |_peer| Echo)?;
+//! let second = reactor.listen(&any_port, |_peer| Echo)?;
+//! let ports = [reactor.listener_addr(first)?, reactor.listener_addr(second)?];
+//!
+//! // A client on another thread talks to both ports, then stops the loop.
+//! let handle = reactor.handle();
+//! let client = std::thread::spawn(move || -> std::io::Result<()> {
+//!     for addr in ports {
+//!         let mut stream = std::net::TcpStream::connect(addr.as_inet().unwrap())?;
+//!         stream.write_all(b"Hello network world")?;
+//!         let mut reply = [0; 19];
+//!         stream.read_exact(&mut reply)?;
+//!         assert_eq!(&reply, b"Hello network world");
+//!     }
+//!     handle.stop();
+//!     Ok(())
+//! });
+//! reactor.run()?;
+//! client.join().unwrap()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! How a byte travels (readiness, read, protocol, write queue, socket) and the
+//! rules for backpressure and closing are in `docs/design.md`; a table from
+//! asyncore, asynchat and the select server to this crate is in
+//! `docs/asyncore.md`.
+#![warn(missing_docs)]
+
+mod addr;
+mod conn;
+mod context;
+mod datagram;
+mod framing;
+mod handle;
+mod id;
+mod listener;
+mod net;
+mod protocol;
+mod reactor;
+mod signals;
+mod timer;
+
+pub use addr::Addr;
+pub use context::{Context, DatagramContext};
+pub use framing::{FrameHandler, Framed, Terminator};
+pub use handle::Handle;
+pub use id::{ConnId, ListenerId, TimerId};
+pub use net::{ConnOptions, ListenOptions};
+pub use protocol::{CloseReason, DatagramProtocol, Protocol};
+pub use reactor::Reactor;

@@ -1,0 +1,217 @@
+//! Listening sockets: binding, the accept loop, the connection cap and the
+//! back-off when the process runs out of file descriptors.
+
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Duration;
+
+use mio::{Interest, Token};
+
+use crate::net::{ListenOptions, Listener};
+use crate::reactor::{Source, TimerTarget};
+use crate::{Addr, ListenerId, Protocol, Reactor};
+
+/// Connections accepted per listener per turn before other sources get a go.
+const ACCEPT_BUDGET: usize = 128;
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+type Factory = Box<dyn FnMut(&Addr) -> Box<dyn Protocol>>;
+
+pub(crate) struct ListenerState {
+    listener: Listener,
+    pub(crate) gen: u32,
+    factory: Factory,
+    opts: ListenOptions,
+    addr: Addr,
+    /// Connections from this listener that are still open.
+    open: usize,
+    /// Accepting is suspended: at the connection cap, or backing off.
+    paused: Pause,
+    backoff: Duration,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pause {
+    No,
+    AtCap,
+    /// Out of descriptors (or another resource); a timer resumes.
+    BackingOff,
+}
+
+/// Errors after which accepting again at once would fail the same way.
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc_errno::EMFILE | libc_errno::ENFILE | libc_errno::ENOBUFS | libc_errno::ENOMEM)
+    )
+}
+
+/// The errno values we need, without a libc dependency for four constants
+/// (Linux and the BSDs agree on these).
+mod libc_errno {
+    pub const ENOMEM: i32 = 12;
+    pub const ENFILE: i32 = 23;
+    pub const EMFILE: i32 = 24;
+    #[cfg(target_os = "linux")]
+    pub const ENOBUFS: i32 = 105;
+    #[cfg(not(target_os = "linux"))]
+    pub const ENOBUFS: i32 = 55;
+}
+
+impl Reactor {
+    /// Listens on `addr` (TCP over IPv4 or IPv6, or a Unix socket path) with
+    /// default [`ListenOptions`]; `factory` makes the protocol of each
+    /// accepted connection from the peer's address.
+    ///
+    /// Fails with an error naming the address (port in use, permission, a
+    /// missing directory); nothing is leaked on failure.
+    pub fn listen<P, F>(&mut self, addr: &Addr, factory: F) -> io::Result<ListenerId>
+    where
+        P: Protocol,
+        F: FnMut(&Addr) -> P + 'static,
+    {
+        self.listen_with(addr, &ListenOptions::default(), factory)
+    }
+
+    /// [`listen`](Reactor::listen) with explicit options.
+    pub fn listen_with<P, F>(
+        &mut self,
+        addr: &Addr,
+        opts: &ListenOptions,
+        mut factory: F,
+    ) -> io::Result<ListenerId>
+    where
+        P: Protocol,
+        F: FnMut(&Addr) -> P + 'static,
+    {
+        let mut listener = Listener::bind(addr, opts)?;
+        let local = listener.local_addr()?;
+        let gen = self.next_gen();
+        let entry = self.sources.vacant_entry();
+        let key = entry.key();
+        self.registry().register(&mut listener, Token(key), Interest::READABLE)?;
+        let state = ListenerState {
+            listener,
+            gen,
+            factory: Box::new(move |peer| Box::new(factory(peer))),
+            opts: opts.clone(),
+            addr: local,
+            open: 0,
+            paused: Pause::No,
+            backoff: FIRST_BACKOFF,
+        };
+        self.sources.insert(Source::Listener(state));
+        // A connection may already wait (edge-triggered: no event for it).
+        self.ready.push((key, gen));
+        Ok(ListenerId::new(key, gen))
+    }
+
+    /// The address a listener is bound to (the real port when 0 was asked).
+    pub fn listener_addr(&self, id: ListenerId) -> io::Result<Addr> {
+        match self.sources.get(id.key()) {
+            Some(Source::Listener(l)) if l.gen == id.gen => Ok(l.addr.clone()),
+            _ => Err(io::Error::new(io::ErrorKind::NotFound, format!("{id} is not listening"))),
+        }
+    }
+
+    /// Stops listening; a Unix socket file is removed. Open connections stay.
+    pub fn close_listener(&mut self, id: ListenerId) {
+        if let Some(Source::Listener(l)) = self.sources.get_mut(id.key()) {
+            if l.gen == id.gen {
+                let _ = self.poll.registry().deregister(&mut l.listener);
+                self.release_slot(id.key());
+            }
+        }
+    }
+
+    fn listener_at(&mut self, key: usize) -> Option<&mut ListenerState> {
+        match self.sources.get_mut(key) {
+            Some(Source::Listener(l)) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Accepts until the kernel queue is empty, the budget is spent (then the
+    /// listener goes on the ready list) or the connection cap is reached.
+    pub(crate) fn accept_ready(&mut self, key: usize) {
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(l) = self.listener_at(key) else { return };
+            if l.paused == Pause::BackingOff {
+                return;
+            }
+            if l.opts.max_connections.is_some_and(|cap| l.open >= cap) {
+                l.paused = Pause::AtCap;
+                return;
+            }
+            l.paused = Pause::No;
+            match l.listener.accept() {
+                Ok((stream, peer)) => {
+                    if l.backoff != FIRST_BACKOFF {
+                        log::info!("{}: accepting again", l.addr);
+                        l.backoff = FIRST_BACKOFF;
+                    }
+                    if l.opts.conn.nodelay {
+                        let _ = stream.set_nodelay();
+                    }
+                    let factory = &mut l.factory;
+                    let proto = match panic::catch_unwind(AssertUnwindSafe(|| factory(&peer))) {
+                        Ok(proto) => proto,
+                        Err(_) => {
+                            log::error!("{}: protocol factory panicked for {peer}; connection dropped", l.addr);
+                            continue;
+                        }
+                    };
+                    l.open += 1;
+                    let opts = l.opts.conn.clone();
+                    if let Err(e) = self.add_conn(stream, proto, opts, Some(key), false) {
+                        log::error!("cannot register connection from {peer}: {e}");
+                        self.connection_closed(key);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // The peer gave up before we got to it: nothing to serve.
+                Err(e) if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+                ) => {}
+                Err(e) => {
+                    let delay = l.backoff;
+                    if delay == FIRST_BACKOFF || !is_resource_exhaustion(&e) {
+                        // Once per episode: the back-off doubles quietly.
+                        log::warn!("{}: accept failed: {e}; pausing accepts, serving open connections", l.addr);
+                    }
+                    l.paused = Pause::BackingOff;
+                    l.backoff = (delay * 2).min(MAX_BACKOFF);
+                    let id = ListenerId::new(key, l.gen);
+                    self.timers.insert(self.now + delay, TimerTarget::ResumeAccept(id));
+                    return;
+                }
+            }
+        }
+        if let Some(gen) = self.gen_of(key) {
+            self.ready.push((key, gen));
+        }
+    }
+
+    pub(crate) fn resume_accept(&mut self, id: ListenerId) {
+        if let Some(l) = self.listener_at(id.key()) {
+            if l.gen == id.gen && l.paused == Pause::BackingOff {
+                l.paused = Pause::No;
+                self.accept_ready(id.key());
+            }
+        }
+    }
+
+    /// A connection from listener `key` closed: one more may be accepted.
+    pub(crate) fn connection_closed(&mut self, key: usize) {
+        if let Some(l) = self.listener_at(key) {
+            l.open -= 1;
+            if l.paused == Pause::AtCap {
+                l.paused = Pause::No;
+                let gen = l.gen;
+                self.ready.push((key, gen));
+            }
+        }
+    }
+}

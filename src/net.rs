@@ -1,0 +1,375 @@
+//! Sockets: binding listeners and datagram sockets with the options servers
+//! need, and one enum per socket kind so the reactor has one code path for
+//! TCP and Unix.
+//!
+//! Binding goes through `socket2` because the options that matter for a server
+//! (`SO_REUSEADDR`, `SO_REUSEPORT`, `IPV6_V6ONLY`, the listen backlog) must be
+//! set between `socket()` and `bind()`/`listen()`, which std does not allow.
+
+use std::fs;
+use std::io::{self, IoSlice, Write};
+use std::mem::MaybeUninit;
+use std::net::{Shutdown, SocketAddr};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mio::event::Source;
+use mio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+
+use crate::Addr;
+
+/// How a listener is bound, and what its connections get.
+///
+/// Fields are public so options read like socketserver's class attributes:
+///
+/// ```
+/// use sockloop::ListenOptions;
+/// let opts = ListenOptions { backlog: 4096, max_connections: Some(10_000), ..Default::default() };
+/// assert!(opts.reuse_address);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ListenOptions {
+    /// Length of the kernel's queue of connections not yet accepted
+    /// (`listen(2)` backlog). Default 1024; Python's socketserver uses 5, which
+    /// refuses clients under any burst.
+    pub backlog: u32,
+    /// `SO_REUSEADDR`: rebind a port still in TIME_WAIT after a restart. Default on.
+    pub reuse_address: bool,
+    /// `SO_REUSEPORT`: several sockets (one reactor per core) share one port. Default off.
+    pub reuse_port: bool,
+    /// `IPV6_V6ONLY` for IPv6 binds: when false a `[::]` listener also takes IPv4. Default false.
+    pub only_v6: bool,
+    /// Stop accepting while this many connections from this listener are open;
+    /// the kernel's backlog holds the rest until one closes. Default: no cap.
+    pub max_connections: Option<usize>,
+    /// Settings for every connection this listener accepts.
+    pub conn: ConnOptions,
+}
+
+impl Default for ListenOptions {
+    fn default() -> ListenOptions {
+        ListenOptions {
+            backlog: 1024,
+            reuse_address: true,
+            reuse_port: false,
+            only_v6: false,
+            max_connections: None,
+            conn: ConnOptions::default(),
+        }
+    }
+}
+
+/// Buffering and timeout settings of one stream connection.
+#[derive(Clone, Debug)]
+pub struct ConnOptions {
+    /// Stop reading from the peer once this many bytes wait in the write queue
+    /// (default 64 KiB, Twisted's value): a peer that sends but never reads
+    /// cannot grow the server's memory.
+    pub high_water: usize,
+    /// Read again, and call `on_drained`, once the queue is down to this many
+    /// bytes (default 16 KiB).
+    pub low_water: usize,
+    /// Close the connection with [`CloseReason::WriteQueueFull`] rather than
+    /// queue more than this (default 64 MiB). `None` trusts the protocol to
+    /// respect `on_drained`.
+    ///
+    /// [`CloseReason::WriteQueueFull`]: crate::CloseReason::WriteQueueFull
+    pub max_queued: Option<usize>,
+    /// Close connections that neither read nor wrote for this long. Default: never.
+    pub idle_timeout: Option<Duration>,
+    /// `TCP_NODELAY` on accepted and connected TCP sockets. Default on: the
+    /// write queue already coalesces, so Nagle only adds latency.
+    pub nodelay: bool,
+    /// Give up an outgoing connect after this long (default 30 s), with
+    /// [`CloseReason::ConnectFailed`]. Not used for accepted connections.
+    ///
+    /// [`CloseReason::ConnectFailed`]: crate::CloseReason::ConnectFailed
+    pub connect_timeout: Option<Duration>,
+}
+
+impl Default for ConnOptions {
+    fn default() -> ConnOptions {
+        ConnOptions {
+            high_water: 64 * 1024,
+            low_water: 16 * 1024,
+            max_queued: Some(64 * 1024 * 1024),
+            idle_timeout: None,
+            nodelay: true,
+            connect_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+fn context(e: io::Error, what: &str, addr: &dyn std::fmt::Display) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {addr}: {e}"))
+}
+
+fn inet_socket(addr: SocketAddr, ty: Type, opts: &ListenOptions) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty.nonblocking().cloexec(), None)?;
+    socket.set_reuse_address(opts.reuse_address)?;
+    if opts.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(opts.only_v6)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Binds a Unix socket at `path`, replacing a stale socket file left by a dead
+/// server: only a socket file, and only when nothing accepts on it.
+fn unix_socket(path: &Path, ty: Type) -> io::Result<Socket> {
+    let bind = || -> io::Result<Socket> {
+        let socket = Socket::new(Domain::UNIX, ty.nonblocking().cloexec(), None)?;
+        socket.bind(&SockAddr::unix(path)?)?;
+        Ok(socket)
+    };
+    match bind() {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && is_stale_socket(path) => {
+            log::info!("removing stale socket file {}", path.display());
+            fs::remove_file(path)?;
+            bind()
+        }
+        other => other,
+    }
+}
+
+fn is_stale_socket(path: &Path) -> bool {
+    let is_socket = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    is_socket
+        && matches!(
+            StdUnixStream::connect(path),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
+        )
+}
+
+/// A bound, listening socket.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    Tcp(TcpListener),
+    // The guard is never read: it is held for its `Drop`.
+    Unix(UnixListener, #[allow(dead_code)] UnlinkOnDrop),
+}
+
+/// Removes a Unix socket's file when the socket that created it goes away.
+#[derive(Debug)]
+pub(crate) struct UnlinkOnDrop(Option<PathBuf>);
+
+impl Drop for UnlinkOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+impl Listener {
+    pub(crate) fn bind(addr: &Addr, opts: &ListenOptions) -> io::Result<Listener> {
+        let backlog = opts.backlog.min(i32::MAX as u32) as i32;
+        let bound = match addr {
+            Addr::Inet(a) => inet_socket(*a, Type::STREAM, opts).and_then(|s| {
+                s.listen(backlog)?;
+                Ok(Listener::Tcp(TcpListener::from_std(s.into())))
+            }),
+            Addr::Unix(_) => {
+                let path = unix_path(addr)?;
+                unix_socket(path, Type::STREAM).and_then(|s| {
+                    let guard = UnlinkOnDrop(Some(path.to_path_buf()));
+                    s.listen(backlog)?;
+                    Ok(Listener::Unix(UnixListener::from_std(s.into()), guard))
+                })
+            }
+        };
+        bound.map_err(|e| context(e, "cannot listen on", addr))
+    }
+
+    /// Accepts one connection (`WouldBlock` when none is waiting).
+    pub(crate) fn accept(&self) -> io::Result<(Stream, Addr)> {
+        match self {
+            Listener::Tcp(l) => l.accept().map(|(s, a)| (Stream::Tcp(s), Addr::Inet(a))),
+            Listener::Unix(l, _) => l.accept().map(|(s, a)| (Stream::Unix(s), Addr::Unix(a))),
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<Addr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(Addr::Inet),
+            Listener::Unix(l, _) => l.local_addr().map(Addr::Unix),
+        }
+    }
+}
+
+fn unix_path(addr: &Addr) -> io::Result<&Path> {
+    addr.as_path().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "an unnamed Unix address cannot be bound")
+    })
+}
+
+/// A connected byte stream.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// Starts a nonblocking connect; completion is reported as WRITABLE.
+    pub(crate) fn connect(addr: &Addr) -> io::Result<Stream> {
+        let stream = match addr {
+            Addr::Inet(a) => TcpStream::connect(*a).map(Stream::Tcp),
+            Addr::Unix(_) => UnixStream::connect(unix_path(addr)?).map(Stream::Unix),
+        };
+        stream.map_err(|e| context(e, "cannot connect to", addr))
+    }
+
+    fn sock(&self) -> SockRef<'_> {
+        match self {
+            Stream::Tcp(s) => SockRef::from(s),
+            Stream::Unix(s) => SockRef::from(s),
+        }
+    }
+
+    /// Reads into the spare capacity of `buf`, growing it by nothing: the
+    /// caller reserves. Returns the byte count (0 = end of stream).
+    pub(crate) fn read_into(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY of the cast: `recv` takes `MaybeUninit` and writes, never reads.
+        let spare: &mut [MaybeUninit<u8>] = spare;
+        let n = loop {
+            match self.sock().recv(spare) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
+    }
+
+    pub(crate) fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        loop {
+            let r = match self {
+                Stream::Tcp(s) => (&*s).write_vectored(bufs),
+                Stream::Unix(s) => (&*s).write_vectored(bufs),
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.sock().take_error()
+    }
+
+    pub(crate) fn set_nodelay(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_nodelay(true),
+            Stream::Unix(_) => Ok(()),
+        }
+    }
+
+    pub(crate) fn peer_addr(&self) -> io::Result<Addr> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().map(Addr::Inet),
+            Stream::Unix(s) => s.peer_addr().map(Addr::Unix),
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<Addr> {
+        match self {
+            Stream::Tcp(s) => s.local_addr().map(Addr::Inet),
+            Stream::Unix(s) => s.local_addr().map(Addr::Unix),
+        }
+    }
+}
+
+/// A bound datagram socket.
+#[derive(Debug)]
+pub(crate) enum Datagram {
+    Udp(UdpSocket),
+    Unix(UnixDatagram, #[allow(dead_code)] UnlinkOnDrop),
+}
+
+impl Datagram {
+    pub(crate) fn bind(addr: &Addr, opts: &ListenOptions) -> io::Result<Datagram> {
+        let bound = match addr {
+            Addr::Inet(a) => inet_socket(*a, Type::DGRAM, opts)
+                .map(|s| Datagram::Udp(UdpSocket::from_std(s.into()))),
+            Addr::Unix(_) => {
+                let path = unix_path(addr)?;
+                unix_socket(path, Type::DGRAM).map(|s| {
+                    let guard = UnlinkOnDrop(Some(path.to_path_buf()));
+                    Datagram::Unix(UnixDatagram::from_std(s.into()), guard)
+                })
+            }
+        };
+        bound.map_err(|e| context(e, "cannot bind", addr))
+    }
+
+    pub(crate) fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Addr)> {
+        match self {
+            Datagram::Udp(s) => s.recv_from(buf).map(|(n, a)| (n, Addr::Inet(a))),
+            Datagram::Unix(s, _) => s.recv_from(buf).map(|(n, a)| (n, Addr::Unix(a))),
+        }
+    }
+
+    pub(crate) fn send_to(&self, buf: &[u8], to: &Addr) -> io::Result<usize> {
+        match (self, to) {
+            (Datagram::Udp(s), Addr::Inet(a)) => s.send_to(buf, *a),
+            (Datagram::Unix(s, _), Addr::Unix(_)) => match to.as_path() {
+                Some(path) => s.send_to(buf, path),
+                None => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "cannot send to an unnamed Unix socket (the peer did not bind)",
+                )),
+            },
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot send to {to}: address family differs from the socket's"),
+            )),
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<Addr> {
+        match self {
+            Datagram::Udp(s) => s.local_addr().map(Addr::Inet),
+            Datagram::Unix(s, _) => s.local_addr().map(Addr::Unix),
+        }
+    }
+}
+
+/// Forwards `mio::event::Source` to whichever socket the enum holds.
+macro_rules! forward_source {
+    ($ty:ident { $($variant:ident($inner:ident $(, $rest:tt)?)),+ }) => {
+        impl Source for $ty {
+            fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+                match self { $($ty::$variant($inner $(, $rest)?) => $inner.register(r, t, i)),+ }
+            }
+            fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+                match self { $($ty::$variant($inner $(, $rest)?) => $inner.reregister(r, t, i)),+ }
+            }
+            fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+                match self { $($ty::$variant($inner $(, $rest)?) => $inner.deregister(r)),+ }
+            }
+        }
+    };
+}
+
+forward_source!(Listener { Tcp(s), Unix(s, _) });
+forward_source!(Stream { Tcp(s), Unix(s) });
+forward_source!(Datagram { Udp(s), Unix(s, _) });
