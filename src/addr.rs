@@ -44,9 +44,9 @@ impl Addr {
     /// Returns the first address the resolver gives, or an error that names
     /// the text when it does not resolve.
     pub fn resolve(host: &str, port: u16) -> io::Result<Addr> {
-        let mut addrs = (host, port).to_socket_addrs().map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot resolve {host}:{port}: {e}"))
-        })?;
+        let mut addrs = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {host}:{port}: {e}")))?;
         addrs.next().map(Addr::Inet).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,

@@ -70,7 +70,12 @@ pub(crate) enum ShutdownWrite {
 }
 
 impl Conn {
-    pub(crate) fn new(stream: Stream, proto: Box<dyn Protocol>, opts: ConnOptions, now: Instant) -> Conn {
+    pub(crate) fn new(
+        stream: Stream,
+        proto: Box<dyn Protocol>,
+        opts: ConnOptions,
+        now: Instant,
+    ) -> Conn {
         Conn {
             stream,
             proto: Some(proto),

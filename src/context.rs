@@ -58,7 +58,8 @@ impl<'a> Context<'a> {
     /// Closes after the queue is sent, reporting `reason` to `on_close` and
     /// the log (for example a protocol error).
     pub fn close_with(&mut self, reason: CloseReason) {
-        self.reactor.close_id(self.id, crate::conn::Closing::AfterFlush(reason));
+        self.reactor
+            .close_id(self.id, crate::conn::Closing::AfterFlush(reason));
     }
 
     /// Closes now; queued bytes are dropped (and counted in [`queued`](Context::queued)).

@@ -35,7 +35,11 @@ pub(crate) struct DatagramSocket {
 
 impl Reactor {
     /// Binds a UDP or Unix datagram socket at `addr`, served by `proto`.
-    pub fn bind_datagram(&mut self, addr: &Addr, proto: impl DatagramProtocol) -> io::Result<ConnId> {
+    pub fn bind_datagram(
+        &mut self,
+        addr: &Addr,
+        proto: impl DatagramProtocol,
+    ) -> io::Result<ConnId> {
         self.bind_datagram_with(addr, &ListenOptions::default(), proto)
     }
 
@@ -51,7 +55,8 @@ impl Reactor {
         let mut socket = Datagram::bind(addr, opts)?;
         let gen = self.next_gen();
         let key = self.sources.vacant_entry().key();
-        self.registry().register(&mut socket, Token(key), Interest::READABLE)?;
+        self.registry()
+            .register(&mut socket, Token(key), Interest::READABLE)?;
         self.sources.insert(Source::Datagram(DatagramSocket {
             socket,
             gen,
@@ -76,10 +81,18 @@ impl Reactor {
 
     /// Runs a datagram callback with the protocol taken out of its slot; a
     /// panic is logged and closes the socket.
-    fn call_datagram(&mut self, key: usize, f: impl FnOnce(&mut dyn DatagramProtocol, &mut DatagramContext<'_>)) {
-        let Some(d) = self.datagram_at(key) else { return };
+    fn call_datagram(
+        &mut self,
+        key: usize,
+        f: impl FnOnce(&mut dyn DatagramProtocol, &mut DatagramContext<'_>),
+    ) {
+        let Some(d) = self.datagram_at(key) else {
+            return;
+        };
         let id = ConnId::new(key, d.gen);
-        let Some(mut proto) = d.proto.take() else { return };
+        let Some(mut proto) = d.proto.take() else {
+            return;
+        };
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
             f(&mut *proto, &mut DatagramContext::new(self, id));
         }));
@@ -111,12 +124,16 @@ impl Reactor {
         let mut buf = mem::take(&mut self.dgram_buf);
         buf.resize(MAX_DATAGRAM, 0);
         for _ in 0..RECV_BUDGET {
-            let Some(d) = self.datagram_at(key) else { break };
+            let Some(d) = self.datagram_at(key) else {
+                break;
+            };
             if d.closing.is_some() {
                 break;
             }
             match d.socket.recv_from(&mut buf) {
-                Ok((n, from)) => self.call_datagram(key, |p, cx| p.on_datagram(cx, &buf[..n], &from)),
+                Ok((n, from)) => {
+                    self.call_datagram(key, |p, cx| p.on_datagram(cx, &buf[..n], &from))
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.dgram_buf = buf;
                     return;
@@ -138,10 +155,16 @@ impl Reactor {
     pub fn send_to(&mut self, id: ConnId, data: &[u8], to: &Addr) -> io::Result<()> {
         let d = datagram_in(&mut self.sources, id.key()).filter(|d| d.gen == id.gen);
         let Some(d) = d else {
-            return Err(io::Error::new(io::ErrorKind::NotConnected, format!("{id} is not open")));
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("{id} is not open"),
+            ));
         };
         if d.closing.is_some() {
-            return Err(io::Error::new(io::ErrorKind::NotConnected, format!("{id} is closing")));
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("{id} is closing"),
+            ));
         }
         if d.queue.is_empty() {
             match d.socket.send_to(data, to) {
@@ -150,21 +173,31 @@ impl Reactor {
                 Err(e) => return Err(e),
             }
         }
-        if d.max_queued.is_some_and(|limit| d.queued + data.len() > limit) {
-            return Err(io::Error::new(io::ErrorKind::WouldBlock, format!("{id}: send queue full")));
+        if d.max_queued
+            .is_some_and(|limit| d.queued + data.len() > limit)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{id}: send queue full"),
+            ));
         }
         d.queued += data.len();
-        d.queue.push_back((Bytes::copy_from_slice(data), to.clone()));
+        d.queue
+            .push_back((Bytes::copy_from_slice(data), to.clone()));
         if !d.writable_interest {
             d.writable_interest = true;
             let interest = Interest::READABLE | Interest::WRITABLE;
-            self.poll.registry().reregister(&mut d.socket, Token(id.key()), interest)?;
+            self.poll
+                .registry()
+                .reregister(&mut d.socket, Token(id.key()), interest)?;
         }
         Ok(())
     }
 
     fn flush_datagrams(&mut self, key: usize) {
-        let Some(d) = datagram_in(&mut self.sources, key) else { return };
+        let Some(d) = datagram_in(&mut self.sources, key) else {
+            return;
+        };
         while let Some((data, to)) = d.queue.front() {
             match d.socket.send_to(data, to) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -177,7 +210,10 @@ impl Reactor {
         }
         if d.writable_interest {
             d.writable_interest = false;
-            let _ = self.poll.registry().reregister(&mut d.socket, Token(key), Interest::READABLE);
+            let _ = self
+                .poll
+                .registry()
+                .reregister(&mut d.socket, Token(key), Interest::READABLE);
         }
         if let Some(reason) = d.closing.take() {
             self.close_datagram(key, reason);
@@ -186,8 +222,13 @@ impl Reactor {
 
     /// Closes a datagram socket once its queue is sent (at once if empty).
     pub(crate) fn close_datagram(&mut self, key: usize, reason: CloseReason) {
-        let Some(d) = datagram_in(&mut self.sources, key) else { return };
-        let final_close = matches!(reason, CloseReason::ReactorStopped | CloseReason::Panicked(_));
+        let Some(d) = datagram_in(&mut self.sources, key) else {
+            return;
+        };
+        let final_close = matches!(
+            reason,
+            CloseReason::ReactorStopped | CloseReason::Panicked(_)
+        );
         if !d.queue.is_empty() && !final_close {
             d.closing.get_or_insert(reason);
             return;
@@ -205,7 +246,10 @@ impl Reactor {
     pub(crate) fn datagram_local_addr(&mut self, id: ConnId) -> io::Result<Addr> {
         match self.datagram(id) {
             Some(d) => d.socket.local_addr(),
-            None => Err(io::Error::new(io::ErrorKind::NotConnected, format!("{id} is not open"))),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("{id} is not open"),
+            )),
         }
     }
 }

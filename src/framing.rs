@@ -94,7 +94,10 @@ pub struct Framed<H> {
 impl<H: FrameHandler> Framed<H> {
     /// Frames the connection for `handler`.
     pub fn new(handler: H) -> Framed<H> {
-        Framed { handler, decoder: Decoder::default() }
+        Framed {
+            handler,
+            decoder: Decoder::default(),
+        }
     }
 
     /// The handler.
@@ -116,7 +119,9 @@ impl<H: FrameHandler> Protocol for Framed<H> {
     fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
         // Stop at a close: bytes after a QUIT are not the handler's business.
         while !cx.is_closing() {
-            let next = self.decoder.next_frame(data, self.handler.terminator(), self.handler.max_frame());
+            let next =
+                self.decoder
+                    .next_frame(data, self.handler.terminator(), self.handler.max_frame());
             match next {
                 Ok(Some(frame)) => self.handler.on_frame(cx, frame),
                 Ok(None) => return,
@@ -193,7 +198,9 @@ impl Decoder {
             }
             Terminator::Count(n) => Ok((buf.len() >= n).then(|| buf.split_to(n).freeze())),
             Terminator::LengthPrefixed => {
-                let Some(header) = buf.get(..4) else { return Ok(None) };
+                let Some(header) = buf.get(..4) else {
+                    return Ok(None);
+                };
                 let n = u32::from_be_bytes(header.try_into().expect("4 bytes")) as usize;
                 if n > max {
                     return Err(format!("length prefix {n} over the {max}-byte limit"));
@@ -215,7 +222,12 @@ mod tests {
     use super::*;
 
     /// Feeds `input` in chunks of `chunk` bytes and collects the frames.
-    fn frames(input: &[u8], chunk: usize, term: Terminator<'_>, max: usize) -> Result<Vec<Bytes>, String> {
+    fn frames(
+        input: &[u8],
+        chunk: usize,
+        term: Terminator<'_>,
+        max: usize,
+    ) -> Result<Vec<Bytes>, String> {
         let mut decoder = Decoder::default();
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
@@ -238,7 +250,11 @@ mod tests {
             }
             for chunk in 1..=input.len() {
                 let got = frames(&input, chunk, Terminator::Delimiter(delim), 1024).unwrap();
-                assert_eq!(got, vec!["hello world", "I'm not dead yet!"], "delim {delim:?} chunk {chunk}");
+                assert_eq!(
+                    got,
+                    vec!["hello world", "I'm not dead yet!"],
+                    "delim {delim:?} chunk {chunk}"
+                );
             }
         }
     }
@@ -251,15 +267,27 @@ mod tests {
 
     #[test]
     fn empty_line_is_an_empty_frame() {
-        let got = frames(b"hello world\n\nI'm not dead yet!\n", 3, Terminator::Delimiter(b"\n"), 64).unwrap();
+        let got = frames(
+            b"hello world\n\nI'm not dead yet!\n",
+            3,
+            Terminator::Delimiter(b"\n"),
+            64,
+        )
+        .unwrap();
         assert_eq!(got, vec!["hello world", "", "I'm not dead yet!"]);
     }
 
     #[test]
     fn counts_and_none() {
         let data = b"hello world, I'm not dead yet!\n";
-        assert_eq!(frames(data, 5, Terminator::Count(6), 64).unwrap()[0], "hello ");
-        assert_eq!(frames(data, 5, Terminator::Count(1), 64).unwrap().len(), data.len());
+        assert_eq!(
+            frames(data, 5, Terminator::Count(6), 64).unwrap()[0],
+            "hello "
+        );
+        assert_eq!(
+            frames(data, 5, Terminator::Count(1), 64).unwrap().len(),
+            data.len()
+        );
         let raw = frames(data, 7, Terminator::None, 64).unwrap();
         assert_eq!(raw.concat(), data.to_vec());
         assert!(frames(data, 5, Terminator::Count(0), 64).is_err());
@@ -273,10 +301,15 @@ mod tests {
             input.extend_from_slice(msg);
         }
         for chunk in 1..=input.len() {
-            assert_eq!(frames(&input, chunk, Terminator::LengthPrefixed, 64).unwrap(), vec!["abc", "", "defgh"]);
+            assert_eq!(
+                frames(&input, chunk, Terminator::LengthPrefixed, 64).unwrap(),
+                vec!["abc", "", "defgh"]
+            );
         }
         let huge = 1_000_000u32.to_be_bytes();
-        assert!(frames(&huge, 4, Terminator::LengthPrefixed, 64).unwrap_err().contains("limit"));
+        assert!(frames(&huge, 4, Terminator::LengthPrefixed, 64)
+            .unwrap_err()
+            .contains("limit"));
     }
 
     #[test]
@@ -287,7 +320,12 @@ mod tests {
         // Exactly at the limit is fine, even when the delimiter arrives late.
         let mut ok = vec![b'x'; 50];
         ok.extend_from_slice(b"\r\n");
-        assert_eq!(frames(&ok, 1, Terminator::Delimiter(b"\r\n"), 50).unwrap().len(), 1);
+        assert_eq!(
+            frames(&ok, 1, Terminator::Delimiter(b"\r\n"), 50)
+                .unwrap()
+                .len(),
+            1
+        );
         assert!(frames(&long, 7, Terminator::Count(51), 50).is_err());
     }
 }

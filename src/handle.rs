@@ -110,7 +110,10 @@ impl Handle {
 
     fn send(&self, command: Command) -> io::Result<()> {
         if self.shared.gone.load(Ordering::Acquire) {
-            return Err(io::Error::new(io::ErrorKind::NotConnected, "the reactor is gone"));
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the reactor is gone",
+            ));
         }
         let first = {
             let mut queue = self.shared.lock();

@@ -90,7 +90,8 @@ impl Reactor {
         let gen = self.next_gen();
         let entry = self.sources.vacant_entry();
         let key = entry.key();
-        self.registry().register(&mut listener, Token(key), Interest::READABLE)?;
+        self.registry()
+            .register(&mut listener, Token(key), Interest::READABLE)?;
         let state = ListenerState {
             listener,
             gen,
@@ -111,7 +112,10 @@ impl Reactor {
     pub fn listener_addr(&self, id: ListenerId) -> io::Result<Addr> {
         match self.sources.get(id.key()) {
             Some(Source::Listener(l)) if l.gen == id.gen => Ok(l.addr.clone()),
-            _ => Err(io::Error::new(io::ErrorKind::NotFound, format!("{id} is not listening"))),
+            _ => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{id} is not listening"),
+            )),
         }
     }
 
@@ -136,7 +140,9 @@ impl Reactor {
     /// listener goes on the ready list) or the connection cap is reached.
     pub(crate) fn accept_ready(&mut self, key: usize) {
         for _ in 0..ACCEPT_BUDGET {
-            let Some(l) = self.listener_at(key) else { return };
+            let Some(l) = self.listener_at(key) else {
+                return;
+            };
             if l.paused == Pause::BackingOff {
                 return;
             }
@@ -158,7 +164,10 @@ impl Reactor {
                     let proto = match panic::catch_unwind(AssertUnwindSafe(|| factory(&peer))) {
                         Ok(proto) => proto,
                         Err(_) => {
-                            log::error!("{}: protocol factory panicked for {peer}; connection dropped", l.addr);
+                            log::error!(
+                                "{}: protocol factory panicked for {peer}; connection dropped",
+                                l.addr
+                            );
                             continue;
                         }
                     };
@@ -171,20 +180,27 @@ impl Reactor {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // The peer gave up before we got to it: nothing to serve.
-                Err(e) if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
-                ) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => {
                     let delay = l.backoff;
                     if delay == FIRST_BACKOFF || !is_resource_exhaustion(&e) {
                         // Once per episode: the back-off doubles quietly.
-                        log::warn!("{}: accept failed: {e}; pausing accepts, serving open connections", l.addr);
+                        log::warn!(
+                            "{}: accept failed: {e}; pausing accepts, serving open connections",
+                            l.addr
+                        );
                     }
                     l.paused = Pause::BackingOff;
                     l.backoff = (delay * 2).min(MAX_BACKOFF);
                     let id = ListenerId::new(key, l.gen);
-                    self.timers.insert(self.now + delay, TimerTarget::ResumeAccept(id));
+                    self.timers
+                        .insert(self.now + delay, TimerTarget::ResumeAccept(id));
                     return;
                 }
             }

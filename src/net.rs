@@ -207,7 +207,10 @@ impl Listener {
 
 fn unix_path(addr: &Addr) -> io::Result<&Path> {
     addr.as_path().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "an unnamed Unix address cannot be bound")
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an unnamed Unix address cannot be bound",
+        )
     })
 }
 

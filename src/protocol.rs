@@ -128,7 +128,10 @@ impl fmt::Display for CloseReason {
             CloseReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
             CloseReason::WriteQueueFull { limit } => {
-                write!(f, "write queue full: peer not reading ({limit} bytes queued)")
+                write!(
+                    f,
+                    "write queue full: peer not reading ({limit} bytes queued)"
+                )
             }
             CloseReason::Panicked(msg) => write!(f, "callback panicked: {msg}"),
             CloseReason::Protocol(msg) => write!(f, "protocol error: {msg}"),

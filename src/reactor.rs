@@ -140,7 +140,9 @@ impl Reactor {
     /// A stop request ends the wait at once.
     pub fn run_once(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         if self.running {
-            return Err(io::Error::other("Reactor::run called from inside a callback"));
+            return Err(io::Error::other(
+                "Reactor::run called from inside a callback",
+            ));
         }
         self.running = true;
         let result = self.turn(timeout);
@@ -170,7 +172,11 @@ impl Reactor {
         Ok(())
     }
 
-    fn poll_and_dispatch(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+    fn poll_and_dispatch(
+        &mut self,
+        events: &mut Events,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
         let mut timeout = timeout;
         if !self.ready.is_empty() || self.stopping {
             timeout = Some(Duration::ZERO);
@@ -212,8 +218,11 @@ impl Reactor {
             if self.gen_of(key) != Some(gen) {
                 continue;
             }
-            match &self.sources[key] {
-                Source::Conn(_) => self.read_conn(key, true),
+            match &mut self.sources[key] {
+                Source::Conn(conn) => {
+                    conn.read_scheduled = false;
+                    self.read_conn(key, true);
+                }
                 Source::Listener(_) => self.accept_ready(key),
                 Source::Datagram(_) => self.read_datagrams(key),
                 _ => {}
@@ -325,7 +334,9 @@ impl Reactor {
             Ok(r) => Some(r),
             Err(panic) => {
                 let msg = panic_message(&*panic);
-                let peer = self.peer_addr(id).map_or_else(|e| e.to_string(), |a| a.to_string());
+                let peer = self
+                    .peer_addr(id)
+                    .map_or_else(|e| e.to_string(), |a| a.to_string());
                 log::error!("{id} ({peer}): callback panicked: {msg}; closing this connection");
                 self.close_id(id, Closing::AfterFlush(CloseReason::Panicked(msg)));
                 None
@@ -362,8 +373,14 @@ impl Reactor {
         conn.writable_interest = connecting;
         let entry = self.sources.vacant_entry();
         let key = entry.key();
-        let interest = if connecting { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-        self.poll.registry().register(&mut conn.stream, Token(key), interest)?;
+        let interest = if connecting {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        self.poll
+            .registry()
+            .register(&mut conn.stream, Token(key), interest)?;
         let idle = conn.opts.idle_timeout;
         entry.insert(Source::Conn(conn));
         let id = ConnId::new(key, gen);
@@ -400,14 +417,18 @@ impl Reactor {
         }
         let id = self.add_conn(stream, Box::new(proto), opts.clone(), None, true)?;
         if let Some(limit) = opts.connect_timeout {
-            let timer = self.timers.insert(self.now + limit, TimerTarget::ConnectTimeout(id));
+            let timer = self
+                .timers
+                .insert(self.now + limit, TimerTarget::ConnectTimeout(id));
             self.conn(id).expect("just added").connect_timer = Some(timer);
         }
         Ok(id)
     }
 
     fn conn_event(&mut self, key: usize, event: &Event) {
-        let Some(conn) = self.conn_at(key) else { return };
+        let Some(conn) = self.conn_at(key) else {
+            return;
+        };
         if conn.connecting {
             if event.is_writable() || event.is_error() || event.is_write_closed() {
                 self.finish_connect(key);
@@ -426,7 +447,9 @@ impl Reactor {
     }
 
     fn finish_connect(&mut self, key: usize) {
-        let Some(conn) = self.conn_at(key) else { return };
+        let Some(conn) = self.conn_at(key) else {
+            return;
+        };
         let id = ConnId::new(key, conn.gen);
         let failure = match conn.stream.take_error() {
             Ok(Some(e)) | Err(e) => Some(e),
@@ -456,7 +479,9 @@ impl Reactor {
     /// wake-up, as tokio does); off after the peer's FIN or an error.
     pub(crate) fn read_conn(&mut self, key: usize, trust_short_read: bool) {
         for _ in 0..READ_BUDGET {
-            let Some(conn) = self.conn_at(key) else { return };
+            let Some(conn) = self.conn_at(key) else {
+                return;
+            };
             if !conn.wants_read() {
                 return;
             }
@@ -525,7 +550,9 @@ impl Reactor {
     }
 
     fn peer_eof(&mut self, key: usize) {
-        let Some(conn) = conn_in(&mut self.sources, key) else { return };
+        let Some(conn) = conn_in(&mut self.sources, key) else {
+            return;
+        };
         conn.eof = true;
         conn.last_active = self.now;
         let id = ConnId::new(key, conn.gen);
@@ -561,7 +588,9 @@ impl Reactor {
     /// Sends what the socket takes, then applies the consequences: interest
     /// changes, a pending half-close or close, the end of backpressure.
     fn flush_conn(&mut self, key: usize) {
-        let Some(conn) = conn_in(&mut self.sources, key) else { return };
+        let Some(conn) = conn_in(&mut self.sources, key) else {
+            return;
+        };
         conn.flush_scheduled = false;
         if matches!(conn.closing, Closing::Now(_)) {
             return self.finish_close(key);
@@ -589,9 +618,17 @@ impl Reactor {
             }
         }
         if flushed == conn.writable_interest {
-            let interest = if flushed { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
+            let interest = if flushed {
+                Interest::READABLE
+            } else {
+                Interest::READABLE | Interest::WRITABLE
+            };
             conn.writable_interest = !flushed;
-            if let Err(e) = self.poll.registry().reregister(&mut conn.stream, Token(key), interest) {
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(key), interest)
+            {
                 return self.close_at(key, Closing::Now(CloseReason::Error(e)));
             }
         }
@@ -620,7 +657,9 @@ impl Reactor {
     /// Starts closing: `AfterFlush` waits for the queue, `Now` does not. A
     /// stronger request replaces a weaker one; the first reason otherwise wins.
     pub(crate) fn close_at(&mut self, key: usize, how: Closing) {
-        let Some(conn) = self.conn_at(key) else { return };
+        let Some(conn) = self.conn_at(key) else {
+            return;
+        };
         match (&conn.closing, &how) {
             (Closing::No, _) | (Closing::AfterFlush(_), Closing::Now(_)) => conn.closing = how,
             _ => return,
@@ -630,19 +669,27 @@ impl Reactor {
 
     /// Deregisters, calls `on_close` exactly once and frees the slot.
     fn finish_close(&mut self, key: usize) {
-        let Some(conn) = conn_in(&mut self.sources, key) else { return };
+        let Some(conn) = conn_in(&mut self.sources, key) else {
+            return;
+        };
         let reason = match mem::replace(&mut conn.closing, Closing::Now(CloseReason::Closed)) {
             Closing::AfterFlush(r) | Closing::Now(r) => r,
             Closing::No => CloseReason::Closed,
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        for timer in [conn.idle_timer.take(), conn.connect_timer.take()].into_iter().flatten() {
+        for timer in [conn.idle_timer.take(), conn.connect_timer.take()]
+            .into_iter()
+            .flatten()
+        {
             self.timers.cancel(timer);
         }
         let listener = conn.listener;
         if !reason.is_clean() || conn.queued > 0 {
             let unsent = conn.queued;
-            log::debug!("{}: {reason}; {unsent} queued bytes unsent", ConnId::new(key, conn.gen));
+            log::debug!(
+                "{}: {reason}; {unsent} queued bytes unsent",
+                ConnId::new(key, conn.gen)
+            );
         }
         self.call(key, |p, cx| p.on_close(cx, &reason));
         if let Source::Conn(conn) = self.release_slot(key) {
@@ -659,7 +706,9 @@ impl Reactor {
         let now = Instant::now();
         let Some(conn) = self.conn(id) else { return };
         conn.idle_timer = None;
-        let Some(limit) = conn.opts.idle_timeout else { return };
+        let Some(limit) = conn.opts.idle_timeout else {
+            return;
+        };
         let idle = now.saturating_duration_since(conn.last_active);
         if idle >= limit {
             log::info!("{id}: idle for {idle:?}, closing");
@@ -667,7 +716,9 @@ impl Reactor {
         }
         // Activity since the timer was set: re-arm for the rest, instead of
         // moving a heap entry on every read.
-        let timer = self.timers.insert(now + (limit - idle), TimerTarget::Idle(id));
+        let timer = self
+            .timers
+            .insert(now + (limit - idle), TimerTarget::Idle(id));
         self.conn(id).expect("checked above").idle_timer = Some(timer);
     }
 
@@ -704,10 +755,16 @@ impl Reactor {
     /// [`CloseReason::WriteQueueFull`] and fails too.
     pub fn write_bytes(&mut self, id: ConnId, data: impl Into<Bytes>) -> io::Result<()> {
         let Some(conn) = self.conn(id) else {
-            return Err(io::Error::new(io::ErrorKind::NotConnected, format!("{id} is not open")));
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("{id} is not open"),
+            ));
         };
         if !conn.accepts_writes() {
-            return Err(io::Error::new(io::ErrorKind::NotConnected, format!("{id} is closing")));
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("{id} is closing"),
+            ));
         }
         let data = data.into();
         if data.is_empty() {
@@ -716,7 +773,10 @@ impl Reactor {
         if let Err(limit) = conn.enqueue(data) {
             log::warn!("{id}: write queue over {limit} bytes (peer not reading); closing");
             self.close_id(id, Closing::Now(CloseReason::WriteQueueFull { limit }));
-            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "write queue full"));
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "write queue full",
+            ));
         }
         self.schedule_flush(id.key());
         Ok(())
@@ -757,7 +817,8 @@ impl Reactor {
 
     /// True when connection `id` is closing or gone.
     pub fn is_closing(&mut self, id: ConnId) -> bool {
-        self.conn(id).is_none_or(|c| !matches!(c.closing, Closing::No))
+        self.conn(id)
+            .is_none_or(|c| !matches!(c.closing, Closing::No))
     }
 
     /// Bytes queued on connection `id` and not yet taken by the socket.
@@ -769,7 +830,10 @@ impl Reactor {
     pub fn peer_addr(&mut self, id: ConnId) -> io::Result<Addr> {
         match self.conn(id) {
             Some(conn) => conn.stream.peer_addr(),
-            None => Err(io::Error::new(io::ErrorKind::NotConnected, format!("{id} is not open"))),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("{id} is not open"),
+            )),
         }
     }
 
@@ -784,12 +848,18 @@ impl Reactor {
     /// Sets a timer on connection or datagram socket `id`: its protocol's
     /// `on_timer` is called after `delay`, unless cancelled or the id closed.
     pub fn set_timer(&mut self, id: ConnId, delay: Duration) -> TimerId {
-        self.timers.insert(Instant::now() + delay, TimerTarget::User(id))
+        self.timers
+            .insert(Instant::now() + delay, TimerTarget::User(id))
     }
 
     /// Calls `f` on the loop after `delay` (Twisted's `callLater`).
-    pub fn call_later(&mut self, delay: Duration, f: impl FnOnce(&mut Reactor) + 'static) -> TimerId {
-        self.timers.insert(Instant::now() + delay, TimerTarget::Call(Box::new(f)))
+    pub fn call_later(
+        &mut self,
+        delay: Duration,
+        f: impl FnOnce(&mut Reactor) + 'static,
+    ) -> TimerId {
+        self.timers
+            .insert(Instant::now() + delay, TimerTarget::Call(Box::new(f)))
     }
 
     /// Cancels a timer; false if it already fired or was cancelled.
@@ -799,7 +869,10 @@ impl Reactor {
 
     /// Number of open stream connections.
     pub fn connection_count(&self) -> usize {
-        self.sources.iter().filter(|(_, s)| matches!(s, Source::Conn(_))).count()
+        self.sources
+            .iter()
+            .filter(|(_, s)| matches!(s, Source::Conn(_)))
+            .count()
     }
 }
 

@@ -28,7 +28,8 @@ impl Reactor {
     ) -> io::Result<()> {
         let mut source = Signals::new(signals.iter().copied())?;
         let key = self.sources.vacant_entry().key();
-        self.registry().register(&mut source, Token(key), Interest::READABLE)?;
+        self.registry()
+            .register(&mut source, Token(key), Interest::READABLE)?;
         self.sources.insert(Source::Signals(SignalSource {
             signals: source,
             handler: Some(Box::new(handler)),
@@ -48,9 +49,13 @@ impl Reactor {
     }
 
     pub(crate) fn signal_event(&mut self, key: usize) {
-        let Some(Source::Signals(s)) = self.sources.get_mut(key) else { return };
+        let Some(Source::Signals(s)) = self.sources.get_mut(key) else {
+            return;
+        };
         let arrived: Vec<c_int> = s.signals.pending().collect();
-        let Some(mut handler) = s.handler.take() else { return };
+        let Some(mut handler) = s.handler.take() else {
+            return;
+        };
         for signal in arrived {
             handler(self, signal);
         }

@@ -26,7 +26,11 @@ pub(crate) struct Timers<T> {
 
 impl<T> Timers<T> {
     pub(crate) fn new() -> Timers<T> {
-        Timers { entries: Slab::new(), heap: BinaryHeap::new(), next_gen: 0 }
+        Timers {
+            entries: Slab::new(),
+            heap: BinaryHeap::new(),
+            next_gen: 0,
+        }
     }
 
     pub(crate) fn insert(&mut self, deadline: Instant, target: T) -> TimerId {
@@ -39,7 +43,8 @@ impl<T> Timers<T> {
         // from outnumbering the live ones when a protocol re-arms timers often.
         if self.heap.len() > 64 && self.heap.len() > 4 * self.entries.len() {
             let entries = &self.entries;
-            self.heap.retain(|Reverse((_, id))| Self::live(entries, *id));
+            self.heap
+                .retain(|Reverse((_, id))| Self::live(entries, *id));
         }
         id
     }
@@ -116,6 +121,10 @@ mod tests {
             let id = t.insert(now + Duration::from_secs(i), ());
             t.cancel(id);
         }
-        assert!(t.heap.len() <= 65, "heap kept {} dead entries", t.heap.len());
+        assert!(
+            t.heap.len() <= 65,
+            "heap kept {} dead entries",
+            t.heap.len()
+        );
     }
 }
