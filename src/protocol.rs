@@ -130,7 +130,7 @@ impl fmt::Display for CloseReason {
             CloseReason::WriteQueueFull { limit } => {
                 write!(
                     f,
-                    "write queue full: peer not reading ({limit} bytes queued)"
+                    "write queue over its {limit}-byte limit (peer not reading)"
                 )
             }
             CloseReason::Panicked(msg) => write!(f, "callback panicked: {msg}"),
