@@ -7,7 +7,7 @@
 //! set between `socket()` and `bind()`/`listen()`, which std does not allow.
 
 use std::fs;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::{Shutdown, SocketAddr};
 use std::os::unix::fs::FileTypeExt;
@@ -255,13 +255,15 @@ impl Stream {
         Ok(n)
     }
 
+    /// Writes without raising SIGPIPE when the peer is gone (`MSG_NOSIGNAL`):
+    /// a library must not kill a process that did not ignore the signal; the
+    /// error comes back as `BrokenPipe` instead.
     pub(crate) fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         loop {
-            let r = match self {
-                Stream::Tcp(s) => (&*s).write_vectored(bufs),
-                Stream::Unix(s) => (&*s).write_vectored(bufs),
-            };
-            match r {
+            match self
+                .sock()
+                .send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
+            {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => return other,
             }
