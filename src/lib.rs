@@ -70,3 +70,8 @@ pub use id::{ConnId, ListenerId, TimerId};
 pub use net::{ConnOptions, ListenOptions};
 pub use protocol::{CloseReason, DatagramProtocol, Protocol};
 pub use reactor::Reactor;
+
+/// The README's example is compiled as a doctest, so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -13,9 +13,12 @@ use signal_hook_mio::v1_0::Signals;
 use crate::reactor::Source;
 use crate::Reactor;
 
+type SignalHandler = Box<dyn FnMut(&mut Reactor, c_int)>;
+
 pub(crate) struct SignalSource {
     signals: Signals,
-    handler: Option<Box<dyn FnMut(&mut Reactor, c_int)>>,
+    /// `None` only while it runs (it borrows the reactor).
+    handler: Option<SignalHandler>,
 }
 
 impl Reactor {

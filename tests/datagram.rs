@@ -103,7 +103,7 @@ fn many_datagrams_in_a_burst_are_all_answered() {
     for i in 0..200u32 {
         client.send_to(&i.to_be_bytes(), server.inet(0)).unwrap();
     }
-    let mut seen = vec![false; 200];
+    let mut seen = [false; 200];
     let mut buf = [0u8; 8];
     for _ in 0..200 {
         let n = client.recv(&mut buf).unwrap();
