@@ -419,3 +419,53 @@ fn pause_and_resume_reading() {
         .unwrap();
     assert_eq!(read_n(&mut s, 32), b" and a write from another thread");
 }
+
+#[test]
+fn a_connect_that_gets_no_answer_times_out() {
+    // A listener with a backlog of 0 that never accepts: once its queue is
+    // full, Linux drops further SYNs, so a connect neither succeeds nor fails.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(0).unwrap();
+    let target = socket.local_addr().unwrap().as_socket().unwrap();
+    let fillers: Vec<_> = (0..4)
+        .map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let _ = s.connect(&target.into()); // EINPROGRESS: the handshake goes on
+            s
+        })
+        .collect();
+    let (tx, log) = mpsc::channel();
+    let _server = Server::start(move |r| {
+        let opts = ConnOptions {
+            connect_timeout: Some(Duration::from_millis(300)),
+            ..Default::default()
+        };
+        r.connect_with(&target.into(), &opts, Dialer { log: tx })
+            .unwrap();
+        vec![]
+    });
+    let started = Instant::now();
+    let line = recv(&log);
+    if line == "open" {
+        // The kernel took this connection after all (a looser backlog policy):
+        // nothing to time out here.
+        eprintln!("backlog did not fill on this kernel; timeout not exercised");
+        return;
+    }
+    assert!(
+        line.contains("connect failed") && line.contains("timed out"),
+        "{line}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    drop(fillers);
+}
