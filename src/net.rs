@@ -11,7 +11,6 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::{Shutdown, SocketAddr};
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -140,13 +139,19 @@ fn unix_socket(path: &Path, ty: Type) -> io::Result<Socket> {
     }
 }
 
+/// A socket file nobody listens on: a connect is refused at once. The probe
+/// is nonblocking, because a live server with a full accept queue would
+/// otherwise keep a blocking connect waiting forever.
 fn is_stale_socket(path: &Path) -> bool {
     let is_socket = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
-    is_socket
-        && matches!(
-            StdUnixStream::connect(path),
+    let refused = || -> io::Result<bool> {
+        let probe = Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)?;
+        Ok(matches!(
+            probe.connect(&SockAddr::unix(path)?),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
-        )
+        ))
+    };
+    is_socket && refused().unwrap_or(false)
 }
 
 /// A bound, listening socket.

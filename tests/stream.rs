@@ -349,3 +349,34 @@ fn write_to_a_stale_id_is_refused() {
     assert_eq!(recv(&result_rx), Err(std::io::ErrorKind::NotConnected));
     assert_eq!(roundtrip(&mut second, b"mine"), b"mine");
 }
+
+#[test]
+fn a_live_unix_socket_with_a_full_queue_is_not_mistaken_for_stale() {
+    // A live listener with a backlog of 0 and one queued connection: a
+    // blocking probe connect would wait forever; binding must fail at once.
+    let path = temp_path("full");
+    let live = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    live.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
+    live.listen(0).unwrap();
+    let _queued: Vec<_> = (0..2)
+        .filter_map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).ok()?;
+            s.set_nonblocking(true).ok()?;
+            s.connect(&socket2::SockAddr::unix(&path).unwrap()).ok()?;
+            Some(s)
+        })
+        .collect();
+    let (tx, rx) = mpsc::channel();
+    let p = path.clone();
+    std::thread::spawn(move || {
+        let result = Reactor::new()
+            .unwrap()
+            .listen(&Addr::unix(&p).unwrap(), |_| Echo::new())
+            .map(|_| ());
+        tx.send(result.map_err(|e| e.kind())).unwrap();
+    });
+    assert_eq!(recv(&rx), Err(std::io::ErrorKind::AddrInUse));
+    assert!(path.exists(), "a live server's socket file was removed");
+    std::fs::remove_file(path).unwrap();
+}

@@ -1,0 +1,117 @@
+//! A line-based chat server: each line a client sends goes to every other
+//! client, prefixed with the sender's address; joins and departures are
+//! announced to the others.
+//!
+//! ```text
+//! cargo run --example chat_server
+//! nc 127.0.0.1 50007      # in two or more terminals
+//! ```
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use clap::Parser;
+use sockloop::{
+    CloseReason, ConnId, ConnOptions, Context, FrameHandler, Framed, ListenOptions, Reactor,
+};
+
+mod common;
+
+/// Relays each line to every other connected client.
+#[derive(Parser)]
+#[command(name = "chat_server")]
+struct Args {
+    /// Host or IP address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// TCP port to listen on (repeatable; 0 picks a free port).
+    #[arg(long = "port", value_name = "PORT", default_values_t = [50007])]
+    ports: Vec<u16>,
+}
+
+/// Who is in the room.
+///
+/// Every protocol runs on the reactor's one thread, one callback at a time,
+/// so `Rc<RefCell<..>>` is all the sharing needed: `Arc<Mutex<..>>` would
+/// only add atomics and a lock that no one else could ever be holding.
+type Members = Rc<RefCell<BTreeSet<ConnId>>>;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    common::init_logger();
+    common::run(|| {
+        let mut reactor = Reactor::new()?;
+        // One room for all ports: each listener's factory holds a handle to it.
+        let members = Members::default();
+        // Everyone's lines pile up in the queue of a member who stops reading;
+        // past 1 MiB that member is dropped rather than buffered for without end.
+        let conn = ConnOptions {
+            max_queued: Some(1 << 20),
+            ..ConnOptions::default()
+        };
+        let opts = ListenOptions {
+            conn,
+            ..ListenOptions::default()
+        };
+        let mut bound = Vec::new();
+        for addr in common::addrs(&args.host, &args.ports)? {
+            let members = members.clone();
+            let id = reactor.listen_with(&addr, &opts, move |peer| {
+                Framed::new(Chatter {
+                    members: members.clone(),
+                    name: peer.to_string(),
+                })
+            })?;
+            bound.push(reactor.listener_addr(id)?.to_string());
+        }
+        reactor.stop_on_signals()?;
+        common::announce(&bound)?;
+        reactor.run()
+    })
+}
+
+struct Chatter {
+    members: Members,
+    name: String,
+}
+
+impl Chatter {
+    /// Queues `line` to every member but this one.
+    fn broadcast(&self, cx: &mut Context<'_>, line: &[u8]) {
+        // Holding the borrow while writing is safe: a write to another
+        // connection is only queued, and no other protocol's callback runs
+        // until this one has returned (callbacks never nest).
+        let me = cx.id();
+        for &id in self.members.borrow().iter().filter(|&&id| id != me) {
+            // Fails only for a member on its way out (closing, or just
+            // dropped for a full queue): its `left` notice follows.
+            let _ = cx.write_to(id, line);
+        }
+    }
+}
+
+impl FrameHandler for Chatter {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        log::info!("{} joined", self.name);
+        self.members.borrow_mut().insert(cx.id());
+        self.broadcast(cx, format!("* {} joined\n", self.name).as_bytes());
+    }
+
+    fn on_frame(&mut self, cx: &mut Context<'_>, line: Bytes) {
+        let mut message = Vec::with_capacity(self.name.len() + 2 + line.len() + 1);
+        message.extend_from_slice(self.name.as_bytes());
+        message.extend_from_slice(b": ");
+        message.extend_from_slice(&line);
+        message.push(b'\n');
+        self.broadcast(cx, &message);
+    }
+
+    fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
+        log::info!("{} left: {reason}", self.name);
+        self.members.borrow_mut().remove(&cx.id());
+        self.broadcast(cx, format!("* {} left\n", self.name).as_bytes());
+    }
+}

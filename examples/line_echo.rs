@@ -1,0 +1,135 @@
+//! An asynchat-style line server: the stream is cut into records at a
+//! terminator, and the handler sees whole records however the bytes arrived.
+//! Each record is echoed with its terminator; `QUIT` is answered `bye` and
+//! the connection closes once that answer is sent.
+//!
+//! ```text
+//! cargo run --example line_echo -- --terminator '\r\n'
+//! telnet 127.0.0.1 50007
+//! ```
+
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::Parser;
+use sockloop::{CloseReason, Context, FrameHandler, Framed, Reactor, Terminator};
+
+mod common;
+
+/// Echoes each line (record) back, with its terminator.
+#[derive(Parser)]
+#[command(name = "line_echo")]
+struct Args {
+    /// Host or IP address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// TCP port to listen on (repeatable; 0 picks a free port).
+    #[arg(long = "port", value_name = "PORT", default_values_t = [50007])]
+    ports: Vec<u16>,
+    /// Record terminator; understands the escapes \r \n \t \\.
+    #[arg(long, default_value = "\\n", value_parser = unescape)]
+    terminator: Bytes,
+    /// Longest record accepted; a client that sends more without a
+    /// terminator is disconnected instead of buffered without end.
+    #[arg(long, default_value_t = 65536)]
+    max_frame: usize,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    common::init_logger();
+    common::run(|| {
+        let mut reactor = Reactor::new()?;
+        let mut bound = Vec::new();
+        for addr in common::addrs(&args.host, &args.ports)? {
+            let (terminator, max_frame) = (args.terminator.clone(), args.max_frame);
+            let id = reactor.listen(&addr, move |_peer| {
+                Framed::new(LineEcho {
+                    terminator: terminator.clone(),
+                    max_frame,
+                })
+            })?;
+            bound.push(reactor.listener_addr(id)?.to_string());
+        }
+        reactor.stop_on_signals()?;
+        common::announce(&bound)?;
+        reactor.run()
+    })
+}
+
+struct LineEcho {
+    /// `Bytes`: every connection and every echo shares one copy.
+    terminator: Bytes,
+    max_frame: usize,
+}
+
+impl FrameHandler for LineEcho {
+    fn terminator(&self) -> Terminator<'_> {
+        Terminator::Delimiter(&self.terminator)
+    }
+
+    fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        if let Ok(peer) = cx.peer_addr() {
+            log::info!("{}: connection from {peer}", cx.id());
+        }
+    }
+
+    fn on_frame(&mut self, cx: &mut Context<'_>, record: Bytes) {
+        if record == "QUIT" {
+            cx.write(b"bye");
+            cx.write_bytes(self.terminator.clone());
+            // Closes after `bye` has been sent; records after QUIT are ignored.
+            cx.close();
+        } else {
+            cx.write_bytes(record);
+            cx.write_bytes(self.terminator.clone());
+        }
+    }
+
+    fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
+        log::info!("{}: {reason}", cx.id());
+    }
+}
+
+/// The terminator as typed on a command line: a shell passes `'\r\n'` as
+/// four characters, not two bytes.
+fn unescape(text: &str) -> Result<Bytes, String> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        let c = match c {
+            '\\' => match chars.next() {
+                Some('r') => '\r',
+                Some('n') => '\n',
+                Some('t') => '\t',
+                Some('\\') => '\\',
+                Some(other) => return Err(format!("unknown escape \\{other}")),
+                None => return Err("a lone \\ at the end".into()),
+            },
+            c => c,
+        };
+        bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+    }
+    if bytes.is_empty() {
+        return Err("the terminator cannot be empty".into());
+    }
+    Ok(Bytes::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unescape;
+
+    #[test]
+    fn unescapes_the_usual_terminators() {
+        assert_eq!(unescape("\\r\\n").unwrap(), "\r\n");
+        assert_eq!(unescape("\\t|\\\\").unwrap(), "\t|\\");
+        assert_eq!(unescape("END").unwrap(), "END");
+        assert!(unescape("\\x").is_err());
+        assert!(unescape("").is_err());
+    }
+}

@@ -1,0 +1,180 @@
+//! The classic multi-port select echo server: several TCP ports, Unix stream
+//! sockets and UDP sockets, all served by one reactor on one thread.
+//!
+//! ```text
+//! cargo run --example select_echo -- --port 50007 --port 50008 --udp 50009
+//! cargo run --example echo_client -- --port 50008
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use clap::Parser;
+use sockloop::{Addr, CloseReason, Context, DatagramContext, DatagramProtocol, Protocol, Reactor};
+
+mod common;
+
+/// Echo server on many sockets at once, in one thread.
+#[derive(Parser)]
+#[command(name = "select_echo")]
+struct Args {
+    /// Host or IP address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// TCP port to listen on (repeatable; 0 picks a free port). Without any
+    /// --port, --unix or --udp: 50007 and 50008, as the classic server.
+    #[arg(long = "port", value_name = "PORT")]
+    ports: Vec<u16>,
+    /// Unix stream socket to listen on (repeatable); removed on exit.
+    #[arg(long = "unix", value_name = "PATH")]
+    unix: Vec<PathBuf>,
+    /// UDP port to serve on --host (repeatable): each datagram is echoed to its sender.
+    #[arg(long = "udp", value_name = "PORT")]
+    udp: Vec<u16>,
+    /// Reply `Echo=><data> at <time>` to each read, as the classic Python server does.
+    #[arg(long)]
+    stamp: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    common::init_logger();
+    common::run(|| {
+        let mut reactor = Reactor::new()?;
+        let stamp = args.stamp;
+        let mut ports = args.ports.clone();
+        if ports.is_empty() && args.unix.is_empty() && args.udp.is_empty() {
+            ports = vec![50007, 50008];
+        }
+        let mut streams = common::addrs(&args.host, &ports)?;
+        for path in &args.unix {
+            streams.push(Addr::unix(path)?);
+        }
+        let mut bound = Vec::new();
+        for addr in &streams {
+            let id = reactor.listen(addr, move |peer: &Addr| Echo {
+                peer: peer.clone(),
+                stamp,
+            })?;
+            bound.push(reactor.listener_addr(id)?.to_string());
+        }
+        for addr in common::addrs(&args.host, &args.udp)? {
+            let id = reactor.bind_datagram(&addr, UdpEcho { stamp })?;
+            // `udp:` tells it apart from a TCP listener on the same address.
+            bound.push(format!("udp:{}", reactor.local_addr(id)?));
+        }
+        // Before the announcement: from then on a signal must find its handler.
+        reactor.stop_on_signals()?;
+        common::announce(&bound)?;
+        reactor.run()
+        // Dropping the reactor closes everything and removes the Unix socket files.
+    })
+}
+
+struct Echo {
+    peer: Addr,
+    stamp: bool,
+}
+
+impl Protocol for Echo {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        log::info!("{}: connection from {}", cx.id(), self.peer);
+    }
+
+    fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+        if self.stamp {
+            cx.write_bytes(stamped(data));
+            data.clear();
+        } else {
+            // The read buffer itself goes out: no copy.
+            cx.write_bytes(data.split().freeze());
+        }
+    }
+
+    fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
+        log::info!("{}: {reason}", cx.id());
+    }
+}
+
+struct UdpEcho {
+    stamp: bool,
+}
+
+impl DatagramProtocol for UdpEcho {
+    fn on_datagram(&mut self, cx: &mut DatagramContext<'_>, data: &[u8], from: &Addr) {
+        let reply = if self.stamp {
+            stamped(data)
+        } else {
+            data.to_vec()
+        };
+        // A failed reply concerns this one peer; the socket serves the others on.
+        if let Err(e) = cx.send_to(&reply, from) {
+            log::warn!("reply to {from} dropped: {e}");
+        }
+    }
+}
+
+/// `Echo=><data> at <ctime>`: the reply of Python's classic select server.
+fn stamped(data: &[u8]) -> Vec<u8> {
+    let mut reply = b"Echo=>".to_vec();
+    reply.extend_from_slice(data);
+    reply.extend_from_slice(format!(" at {}", ctime(SystemTime::now())).as_bytes());
+    reply
+}
+
+/// `time.ctime()`'s format, `Mon Nov 23 16:58:22 2026`, in UTC: local time
+/// would need the time-zone database, a dependency this example can do without.
+fn ctime(t: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{} {} {day:>2} {:02}:{:02}:{:02} {year}",
+        DAYS[(days % 7) as usize], // 1 January 1970 was a Thursday
+        MONTHS[month as usize - 1],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+    )
+}
+
+/// Year, month (1-12) and day of the month of a day count since 1970-01-01,
+/// by Howard Hinnant's `civil_from_days`: eras of 400 years (146,097 days)
+/// repeat exactly, and counting years from March puts the leap day last.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468; // days since 0000-03-01
+    let era = z / 146_097;
+    let doe = z % 146_097; // day of the era
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of the era
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the year, from March
+    let mp = (5 * doy + 2) / 153; // month, from March = 0
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = era * 400 + yoe + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn ctime_matches_python() {
+        // time.asctime(time.gmtime(t)) for each t.
+        for (t, text) in [
+            (0, "Thu Jan  1 00:00:00 1970"),
+            (1_000_000_000, "Sun Sep  9 01:46:40 2001"),
+            (951_782_400, "Tue Feb 29 00:00:00 2000"),
+            (4_107_542_399, "Sun Feb 28 23:59:59 2100"),
+        ] {
+            assert_eq!(ctime(UNIX_EPOCH + Duration::from_secs(t)), text);
+        }
+    }
+}
