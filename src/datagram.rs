@@ -15,7 +15,10 @@ use mio::{Interest, Token};
 
 use crate::net::{Datagram, ListenOptions};
 use crate::reactor::Source;
-use crate::{Addr, CloseReason, ConnId, DatagramContext, DatagramProtocol, Reactor, TimerId};
+use crate::{
+    Addr, BlockingDatagram, CloseReason, ConnId, DatagramContext, DatagramProtocol, Reactor,
+    TimerId,
+};
 
 /// Datagrams received per socket per turn before others get a go.
 const RECV_BUDGET: usize = 64;
@@ -31,6 +34,7 @@ pub(crate) struct DatagramSocket {
     max_queued: Option<usize>,
     writable_interest: bool,
     closing: Option<CloseReason>,
+    paused: bool,
 }
 
 impl Reactor {
@@ -66,6 +70,7 @@ impl Reactor {
             max_queued: opts.conn.max_queued,
             writable_interest: false,
             closing: None,
+            paused: false,
         }));
         self.ready.push((key, gen));
         Ok(ConnId::new(key, gen))
@@ -127,8 +132,9 @@ impl Reactor {
             let Some(d) = self.datagram_at(key) else {
                 break;
             };
-            if d.closing.is_some() {
-                break;
+            if d.closing.is_some() || d.paused {
+                self.dgram_buf = buf;
+                return;
             }
             match d.socket.recv_from(&mut buf) {
                 Ok((n, from)) => {
@@ -237,6 +243,30 @@ impl Reactor {
         let _ = self.poll.registry().deregister(&mut d.socket);
         self.call_datagram(key, |p, cx| p.on_close(cx, &reason));
         self.release_slot(key);
+    }
+
+    /// Stops (`false`) or resumes (`true`) receiving on datagram socket `id`;
+    /// datagrams wait in the kernel's buffer meanwhile (and are dropped by the
+    /// kernel when it is full, as UDP does).
+    pub fn set_datagram_reading(&mut self, id: ConnId, reading: bool) {
+        if let Some(d) = self.datagram(id) {
+            d.paused = !reading;
+            if reading {
+                self.ready.push((id.key(), id.gen));
+            }
+        }
+    }
+
+    /// A second handle to datagram socket `id`, to answer from another
+    /// thread or a forked child.
+    pub fn try_clone_datagram(&mut self, id: ConnId) -> io::Result<BlockingDatagram> {
+        let Some(d) = self.datagram(id) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("{id} is not open"),
+            ));
+        };
+        d.socket.try_clone()
     }
 
     pub(crate) fn datagram_timer(&mut self, key: usize, timer: TimerId) {

@@ -49,6 +49,7 @@
 #![warn(missing_docs)]
 
 mod addr;
+mod blocking;
 mod conn;
 mod context;
 mod datagram;
@@ -59,10 +60,12 @@ mod listener;
 mod net;
 mod protocol;
 mod reactor;
+pub mod server;
 mod signals;
 mod timer;
 
 pub use addr::Addr;
+pub use blocking::{BlockingDatagram, BlockingStream};
 pub use context::{Context, DatagramContext};
 pub use framing::{FrameHandler, Framed, Terminator};
 pub use handle::Handle;

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use mio::{Interest, Token};
 
-use crate::net::{ListenOptions, Listener};
+use crate::net::{ListenOptions, Listener, Stream};
 use crate::reactor::{Source, TimerTarget};
-use crate::{Addr, ListenerId, Protocol, Reactor};
+use crate::{Addr, BlockingStream, ListenerId, Protocol, Reactor};
 
 /// Connections accepted per listener per turn before other sources get a go.
 const ACCEPT_BUDGET: usize = 128;
@@ -17,11 +17,20 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 type Factory = Box<dyn FnMut(&Addr) -> Box<dyn Protocol>>;
+type AcceptFn = Box<dyn FnMut(&mut Reactor, BlockingStream, Addr)>;
+
+/// What becomes of an accepted connection.
+enum Acceptor {
+    /// It is served on the reactor by the protocol the factory makes.
+    Protocols(Factory),
+    /// It leaves the reactor as a blocking socket (`None` while the closure runs).
+    Handoff(Option<AcceptFn>),
+}
 
 pub(crate) struct ListenerState {
     listener: Listener,
     pub(crate) gen: u32,
-    factory: Factory,
+    acceptor: Acceptor,
     opts: ListenOptions,
     addr: Addr,
     /// Connections from this listener that are still open.
@@ -35,6 +44,8 @@ pub(crate) struct ListenerState {
 enum Pause {
     No,
     AtCap,
+    /// [`Reactor::pause_accepting`] was called.
+    ByUser,
     /// Out of descriptors (or another resource); a timer resumes.
     BackingOff,
 }
@@ -73,6 +84,31 @@ impl Reactor {
         P: Protocol,
         F: FnMut(&Addr) -> P + 'static,
     {
+        let factory: Factory = Box::new(move |peer| Box::new(factory(peer)));
+        self.add_listener(addr, opts, Acceptor::Protocols(factory))
+    }
+
+    /// Listens on `addr` and hands every accepted connection to `on_accept`
+    /// as a [`BlockingStream`], out of the reactor's care: for code that
+    /// serves a connection with blocking calls on another thread or in a
+    /// forked child (socketserver's model). `max_connections` does not apply,
+    /// since the reactor no longer sees these connections close; use
+    /// [`pause_accepting`](Reactor::pause_accepting) instead.
+    pub fn listen_accept(
+        &mut self,
+        addr: &Addr,
+        opts: &ListenOptions,
+        on_accept: impl FnMut(&mut Reactor, BlockingStream, Addr) + 'static,
+    ) -> io::Result<ListenerId> {
+        self.add_listener(addr, opts, Acceptor::Handoff(Some(Box::new(on_accept))))
+    }
+
+    fn add_listener(
+        &mut self,
+        addr: &Addr,
+        opts: &ListenOptions,
+        acceptor: Acceptor,
+    ) -> io::Result<ListenerId> {
         let mut listener = Listener::bind(addr, opts)?;
         let local = listener.local_addr()?;
         let gen = self.next_gen();
@@ -83,7 +119,7 @@ impl Reactor {
         let state = ListenerState {
             listener,
             gen,
-            factory: Box::new(move |peer| Box::new(factory(peer))),
+            acceptor,
             opts: opts.clone(),
             addr: local,
             open: 0,
@@ -117,6 +153,25 @@ impl Reactor {
         }
     }
 
+    /// Stops accepting on a listener; connections wait in the kernel's
+    /// backlog until [`resume_accepting`](Reactor::resume_accepting).
+    pub fn pause_accepting(&mut self, id: ListenerId) {
+        if let Some(l) = self.listener_at(id.key()).filter(|l| l.gen == id.gen) {
+            l.paused = Pause::ByUser;
+        }
+    }
+
+    /// Accepts again after [`pause_accepting`](Reactor::pause_accepting).
+    pub fn resume_accepting(&mut self, id: ListenerId) {
+        if let Some(l) = self.listener_at(id.key()).filter(|l| l.gen == id.gen) {
+            if l.paused == Pause::ByUser {
+                l.paused = Pause::No;
+                // Connections that arrived meanwhile raised no new edge.
+                self.ready.push((id.key(), id.gen));
+            }
+        }
+    }
+
     fn listener_at(&mut self, key: usize) -> Option<&mut ListenerState> {
         match self.sources.get_mut(key) {
             Some(Source::Listener(l)) => Some(l),
@@ -131,7 +186,7 @@ impl Reactor {
             let Some(l) = self.listener_at(key) else {
                 return;
             };
-            if l.paused == Pause::BackingOff {
+            if matches!(l.paused, Pause::BackingOff | Pause::ByUser) {
                 return;
             }
             if l.opts.max_connections.is_some_and(|cap| l.open >= cap) {
@@ -148,23 +203,7 @@ impl Reactor {
                     if l.opts.conn.nodelay {
                         let _ = stream.set_nodelay();
                     }
-                    let factory = &mut l.factory;
-                    let proto = match panic::catch_unwind(AssertUnwindSafe(|| factory(&peer))) {
-                        Ok(proto) => proto,
-                        Err(_) => {
-                            log::error!(
-                                "{}: protocol factory panicked for {peer}; connection dropped",
-                                l.addr
-                            );
-                            continue;
-                        }
-                    };
-                    l.open += 1;
-                    let opts = l.opts.conn.clone();
-                    if let Err(e) = self.add_conn(stream, proto, opts, Some(key), false) {
-                        log::error!("cannot register connection from {peer}: {e}");
-                        self.connection_closed(key);
-                    }
+                    self.accepted(key, stream, peer);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // The peer gave up before we got to it: nothing to serve.
@@ -195,6 +234,55 @@ impl Reactor {
         }
         if let Some(gen) = self.gen_of(key) {
             self.ready.push((key, gen));
+        }
+    }
+
+    /// Gives a new connection to its protocol, or hands it off.
+    fn accepted(&mut self, key: usize, stream: Stream, peer: Addr) {
+        let Some(l) = self.listener_at(key) else {
+            return;
+        };
+        match &mut l.acceptor {
+            Acceptor::Protocols(factory) => {
+                let proto = match panic::catch_unwind(AssertUnwindSafe(|| factory(&peer))) {
+                    Ok(proto) => proto,
+                    Err(_) => {
+                        log::error!(
+                            "{}: protocol factory panicked for {peer}; connection dropped",
+                            l.addr
+                        );
+                        return;
+                    }
+                };
+                l.open += 1;
+                let opts = l.opts.conn.clone();
+                if let Err(e) = self.add_conn(stream, proto, opts, Some(key), false) {
+                    log::error!("cannot register connection from {peer}: {e}");
+                    self.connection_closed(key);
+                }
+            }
+            Acceptor::Handoff(on_accept) => {
+                let Some(mut on_accept) = on_accept.take() else {
+                    return;
+                };
+                match BlockingStream::from_mio(stream) {
+                    Ok(stream) => {
+                        let result =
+                            panic::catch_unwind(AssertUnwindSafe(|| on_accept(self, stream, peer)));
+                        if result.is_err() {
+                            log::error!(
+                                "listener {key}: accept callback panicked; connection dropped"
+                            );
+                        }
+                    }
+                    Err(e) => log::error!("cannot hand off connection from {peer}: {e}"),
+                }
+                if let Some(Acceptor::Handoff(slot)) =
+                    self.listener_at(key).map(|l| &mut l.acceptor)
+                {
+                    *slot = Some(on_accept);
+                }
+            }
         }
     }
 

@@ -355,6 +355,20 @@ impl Datagram {
         }
     }
 
+    /// A blocking-capable handle to the same socket (a `dup`; it shares the
+    /// nonblocking flag, which `BlockingDatagram::send_to` copes with).
+    pub(crate) fn try_clone(&self) -> io::Result<crate::BlockingDatagram> {
+        use std::os::fd::AsFd;
+        Ok(match self {
+            Datagram::Udp(s) => {
+                crate::BlockingDatagram::Udp(s.as_fd().try_clone_to_owned()?.into())
+            }
+            Datagram::Unix(s, _) => {
+                crate::BlockingDatagram::Unix(s.as_fd().try_clone_to_owned()?.into())
+            }
+        })
+    }
+
     pub(crate) fn local_addr(&self) -> io::Result<Addr> {
         match self {
             Datagram::Udp(s) => s.local_addr().map(Addr::Inet),

@@ -127,18 +127,15 @@ impl Reactor {
     /// Connections stay open: `run` may be called again; dropping the reactor
     /// closes them.
     pub fn run(&mut self) -> io::Result<()> {
-        loop {
-            self.run_once(None)?;
-            if mem::take(&mut self.stopping) {
-                return Ok(());
-            }
-        }
+        while !self.run_once(None)? {}
+        Ok(())
     }
 
     /// Runs one turn: waits for events at most `timeout` (`None`: until
     /// something happens), then handles what arrived and what expired.
-    /// A stop request ends the wait at once.
-    pub fn run_once(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    /// Returns true when a stop was requested (the request is consumed), for
+    /// loops of one's own around `run_once`.
+    pub fn run_once(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
         if self.running {
             return Err(io::Error::other(
                 "Reactor::run called from inside a callback",
@@ -147,7 +144,8 @@ impl Reactor {
         self.running = true;
         let result = self.turn(timeout);
         self.running = false;
-        result
+        result?;
+        Ok(mem::take(&mut self.stopping))
     }
 
     /// Asks [`run`](Reactor::run) to return once the current turn is done.

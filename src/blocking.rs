@@ -1,0 +1,210 @@
+//! Sockets for code that runs outside the reactor: a handler on a worker
+//! thread or in a forked child, which reads and writes with ordinary blocking
+//! calls (socketserver's model).
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+use crate::Addr;
+
+/// A connected stream socket (TCP or Unix) in blocking mode, taken out of
+/// the reactor by a listener made with [`Reactor::listen_accept`].
+///
+/// [`Reactor::listen_accept`]: crate::Reactor::listen_accept
+#[derive(Debug)]
+pub enum BlockingStream {
+    /// A TCP connection.
+    Tcp(std::net::TcpStream),
+    /// A Unix stream connection.
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl BlockingStream {
+    pub(crate) fn from_mio(stream: crate::net::Stream) -> io::Result<BlockingStream> {
+        let stream = match stream {
+            crate::net::Stream::Tcp(s) => BlockingStream::Tcp(s.into()),
+            crate::net::Stream::Unix(s) => BlockingStream::Unix(s.into()),
+        };
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    }
+
+    /// A second handle to the same socket (for a separate reader and writer).
+    pub fn try_clone(&self) -> io::Result<BlockingStream> {
+        Ok(match self {
+            BlockingStream::Tcp(s) => BlockingStream::Tcp(s.try_clone()?),
+            BlockingStream::Unix(s) => BlockingStream::Unix(s.try_clone()?),
+        })
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<Addr> {
+        match self {
+            BlockingStream::Tcp(s) => s.peer_addr().map(Addr::Inet),
+            BlockingStream::Unix(s) => s.peer_addr().map(Addr::Unix),
+        }
+    }
+
+    /// Shuts down reading, writing or both.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            BlockingStream::Tcp(s) => s.shutdown(how),
+            BlockingStream::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    /// Read and write timeouts (`None`: wait forever). A read or write that
+    /// times out fails with `WouldBlock` or `TimedOut`.
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            BlockingStream::Tcp(s) => {
+                s.set_read_timeout(timeout)?;
+                s.set_write_timeout(timeout)
+            }
+            BlockingStream::Unix(s) => {
+                s.set_read_timeout(timeout)?;
+                s.set_write_timeout(timeout)
+            }
+        }
+    }
+
+    /// `TCP_NODELAY` (socketserver's `disable_nagle_algorithm`); a no-op on
+    /// Unix sockets, which have no Nagle algorithm.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        match self {
+            BlockingStream::Tcp(s) => s.set_nodelay(on),
+            BlockingStream::Unix(_) => Ok(()),
+        }
+    }
+
+    /// Switches between blocking and nonblocking mode.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            BlockingStream::Tcp(s) => s.set_nonblocking(on),
+            BlockingStream::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+}
+
+impl Read for &BlockingStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match *self {
+            BlockingStream::Tcp(s) => (&*s).read(buf),
+            BlockingStream::Unix(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl Read for BlockingStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+/// Writes with `MSG_NOSIGNAL`, as the reactor does: a vanished peer is an
+/// error, not a SIGPIPE.
+impl Write for &BlockingStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        socket2::SockRef::from(*self).send_with_flags(buf, libc::MSG_NOSIGNAL)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        socket2::SockRef::from(*self).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for BlockingStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsFd for BlockingStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            BlockingStream::Tcp(s) => s.as_fd(),
+            BlockingStream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+/// A handle to a reactor's datagram socket, for answering from another
+/// thread or a forked child. The socket stays nonblocking (the reactor reads
+/// it); [`send_to`](BlockingDatagram::send_to) waits for room instead.
+#[derive(Debug)]
+pub enum BlockingDatagram {
+    /// A UDP socket.
+    Udp(std::net::UdpSocket),
+    /// A Unix datagram socket.
+    Unix(std::os::unix::net::UnixDatagram),
+}
+
+impl BlockingDatagram {
+    /// Sends one datagram to `to`, waiting while the socket buffer is full.
+    pub fn send_to(&self, data: &[u8], to: &Addr) -> io::Result<()> {
+        loop {
+            let sent = match (self, to) {
+                (BlockingDatagram::Udp(s), Addr::Inet(a)) => s.send_to(data, a),
+                (BlockingDatagram::Unix(s), Addr::Unix(_)) => match to.as_path() {
+                    Some(path) => s.send_to(data, path),
+                    None => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "cannot answer an unnamed Unix socket (the peer did not bind)",
+                        ))
+                    }
+                },
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("cannot send to {to}: address family differs from the socket's"),
+                    ))
+                }
+            };
+            match sent {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_writable()?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn wait_writable(&self) -> io::Result<()> {
+        let fd = match self {
+            BlockingDatagram::Udp(s) => s.as_raw_fd(),
+            BlockingDatagram::Unix(s) => s.as_raw_fd(),
+        };
+        let mut pollfd = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the duration of the call.
+        match unsafe { libc::poll(&mut pollfd, 1, -1) } {
+            -1 => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}

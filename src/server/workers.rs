@@ -1,0 +1,300 @@
+//! Where a request runs: on the loop thread, on a thread of its own, on a
+//! pooled thread, or in a forked child. The reactor keeps accepting; these
+//! decide only where the blocking handler goes and how much may run at once.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+
+use super::fork::Children;
+use super::request::{process, Incoming};
+use super::Shared;
+use crate::Handle;
+
+/// How a server runs its requests (the socketserver mix-ins, bounded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// One request at a time, on the serving thread (`TCPServer`): the loop
+    /// waits while a handler runs.
+    Sync,
+    /// A thread per request (`ThreadingMixIn`). Finished threads are joined
+    /// as they end, so none accumulate.
+    Threading {
+        /// Do not wait for these threads at `server_close` (and do not track them).
+        daemon_threads: bool,
+        /// `server_close` waits for running (non-daemon) threads.
+        block_on_close: bool,
+    },
+    /// A process per request (`ForkingMixIn`): the child gets the connection
+    /// or the datagram and exits 0, or 1 after a handler error. Children are
+    /// reaped by the loop; a child this server did not fork is never waited
+    /// for.
+    Forking {
+        /// At this many running children the server stops accepting until
+        /// one exits (the loop keeps running).
+        max_children: usize,
+        /// `server_close` waits for every child.
+        block_on_close: bool,
+        /// Reap when SIGCHLD arrives (else: a sweep on every loop turn and at
+        /// least every 100 ms while children run).
+        reap_on_sigchld: bool,
+    },
+    /// A fixed pool of threads fed by the loop; when every worker is busy
+    /// and as many requests again are queued, accepting pauses.
+    Pool {
+        /// Number of worker threads (at least 1).
+        workers: usize,
+    },
+}
+
+impl Mode {
+    /// `Threading` with socketserver's defaults (non-daemon, block on close).
+    pub fn threading() -> Mode {
+        Mode::Threading {
+            daemon_threads: false,
+            block_on_close: true,
+        }
+    }
+
+    /// `Forking` with socketserver's defaults (40 children, block on close),
+    /// reaping on SIGCHLD.
+    pub fn forking() -> Mode {
+        Mode::Forking {
+            max_children: 40,
+            block_on_close: true,
+            reap_on_sigchld: true,
+        }
+    }
+
+    /// A pool of `workers` threads.
+    pub fn pool(workers: usize) -> Mode {
+        Mode::Pool { workers }
+    }
+}
+
+/// The running side of a [`Mode`].
+pub(crate) enum Workers {
+    Sync,
+    Threads(Threads),
+    Pool(Pool),
+    Children(Children),
+}
+
+impl Workers {
+    pub(crate) fn new(mode: &Mode, shared: &Arc<Shared>) -> Workers {
+        let wake = shared.reactor.clone();
+        match *mode {
+            Mode::Sync => Workers::Sync,
+            Mode::Threading {
+                daemon_threads,
+                block_on_close,
+            } => Workers::Threads(Threads::new(!daemon_threads && block_on_close, wake)),
+            Mode::Pool { workers } => Workers::Pool(Pool::new(workers.max(1), wake, shared)),
+            Mode::Forking {
+                max_children,
+                block_on_close,
+                ..
+            } => Workers::Children(Children::new(max_children.max(1), block_on_close)),
+        }
+    }
+
+    /// Whether one more request may start now.
+    pub(crate) fn has_room(&self) -> bool {
+        match self {
+            Workers::Sync | Workers::Threads(_) => true,
+            Workers::Pool(p) => p.in_flight < p.capacity,
+            Workers::Children(c) => c.has_room(),
+        }
+    }
+
+    /// Starts `incoming` (for `Sync`: runs it to the end).
+    pub(crate) fn dispatch(&mut self, incoming: Incoming, shared: &Arc<Shared>) {
+        match self {
+            Workers::Sync => {
+                process(incoming, shared);
+            }
+            Workers::Threads(t) => t.spawn(incoming, shared),
+            Workers::Pool(p) => p.submit(incoming),
+            Workers::Children(c) => c.fork(incoming, shared),
+        }
+    }
+
+    /// Takes note of requests that finished (joins threads, reaps children).
+    pub(crate) fn collect(&mut self) {
+        match self {
+            Workers::Sync => {}
+            Workers::Threads(t) => t.collect(),
+            Workers::Pool(p) => p.collect(),
+            Workers::Children(c) => c.reap(false),
+        }
+    }
+
+    /// Requests still running.
+    pub(crate) fn running(&self) -> usize {
+        match self {
+            Workers::Sync => 0,
+            Workers::Threads(t) => t.running.len(),
+            Workers::Pool(p) => p.in_flight,
+            Workers::Children(c) => c.len(),
+        }
+    }
+
+    /// `server_close`'s part: waits for what `block_on_close` says to wait for.
+    pub(crate) fn close(&mut self) {
+        match self {
+            Workers::Sync => {}
+            Workers::Threads(t) => t.join_all(),
+            Workers::Pool(p) => p.shut_down(),
+            Workers::Children(c) => c.close(),
+        }
+    }
+}
+
+/// Tells the loop that a request finished: a message, then a wake-up.
+#[derive(Clone)]
+struct Done {
+    tx: Sender<u64>,
+    wake: Handle,
+}
+
+impl Done {
+    fn send(&self, id: u64) {
+        let _ = self.tx.send(id);
+        // The reactor may be gone at close; the message is enough then.
+        let _ = self.wake.post(|_| {});
+    }
+}
+
+/// A thread per request.
+pub(crate) struct Threads {
+    /// Track and join threads (non-daemon and block_on_close), as Python does.
+    track: bool,
+    running: HashMap<u64, JoinHandle<()>>,
+    next: u64,
+    done: Done,
+    finished: Receiver<u64>,
+}
+
+impl Threads {
+    fn new(track: bool, wake: Handle) -> Threads {
+        let (tx, finished) = mpsc::channel();
+        Threads {
+            track,
+            running: HashMap::new(),
+            next: 0,
+            done: Done { tx, wake },
+            finished,
+        }
+    }
+
+    fn spawn(&mut self, incoming: Incoming, shared: &Arc<Shared>) {
+        self.next += 1;
+        let (id, shared, done) = (self.next, shared.clone(), self.done.clone());
+        let spawned = thread::Builder::new()
+            .name(format!("request-{id}"))
+            .spawn(move || {
+                process(incoming, &shared);
+                done.send(id);
+            });
+        match spawned {
+            Ok(thread) if self.track => {
+                self.running.insert(id, thread);
+            }
+            Ok(_) => {}
+            // Out of threads: the request is dropped (its client sees the close).
+            Err(e) => log::error!("cannot start a request thread: {e}"),
+        }
+    }
+
+    fn collect(&mut self) {
+        while let Ok(id) = self.finished.try_recv() {
+            if let Some(thread) = self.running.remove(&id) {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    fn join_all(&mut self) {
+        for (_, thread) in self.running.drain() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A fixed set of threads taking requests from a bounded queue.
+pub(crate) struct Pool {
+    queue: Option<SyncSender<Incoming>>,
+    threads: Vec<JoinHandle<()>>,
+    /// Dispatched and not yet finished; at most `capacity` (busy workers plus
+    /// a full queue), so that a send to the queue never blocks the loop.
+    in_flight: usize,
+    capacity: usize,
+    finished: Receiver<u64>,
+}
+
+impl Pool {
+    fn new(workers: usize, wake: Handle, shared: &Arc<Shared>) -> Pool {
+        let (queue, receiver) = mpsc::sync_channel(workers);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let (tx, finished) = mpsc::channel();
+        let done = Done { tx, wake };
+        let mut threads = Vec::with_capacity(workers);
+        for n in 0..workers {
+            let (receiver, shared, done) = (receiver.clone(), shared.clone(), done.clone());
+            let spawned = thread::Builder::new()
+                .name(format!("pool-{n}"))
+                .spawn(move || loop {
+                    // The lock is held only while waiting for the next request.
+                    let next = receiver.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok(incoming) = next else { return }; // the server closed
+                    process(incoming, &shared);
+                    done.send(0);
+                });
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                Err(e) => log::error!("cannot start pool worker {n}: {e}"),
+            }
+        }
+        let capacity = threads.len() + workers;
+        Pool {
+            queue: Some(queue),
+            threads,
+            in_flight: 0,
+            capacity,
+            finished,
+        }
+    }
+
+    fn submit(&mut self, incoming: Incoming) {
+        let Some(queue) = &self.queue else {
+            return incoming.refuse();
+        };
+        match queue.try_send(incoming) {
+            Ok(()) => self.in_flight += 1,
+            // Cannot happen while `in_flight <= capacity`; refuse rather than block.
+            Err(e) => {
+                log::error!("request pool queue full; request refused");
+                match e {
+                    mpsc::TrySendError::Full(incoming)
+                    | mpsc::TrySendError::Disconnected(incoming) => incoming.refuse(),
+                }
+            }
+        }
+    }
+
+    fn collect(&mut self) {
+        while self.finished.try_recv().is_ok() {
+            self.in_flight -= 1;
+        }
+    }
+
+    /// Lets the workers finish what is queued, then joins them.
+    fn shut_down(&mut self) {
+        self.queue = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        self.collect();
+    }
+}
