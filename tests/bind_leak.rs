@@ -19,4 +19,22 @@ fn failed_binds_leak_no_descriptors() {
         assert!(reactor.listen(&addr, |_| Nothing).is_err());
     }
     assert_eq!(fds(), before);
+    // socketserver's test_tcpserver_bind_leak: a server whose second
+    // address fails closes the first one too.
+    struct Nop;
+    impl sockloop::server::RequestHandler for Nop {
+        fn handle(&mut self, _: &mut sockloop::server::Request) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let before = fds();
+    for _ in 0..1024 {
+        let built = sockloop::server::ServerBuilder::new(sockloop::server::Family::Tcp)
+            .bind("127.0.0.1:0".parse().unwrap())
+            .bind(addr.clone())
+            .allow_reuse_address(false)
+            .build(|| Nop);
+        assert!(built.is_err());
+    }
+    assert_eq!(fds(), before);
 }

@@ -235,7 +235,9 @@ pub(crate) struct Pool {
 
 impl Pool {
     fn new(workers: usize, wake: Handle, shared: &Arc<Shared>) -> Pool {
-        let (queue, receiver) = mpsc::sync_channel(workers);
+        // Room for every request in flight, taken by a worker or not, so
+        // that `try_send` cannot find it full.
+        let (queue, receiver) = mpsc::sync_channel(2 * workers);
         let receiver = Arc::new(Mutex::new(receiver));
         let (tx, finished) = mpsc::channel();
         let done = Done { tx, wake };
