@@ -8,7 +8,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use clap::Parser;
@@ -85,7 +84,7 @@ impl Protocol for Echo {
 
     fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
         if self.stamp {
-            cx.write_bytes(stamped(data));
+            cx.write_bytes(common::stamped(data));
             data.clear();
         } else {
             // The read buffer itself goes out: no copy.
@@ -105,7 +104,7 @@ struct UdpEcho {
 impl DatagramProtocol for UdpEcho {
     fn on_datagram(&mut self, cx: &mut DatagramContext<'_>, data: &[u8], from: &Addr) {
         let reply = if self.stamp {
-            stamped(data)
+            common::stamped(data)
         } else {
             data.to_vec()
         };
@@ -116,54 +115,10 @@ impl DatagramProtocol for UdpEcho {
     }
 }
 
-/// `Echo=><data> at <ctime>`: the reply of Python's classic select server.
-fn stamped(data: &[u8]) -> Vec<u8> {
-    let mut reply = b"Echo=>".to_vec();
-    reply.extend_from_slice(data);
-    reply.extend_from_slice(format!(" at {}", ctime(SystemTime::now())).as_bytes());
-    reply
-}
-
-/// `time.ctime()`'s format, `Mon Nov 23 16:58:22 2026`, in UTC: local time
-/// would need the time-zone database, a dependency this example can do without.
-fn ctime(t: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{} {} {day:>2} {:02}:{:02}:{:02} {year}",
-        DAYS[(days % 7) as usize], // 1 January 1970 was a Thursday
-        MONTHS[month as usize - 1],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-    )
-}
-
-/// Year, month (1-12) and day of the month of a day count since 1970-01-01,
-/// by Howard Hinnant's `civil_from_days`: eras of 400 years (146,097 days)
-/// repeat exactly, and counting years from March puts the leap day last.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468; // days since 0000-03-01
-    let era = z / 146_097;
-    let doe = z % 146_097; // day of the era
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of the era
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the year, from March
-    let mp = (5 * doy + 2) / 153; // month, from March = 0
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = era * 400 + yoe + u64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use std::time::Duration;
+    use super::common::ctime;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn ctime_matches_python() {

@@ -157,6 +157,17 @@ impl<H: FrameHandler> Protocol for Framed<H> {
 #[derive(Debug, Default)]
 pub(crate) struct Decoder {
     scanned: usize,
+    /// Which delimiter `scanned` was searched for: a handler may change its
+    /// terminator at any time (in `on_timer`, say), and an offset searched
+    /// for another delimiter would skip a match.
+    scanned_for: u64,
+}
+
+/// A cheap fingerprint of a delimiter (FNV-1a).
+fn fingerprint(delim: &[u8]) -> u64 {
+    delim.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl Decoder {
@@ -168,6 +179,14 @@ impl Decoder {
         terminator: Terminator<'_>,
         max: usize,
     ) -> Result<Option<Bytes>, String> {
+        let print = match terminator {
+            Terminator::Delimiter(delim) => fingerprint(delim),
+            _ => 0,
+        };
+        if print != self.scanned_for {
+            self.scanned = 0;
+            self.scanned_for = print;
+        }
         match terminator {
             Terminator::Delimiter(delim) => {
                 if delim.is_empty() {
@@ -263,6 +282,46 @@ mod tests {
     fn delimiter_prefix_that_is_not_a_delimiter() {
         let got = frames(b"aqqbqqq", 1, Terminator::Delimiter(b"qqq"), 64).unwrap();
         assert_eq!(got, vec!["aqqb"]);
+    }
+
+    #[test]
+    fn changing_the_terminator_mid_line_skips_nothing() {
+        let mut decoder = Decoder::default();
+        let mut buf = BytesMut::from(&b"abcdef"[..]);
+        let line = Terminator::Delimiter(b"\n");
+        assert_eq!(decoder.next_frame(&mut buf, line, 64).unwrap(), None); // scanned "abcdef"
+                                                                           // The handler switches to a count, then back, before the newline comes.
+        assert_eq!(
+            decoder
+                .next_frame(&mut buf, Terminator::Count(2), 64)
+                .unwrap()
+                .unwrap(),
+            "ab"
+        );
+        buf.extend_from_slice(b"\nx\n");
+        assert_eq!(
+            decoder.next_frame(&mut buf, line, 64).unwrap().unwrap(),
+            "cdef"
+        );
+        assert_eq!(
+            decoder.next_frame(&mut buf, line, 64).unwrap().unwrap(),
+            "x"
+        );
+        // A different delimiter searches afresh.
+        let mut buf = BytesMut::from(&b"a;b"[..]);
+        assert_eq!(
+            decoder
+                .next_frame(&mut buf, Terminator::Delimiter(b"|"), 64)
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            decoder
+                .next_frame(&mut buf, Terminator::Delimiter(b";"), 64)
+                .unwrap()
+                .unwrap(),
+            "a"
+        );
     }
 
     #[test]

@@ -78,3 +78,8 @@ pub use reactor::Reactor;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// docs/socketserver.md's example is compiled too.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/socketserver.md")]
+struct SocketserverDoctests;

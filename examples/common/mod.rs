@@ -7,7 +7,12 @@
 
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use sockloop::server::{Family, Server};
 use sockloop::Addr;
 
 /// The program's name, for error messages. This file is compiled into each
@@ -51,4 +56,89 @@ pub fn announce(addrs: &[String]) -> io::Result<()> {
         writeln!(out, "listening on {addr}")?;
     }
     out.flush()
+}
+
+/// Serves a socketserver-style `server` until SIGINT or SIGTERM, then closes
+/// it (waiting for the requests still running) and returns: a Ctrl-C or
+/// `kill` ends the program with exit code 0.
+///
+/// A `Server` runs its own reactor inside `serve_forever`, so the signals
+/// are caught on a thread of their own, which asks for the shutdown through
+/// a `ServerHandle`.
+pub fn serve(mut server: Server) -> io::Result<()> {
+    // Registered before the announcement: from then on a signal must find its handler.
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let handle = server.handle();
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                log::info!("signal {signal} received, stopping");
+                handle.shutdown();
+            }
+        })?;
+    let bound: Vec<String> = server
+        .server_address()
+        .iter()
+        .map(|addr| match server.family() {
+            // `udp:` tells it apart from a TCP listener on the same address.
+            Family::Udp => format!("udp:{addr}"),
+            _ => addr.to_string(),
+        })
+        .collect();
+    announce(&bound)?;
+    let served = server.serve_forever();
+    server.server_close();
+    served
+}
+
+/// Parses a number of seconds such as `5` or `0.2` (for `--delay`), refusing
+/// what `Duration` cannot hold (negative, NaN, infinite) instead of panicking.
+pub fn seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
+
+/// `Echo=><data> at <ctime>`: the reply of Python's classic servers.
+pub fn stamped(data: &[u8]) -> Vec<u8> {
+    let mut reply = b"Echo=>".to_vec();
+    reply.extend_from_slice(data);
+    reply.extend_from_slice(format!(" at {}", ctime(SystemTime::now())).as_bytes());
+    reply
+}
+
+/// `time.ctime()`'s format, `Mon Nov 23 16:58:22 2026`, in UTC: local time
+/// would need the time-zone database, a dependency the examples can do without.
+pub fn ctime(t: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{} {} {day:>2} {:02}:{:02}:{:02} {year}",
+        DAYS[(days % 7) as usize], // 1 January 1970 was a Thursday
+        MONTHS[month as usize - 1],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+    )
+}
+
+/// Year, month (1-12) and day of the month of a day count since 1970-01-01,
+/// by Howard Hinnant's `civil_from_days`: eras of 400 years (146,097 days)
+/// repeat exactly, and counting years from March puts the leap day last.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468; // days since 0000-03-01
+    let era = z / 146_097;
+    let doe = z % 146_097; // day of the era
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of the era
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the year, from March
+    let mp = (5 * doy + 2) / 153; // month, from March = 0
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = era * 400 + yoe + u64::from(month <= 2);
+    (year, month, day)
 }

@@ -381,6 +381,7 @@ enum Reaping {
 ///
 /// Dropping the server closes it (`server_close`).
 pub struct Server {
+    family: Family,
     reactor: Reactor,
     shared: Arc<Shared>,
     workers: Workers,
@@ -421,7 +422,7 @@ impl Server {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
             }
             log::trace!(target: "sockloop::server", "server_bind {addr}");
-            if family.is_datagram() {
+            let bound = if family.is_datagram() {
                 let socket = Rc::new(OnceCell::new());
                 let receiver = DatagramReceiver {
                     pending: pending.clone(),
@@ -430,17 +431,18 @@ impl Server {
                 };
                 let id = reactor.bind_datagram_with(addr, &opts, receiver)?;
                 let _ = socket.set(Arc::new(reactor.try_clone_datagram(id)?));
-                addrs.push(reactor.local_addr(id)?);
                 datagrams.push(id);
+                reactor.local_addr(id)?
             } else {
                 let queue = pending.clone();
                 let id = reactor.listen_accept(addr, &opts, move |_, stream, peer| {
                     queue.borrow_mut().push_back(Incoming::Stream(stream, peer));
                 })?;
-                log::trace!(target: "sockloop::server", "server_activate {addr}");
-                addrs.push(reactor.listener_addr(id)?);
                 listeners.push(id);
-            }
+                reactor.listener_addr(id)?
+            };
+            log::trace!(target: "sockloop::server", "server_activate {bound}");
+            addrs.push(bound);
         }
         let shared = Arc::new(Shared {
             factory,
@@ -465,6 +467,7 @@ impl Server {
         };
         let workers = Workers::new(&builder.mode, &shared);
         Ok(Server {
+            family,
             reactor,
             shared,
             workers,
@@ -479,6 +482,11 @@ impl Server {
             paused: false,
             closed: false,
         })
+    }
+
+    /// The kind of socket served.
+    pub fn family(&self) -> Family {
+        self.family
     }
 
     /// A handle for other threads (and handlers) to shut the server down.
@@ -528,6 +536,7 @@ impl Server {
             self.reactor.run_once(None)?;
             self.collect();
             self.dispatch(usize::MAX);
+            self.arm_sweep();
             (self.service_actions)();
             if self.shared.lock().shutdown_requested {
                 return Ok(());
@@ -541,7 +550,9 @@ impl Server {
         let deadline = self.timeout.map(|t| Instant::now() + t);
         loop {
             self.collect();
-            if self.dispatch(1) > 0 {
+            let started = self.dispatch(1);
+            self.arm_sweep();
+            if started > 0 {
                 return Ok(());
             }
             let wait = match deadline {
@@ -561,19 +572,23 @@ impl Server {
     /// Notes finished requests, so their room can be used again.
     fn collect(&mut self) {
         match &self.reaping {
-            Reaping::Reports => self.workers.collect(),
+            Reaping::Reports | Reaping::Sweep(_) => self.workers.collect(),
             Reaping::Signal(arrived) => {
                 if arrived.replace(false) {
                     self.workers.collect();
                 }
             }
-            Reaping::Sweep(armed) => {
-                self.workers.collect();
-                if self.workers.running() > 0 && !armed.replace(true) {
-                    let armed = armed.clone();
-                    self.reactor
-                        .call_later(Duration::from_millis(100), move |_| armed.set(false));
-                }
+        }
+    }
+
+    /// Without SIGCHLD nothing wakes the loop when a child exits: while
+    /// children run, a timer does, so that none stays a zombie for long.
+    fn arm_sweep(&mut self) {
+        if let Reaping::Sweep(armed) = &self.reaping {
+            if self.workers.running() > 0 && !armed.replace(true) {
+                let armed = armed.clone();
+                self.reactor
+                    .call_later(Duration::from_millis(100), move |_| armed.set(false));
             }
         }
     }
@@ -597,6 +612,7 @@ impl Server {
                 incoming.refuse();
                 continue;
             }
+            log::trace!(target: "sockloop::server", "process_request {peer}");
             self.workers.dispatch(incoming, &self.shared);
         }
         let waiting = !self.pending.borrow().is_empty();
@@ -628,6 +644,7 @@ impl Server {
         if std::mem::replace(&mut self.closed, true) {
             return;
         }
+        log::trace!(target: "sockloop::server", "server_close");
         for id in self.listeners.drain(..) {
             self.reactor.close_listener(id);
         }

@@ -53,6 +53,17 @@ pub trait RequestHandler: Send + 'static {
     }
 }
 
+/// A closure is a handler with only `handle`, for servers that need no
+/// `setup` or `finish`: `builder.build(|| |request: &mut Request| ...)`.
+impl<F> RequestHandler for F
+where
+    F: FnMut(&mut Request) -> io::Result<()> + Send + 'static,
+{
+    fn handle(&mut self, request: &mut Request) -> io::Result<()> {
+        self(request)
+    }
+}
+
 /// What a server hands a worker: one connection or one datagram.
 pub(crate) enum Incoming {
     Stream(BlockingStream, Addr),
@@ -155,6 +166,15 @@ impl Request {
         }
     }
 
+    /// Both ends at once, for code that reads and writes in one expression
+    /// (`io::copy(rfile, wfile)`).
+    pub fn split(&mut self) -> (&mut dyn BufRead, &mut dyn Write) {
+        match &mut self.io {
+            Io::Stream { rfile, wfile } => (rfile, wfile),
+            Io::Datagram { rfile, wfile, .. } => (rfile, wfile),
+        }
+    }
+
     /// The datagram, for a datagram request (socketserver's `request[0]`).
     pub fn packet(&self) -> Option<&[u8]> {
         match &self.io {
@@ -204,14 +224,13 @@ impl Request {
 /// whether it went without error (a forked child's exit status).
 pub(crate) fn process(incoming: Incoming, shared: &Arc<Shared>) -> bool {
     let peer = incoming.peer().clone();
-    log::trace!(target: "sockloop::server", "process_request {peer}");
     let server = ServerHandle {
         shared: shared.clone(),
     };
     let outcome = Request::new(incoming, server).and_then(|mut request| {
         log::trace!(target: "sockloop::server", "finish_request {peer}");
         let mut handler = guard(|| Ok((shared.factory)()))?;
-        let handled = run_handler(&mut *handler, &mut request);
+        let handled = run_handler(&mut *handler, &mut request, &peer);
         log::trace!(target: "sockloop::server", "shutdown_request {peer}");
         let completed = request.complete();
         handled.and(completed)
@@ -226,12 +245,16 @@ pub(crate) fn process(incoming: Incoming, shared: &Arc<Shared>) -> bool {
 }
 
 /// `setup(); try: handle() finally: finish()`, with panics as errors.
-fn run_handler(handler: &mut dyn RequestHandler, request: &mut Request) -> io::Result<()> {
-    log::trace!(target: "sockloop::server", "setup");
+fn run_handler(
+    handler: &mut dyn RequestHandler,
+    request: &mut Request,
+    peer: &Addr,
+) -> io::Result<()> {
+    log::trace!(target: "sockloop::server", "setup {peer}");
     guard(|| handler.setup(request))?;
-    log::trace!(target: "sockloop::server", "handle");
+    log::trace!(target: "sockloop::server", "handle {peer}");
     let handled = guard(|| handler.handle(request));
-    log::trace!(target: "sockloop::server", "finish");
+    log::trace!(target: "sockloop::server", "finish {peer}");
     let finished = guard(|| handler.finish(request));
     handled.and(finished)
 }

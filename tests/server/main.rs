@@ -547,3 +547,21 @@ fn a_full_pool_pauses_accepting_and_loses_nothing() {
         assert_eq!(read_to_eof(&mut c).unwrap(), b"done\n");
     }
 }
+
+#[test]
+fn a_closure_is_a_handler_and_split_gives_both_ends() {
+    let server = ServerBuilder::new(Family::Tcp)
+        .bind(any_port())
+        .mode(Mode::threading())
+        .spawn(|| {
+            |request: &mut Request| {
+                let (rfile, wfile) = request.split();
+                io::copy(rfile, wfile).map(|_| ())
+            }
+        })
+        .unwrap();
+    let mut s = connect(server.server_address()[0].as_inet().unwrap());
+    s.write_all(b"copied through\n").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut s).unwrap(), b"copied through\n");
+}

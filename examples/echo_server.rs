@@ -1,0 +1,126 @@
+//! socketserver's echo server in every family and every mode: the same
+//! handler serves TCP, UDP, Unix stream and Unix datagram requests, one at a
+//! time, on a thread each, in a forked child each, or on a pool of threads.
+//!
+//! ```text
+//! cargo run --example echo_server -- --family tcp --mode threading
+//! cargo run --example echo_server -- --family unix-dgram --mode forking --unix /tmp/echo.sock
+//! ```
+
+use std::io;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, ValueEnum};
+use sockloop::server::{Family, Mode, Request, RequestHandler, ServerBuilder};
+use sockloop::Addr;
+
+mod common;
+
+/// Echoes one line per connection, or each datagram, back to its sender.
+#[derive(Parser)]
+#[command(name = "echo_server")]
+struct Args {
+    /// Host or IP address to listen on (tcp and udp).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (tcp and udp; 0 picks a free port).
+    #[arg(long, default_value_t = 50007)]
+    port: u16,
+    /// Socket family.
+    #[arg(long, value_enum, default_value_t = FamilyArg::Tcp)]
+    family: FamilyArg,
+    /// Where each request runs.
+    #[arg(long, value_enum, default_value_t = ModeArg::Sync)]
+    mode: ModeArg,
+    /// Threads in the pool (--mode pool).
+    #[arg(long, value_name = "N", default_value = "4")]
+    workers: NonZeroUsize,
+    /// Children at once; more clients wait (--mode forking).
+    #[arg(long, value_name = "N", default_value = "40")]
+    max_children: NonZeroUsize,
+    /// Socket path (required by, and only for, the unix families); removed on exit.
+    #[arg(long, value_name = "PATH")]
+    unix: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FamilyArg {
+    Tcp,
+    Udp,
+    Unix,
+    UnixDgram,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Sync,
+    Threading,
+    Forking,
+    Pool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    // Clap cannot tie a flag to another flag's value: checked here, still a usage error (exit 2).
+    let unix_family = matches!(args.family, FamilyArg::Unix | FamilyArg::UnixDgram);
+    if unix_family != args.unix.is_some() {
+        let msg = if unix_family {
+            "--family unix and unix-dgram need --unix PATH"
+        } else {
+            "--unix PATH goes with --family unix or unix-dgram"
+        };
+        Args::command()
+            .error(ErrorKind::ArgumentConflict, msg)
+            .exit();
+    }
+    common::init_logger();
+    common::run(|| {
+        let family = match args.family {
+            FamilyArg::Tcp => Family::Tcp,
+            FamilyArg::Udp => Family::Udp,
+            FamilyArg::Unix => Family::UnixStream,
+            FamilyArg::UnixDgram => Family::UnixDatagram,
+        };
+        let addr = match &args.unix {
+            Some(path) => Addr::unix(path)?,
+            None => Addr::resolve(&args.host, args.port)?,
+        };
+        let mode = match args.mode {
+            ModeArg::Sync => Mode::Sync,
+            ModeArg::Threading => Mode::threading(),
+            ModeArg::Forking => Mode::Forking {
+                max_children: args.max_children.get(),
+                block_on_close: true,
+                reap_on_sigchld: true,
+            },
+            ModeArg::Pool => Mode::pool(args.workers.get()),
+        };
+        let server = ServerBuilder::new(family)
+            .bind(addr)
+            .mode(mode)
+            .build(|| Echo)?;
+        common::serve(server)
+    })
+}
+
+struct Echo;
+
+impl RequestHandler for Echo {
+    fn handle(&mut self, request: &mut Request) -> io::Result<()> {
+        let reply = match request.packet() {
+            // A datagram goes back whole, as one datagram.
+            Some(packet) => packet.to_vec(),
+            // A stream request is one line; the server closes the connection after it.
+            None => {
+                let mut line = Vec::new();
+                request.rfile().read_until(b'\n', &mut line)?;
+                line
+            }
+        };
+        log::info!("{} bytes from {}", reply.len(), request.client_address());
+        request.wfile().write_all(&reply)
+    }
+}

@@ -1,0 +1,80 @@
+//! The classic forking server: each client is served by a child process,
+//! which first sleeps to simulate blocking work, then answers every read
+//! with `Echo=><data> at <time>` until the client closes. Clients that
+//! arrive meanwhile are not kept waiting: each has its own child.
+//!
+//! ```text
+//! cargo run --example fork_server -- --delay 5
+//! cargo run --example echo_client      # in several terminals at once
+//! ```
+
+use std::io;
+use std::process::{self, ExitCode};
+use std::thread;
+use std::time::Duration;
+
+use clap::Parser;
+use sockloop::server::{Family, Mode, Request, RequestHandler, ServerBuilder};
+use sockloop::Addr;
+
+mod common;
+
+/// Serves each client in a forked child, after a delay.
+#[derive(Parser)]
+#[command(name = "fork_server")]
+struct Args {
+    /// Host or IP address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// TCP port to listen on (0 picks a free port).
+    #[arg(long, default_value_t = 50007)]
+    port: u16,
+    /// Seconds each child sleeps before answering.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = common::seconds, allow_negative_numbers = true)]
+    delay: Duration,
+    /// Reap children when SIGCHLD arrives, instead of by a sweep on every
+    /// turn of the loop.
+    #[arg(long)]
+    signal: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    common::init_logger();
+    common::run(|| {
+        let delay = args.delay;
+        let server = ServerBuilder::new(Family::Tcp)
+            .bind(Addr::resolve(&args.host, args.port)?)
+            .mode(Mode::Forking {
+                max_children: 40,
+                block_on_close: true,
+                reap_on_sigchld: args.signal,
+            })
+            .build(move || Client { delay })?;
+        common::serve(server)
+    })
+}
+
+/// One client, in its own process.
+struct Client {
+    delay: Duration,
+}
+
+impl RequestHandler for Client {
+    fn handle(&mut self, request: &mut Request) -> io::Result<()> {
+        log::info!(
+            "child {} serving {}",
+            process::id(),
+            request.client_address()
+        );
+        thread::sleep(self.delay);
+        let mut data = [0; 1024];
+        loop {
+            let n = request.rfile().read(&mut data)?;
+            if n == 0 {
+                return Ok(()); // the client closed; the child exits
+            }
+            request.wfile().write_all(&common::stamped(&data[..n]))?;
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Shows who serves whom: each line is echoed behind the pid of the forked
+//! child (or the name of the thread) serving the connection. Two clients at
+//! once see two different workers; lines on one connection, the same one.
+//!
+//! ```text
+//! cargo run --example pid_echo -- --mode forking
+//! nc 127.0.0.1 50007      # in two terminals
+//! ```
+
+use std::io;
+use std::process::{self, ExitCode};
+use std::thread;
+
+use clap::{Parser, ValueEnum};
+use sockloop::server::{Family, Mode, Request, RequestHandler, ServerBuilder};
+use sockloop::Addr;
+
+mod common;
+
+/// Echoes each line prefixed with the pid or thread serving it.
+#[derive(Parser)]
+#[command(name = "pid_echo")]
+struct Args {
+    /// Host or IP address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// TCP port to listen on (0 picks a free port).
+    #[arg(long, default_value_t = 50007)]
+    port: u16,
+    /// A process or a thread per connection.
+    #[arg(long, value_enum, default_value_t = ModeArg::Forking)]
+    mode: ModeArg,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum ModeArg {
+    Forking,
+    Threading,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    common::init_logger();
+    common::run(|| {
+        let forking = args.mode == ModeArg::Forking;
+        let mode = if forking {
+            Mode::forking()
+        } else {
+            Mode::threading()
+        };
+        let server = ServerBuilder::new(Family::Tcp)
+            .bind(Addr::resolve(&args.host, args.port)?)
+            .mode(mode)
+            .build(move || Who { forking })?;
+        common::serve(server)
+    })
+}
+
+struct Who {
+    /// A forked child is single-threaded (its thread is the parent's `main`),
+    /// so there the pid is what tells workers apart.
+    forking: bool,
+}
+
+impl RequestHandler for Who {
+    fn handle(&mut self, request: &mut Request) -> io::Result<()> {
+        let who = if self.forking {
+            process::id().to_string()
+        } else {
+            thread::current().name().unwrap_or("unnamed").to_string()
+        };
+        log::info!("{who} serving {}", request.client_address());
+        let mut line = Vec::new();
+        while request.rfile().read_until(b'\n', &mut line)? > 0 {
+            let mut reply = format!("{who}: ").into_bytes();
+            reply.append(&mut line); // which also empties `line` for the next one
+            request.wfile().write_all(&reply)?;
+        }
+        Ok(())
+    }
+}

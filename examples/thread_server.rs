@@ -1,0 +1,69 @@
+//! The classic threading server: each client is served by a thread of its
+//! own, which first sleeps to simulate blocking work, then answers every
+//! read with `Echo=><data> at <time>` until the client closes.
+//!
+//! ```text
+//! cargo run --example thread_server -- --delay 5
+//! cargo run --example echo_client      # in several terminals at once
+//! ```
+
+use std::io;
+use std::process::ExitCode;
+use std::thread;
+use std::time::Duration;
+
+use clap::Parser;
+use sockloop::server::{Family, Mode, Request, RequestHandler, ServerBuilder};
+use sockloop::Addr;
+
+mod common;
+
+/// Serves each client on a thread of its own, after a delay.
+#[derive(Parser)]
+#[command(name = "thread_server")]
+struct Args {
+    /// Host or IP address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// TCP port to listen on (0 picks a free port).
+    #[arg(long, default_value_t = 50007)]
+    port: u16,
+    /// Seconds each thread sleeps before answering.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = common::seconds, allow_negative_numbers = true)]
+    delay: Duration,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    common::init_logger();
+    common::run(|| {
+        let delay = args.delay;
+        let server = ServerBuilder::new(Family::Tcp)
+            .bind(Addr::resolve(&args.host, args.port)?)
+            .mode(Mode::threading())
+            .build(move || Client { delay })?;
+        common::serve(server)
+    })
+}
+
+/// One client, on its own thread.
+struct Client {
+    delay: Duration,
+}
+
+impl RequestHandler for Client {
+    fn handle(&mut self, request: &mut Request) -> io::Result<()> {
+        let thread = thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        log::info!("thread {name} serving {}", request.client_address());
+        thread::sleep(self.delay);
+        let mut data = [0; 1024];
+        loop {
+            let n = request.rfile().read(&mut data)?;
+            if n == 0 {
+                return Ok(()); // the client closed; the thread ends
+            }
+            request.wfile().write_all(&common::stamped(&data[..n]))?;
+        }
+    }
+}

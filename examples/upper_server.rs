@@ -1,0 +1,57 @@
+//! The first socketserver example of Python's documentation: a synchronous
+//! TCP server whose handler reads one line and answers it in upper case.
+//!
+//! ```text
+//! cargo run --example upper_server
+//! echo 'hello world' | nc 127.0.0.1 50007
+//! ```
+
+use std::io;
+use std::process::ExitCode;
+
+use clap::Parser;
+use sockloop::server::{Family, Request, RequestHandler, ServerBuilder};
+use sockloop::Addr;
+
+mod common;
+
+/// Answers one line per connection, in upper case.
+#[derive(Parser)]
+#[command(name = "upper_server")]
+struct Args {
+    /// Host or IP address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// TCP port to listen on (0 picks a free port).
+    #[arg(long, default_value_t = 50007)]
+    port: u16,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    common::init_logger();
+    common::run(|| {
+        // The default mode, Sync: one client at a time, like Python's TCPServer.
+        let server = ServerBuilder::new(Family::Tcp)
+            .bind(Addr::resolve(&args.host, args.port)?)
+            .build(|| Upper)?;
+        common::serve(server)
+    })
+}
+
+/// Python's `MyTCPHandler`.
+struct Upper;
+
+impl RequestHandler for Upper {
+    fn handle(&mut self, request: &mut Request) -> io::Result<()> {
+        let mut line = Vec::new();
+        request.rfile().read_until(b'\n', &mut line)?;
+        log::info!(
+            "{} wrote: {}",
+            request.client_address(),
+            String::from_utf8_lossy(line.trim_ascii_end())
+        );
+        // Bytes, not str: any input is answered, and only ASCII changes (as Python's bytes.upper).
+        request.wfile().write_all(&line.to_ascii_uppercase())
+    }
+}
