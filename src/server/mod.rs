@@ -128,6 +128,18 @@ impl ServerHandle {
     /// it only requests the stop and returns, instead of deadlocking as
     /// Python's does. Called when the server is not serving, it makes the
     /// next `serve_forever` return at once.
+    ///
+    /// ```
+    /// use sockloop::server::{Family, Request, ServerBuilder};
+    ///
+    /// let mut server = ServerBuilder::new(Family::Tcp)
+    ///     .bind("127.0.0.1:0".parse()?)
+    ///     .build(|| |_: &mut Request| Ok(()))?;
+    /// let handle = server.handle();
+    /// std::thread::spawn(move || handle.shutdown());
+    /// server.serve_forever()?; // returns once the other thread asked
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn shutdown(&self) {
         let mut state = self.shared.lock();
         state.shutdown_requested = true;
@@ -150,6 +162,26 @@ impl ServerHandle {
 }
 
 /// Configures and binds a [`Server`] (socketserver's class attributes).
+///
+/// ```
+/// use std::time::Duration;
+/// use sockloop::server::{Family, Mode, Request, ServerBuilder};
+///
+/// // ForkingUDPServer on two ports, refusing nobody, logging timeouts.
+/// let server = ServerBuilder::new(Family::Udp)
+///     .bind("127.0.0.1:0".parse()?)
+///     .bind("127.0.0.1:0".parse()?)
+///     .mode(Mode::Forking { max_children: 8, block_on_close: true, reap_on_sigchld: true })
+///     .max_packet_size(1500)
+///     .timeout(Some(Duration::from_secs(1)))
+///     .handle_timeout(|| log::info!("no request for a second"))
+///     .build(|| |request: &mut Request| {
+///         let packet = request.packet().unwrap_or_default().to_vec();
+///         request.wfile().write_all(&packet)
+///     })?;
+/// assert_eq!(server.server_address().len(), 2);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct ServerBuilder {
     family: Family,
     addrs: Vec<Addr>,
@@ -546,6 +578,19 @@ impl Server {
 
     /// Serves one request, waiting at most `timeout` for it; after that,
     /// calls `handle_timeout` instead.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sockloop::server::{Family, Request, ServerBuilder};
+    ///
+    /// let mut server = ServerBuilder::new(Family::Tcp)
+    ///     .bind("127.0.0.1:0".parse()?)
+    ///     .timeout(Some(Duration::from_millis(10)))
+    ///     .handle_timeout(|| println!("nobody came"))
+    ///     .build(|| |_: &mut Request| Ok(()))?;
+    /// server.handle_request()?; // no client: returns after 10 ms
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn handle_request(&mut self) -> io::Result<()> {
         let deadline = self.timeout.map(|t| Instant::now() + t);
         loop {

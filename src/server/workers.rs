@@ -13,6 +13,14 @@ use super::Shared;
 use crate::Handle;
 
 /// How a server runs its requests (the socketserver mix-ins, bounded).
+///
+/// ```
+/// use sockloop::server::Mode;
+/// // ThreadingMixIn with daemon threads: server_close does not wait for them.
+/// let daemon = Mode::Threading { daemon_threads: true, block_on_close: true };
+/// assert_ne!(daemon, Mode::threading());
+/// assert_eq!(Mode::pool(4), Mode::Pool { workers: 4 });
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// One request at a time, on the serving thread (`TCPServer`): the loop
