@@ -58,10 +58,12 @@ mod handle;
 mod id;
 mod listener;
 mod net;
+mod ops;
 mod protocol;
 mod reactor;
 pub mod server;
 mod signals;
+mod stream;
 mod timer;
 
 pub use addr::Addr;

@@ -7,8 +7,9 @@
 //! callback causes on other connections (a write, a close) is queued and
 //! carried out when the callback has returned, by [`Reactor::settle`].
 //!
-//! Accepting lives in `listener.rs`, datagram sockets in `datagram.rs`; this
-//! file holds the loop and the life of a stream connection.
+//! This file holds the loop; a stream connection's life is in `stream.rs`,
+//! operations by id in `ops.rs`, accepting in `listener.rs`, datagram
+//! sockets in `datagram.rs`.
 
 use std::any::Any;
 use std::io;
@@ -17,29 +18,28 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use mio::event::Event;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 use slab::Slab;
 
-use crate::conn::{Closing, Conn, ShutdownWrite};
+use crate::conn::{Closing, Conn};
 use crate::datagram::DatagramSocket;
 use crate::handle::{Command, Shared};
 use crate::listener::ListenerState;
-use crate::net::{ConnOptions, Stream};
 use crate::timer::Timers;
-use crate::{Addr, CloseReason, ConnId, Context, Handle, Protocol, TimerId};
+use crate::{CloseReason, ConnId, Context, Handle, Protocol};
 
 const WAKER: Token = Token(usize::MAX);
 /// Size of the shared read buffer, and of one read.
-const READ_SIZE: usize = 64 * 1024;
+pub(crate) const READ_SIZE: usize = 64 * 1024;
 /// Reads per connection per turn before others get their go (64 KiB each).
-const READ_BUDGET: usize = 8;
+pub(crate) const READ_BUDGET: usize = 8;
 /// Growth step of a connection's own buffer (one that holds a partial frame).
-const OWN_READ_SIZE: usize = 8 * 1024;
+pub(crate) const OWN_READ_SIZE: usize = 8 * 1024;
 /// Emptied connection buffers kept for reuse, so that partial frames in
 /// steady traffic do not allocate.
-const BUFFER_POOL: usize = 64;
+pub(crate) const BUFFER_POOL: usize = 64;
 
 pub(crate) enum Source {
     Listener(ListenerState),
@@ -83,8 +83,8 @@ pub struct Reactor {
     pub(crate) scratch: BytesMut,
     /// Where `write(&[u8])` copies to; split off as `Bytes`, so it is reused
     /// once the socket has taken the bytes.
-    staging: BytesMut,
-    pool: Vec<BytesMut>,
+    pub(crate) staging: BytesMut,
+    pub(crate) pool: Vec<BytesMut>,
     /// Receive buffer of datagram sockets.
     pub(crate) dgram_buf: Vec<u8>,
     pub(crate) now: Instant,
@@ -288,14 +288,14 @@ impl Reactor {
         }
     }
 
-    fn conn(&mut self, id: ConnId) -> Option<&mut Conn> {
+    pub(crate) fn conn(&mut self, id: ConnId) -> Option<&mut Conn> {
         match self.sources.get_mut(id.key()) {
             Some(Source::Conn(c)) if c.gen == id.gen => Some(c),
             _ => None,
         }
     }
 
-    fn conn_at(&mut self, key: usize) -> Option<&mut Conn> {
+    pub(crate) fn conn_at(&mut self, key: usize) -> Option<&mut Conn> {
         conn_in(&mut self.sources, key)
     }
 
@@ -351,527 +351,6 @@ impl Reactor {
             }
         }
     }
-
-    // ----- stream connections ---------------------------------------------
-
-    /// Puts a connected (or connecting) stream under the reactor's care.
-    pub(crate) fn add_conn(
-        &mut self,
-        stream: Stream,
-        proto: Box<dyn Protocol>,
-        opts: ConnOptions,
-        listener: Option<usize>,
-        connecting: bool,
-    ) -> io::Result<ConnId> {
-        let gen = self.next_gen();
-        let mut conn = Conn::new(stream, proto, opts, self.now);
-        conn.gen = gen;
-        conn.listener = listener;
-        conn.connecting = connecting;
-        conn.writable_interest = connecting;
-        let entry = self.sources.vacant_entry();
-        let key = entry.key();
-        let interest = if connecting {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        self.poll
-            .registry()
-            .register(&mut conn.stream, Token(key), interest)?;
-        let idle = conn.opts.idle_timeout;
-        entry.insert(Source::Conn(conn));
-        let id = ConnId::new(key, gen);
-        if let Some(idle) = idle {
-            let timer = self.timers.insert(self.now + idle, TimerTarget::Idle(id));
-            self.conn_at(key).expect("just inserted").idle_timer = Some(timer);
-        }
-        if !connecting {
-            self.call(key, |p, cx| p.on_open(cx));
-        }
-        Ok(id)
-    }
-
-    /// Opens an outgoing stream connection served by `proto`.
-    ///
-    /// Success calls `on_open`; a refusal, an unreachable host or the
-    /// `connect_timeout` of the default [`ConnOptions`] ends in `on_close` with
-    /// [`CloseReason::ConnectFailed`]. An address that cannot even be tried
-    /// fails here and the protocol is dropped unused.
-    pub fn connect(&mut self, addr: &Addr, proto: impl Protocol) -> io::Result<ConnId> {
-        self.connect_with(addr, &ConnOptions::default(), proto)
-    }
-
-    /// [`connect`](Reactor::connect) with explicit connection options.
-    pub fn connect_with(
-        &mut self,
-        addr: &Addr,
-        opts: &ConnOptions,
-        proto: impl Protocol,
-    ) -> io::Result<ConnId> {
-        let stream = Stream::connect(addr)?;
-        if opts.nodelay {
-            let _ = stream.set_nodelay();
-        }
-        let id = self.add_conn(stream, Box::new(proto), opts.clone(), None, true)?;
-        if let Some(limit) = opts.connect_timeout {
-            let timer = self
-                .timers
-                .insert(self.now + limit, TimerTarget::ConnectTimeout(id));
-            self.conn(id).expect("just added").connect_timer = Some(timer);
-        }
-        Ok(id)
-    }
-
-    fn conn_event(&mut self, key: usize, event: &Event) {
-        let Some(conn) = self.conn_at(key) else {
-            return;
-        };
-        if conn.connecting {
-            if event.is_writable() || event.is_error() || event.is_write_closed() {
-                self.finish_connect(key);
-            }
-            return;
-        }
-        if event.is_writable() && !conn.wqueue.is_empty() {
-            self.flush_conn(key);
-        }
-        if event.is_readable() || event.is_read_closed() || event.is_error() {
-            // The short-read shortcut assumes the kernel signals every later
-            // arrival; a peer's FIN already seen in this event is not "later".
-            let trust_short_read = !event.is_read_closed() && !event.is_error();
-            self.read_conn(key, trust_short_read);
-        }
-    }
-
-    fn finish_connect(&mut self, key: usize) {
-        let Some(conn) = self.conn_at(key) else {
-            return;
-        };
-        let id = ConnId::new(key, conn.gen);
-        let failure = match conn.stream.take_error() {
-            Ok(Some(e)) | Err(e) => Some(e),
-            Ok(None) => match conn.stream.peer_addr() {
-                Ok(_) => None,
-                // Not connected yet: a spurious wake-up; wait for the next one.
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => Some(e),
-            },
-        };
-        if let Some(e) = failure {
-            self.close_id(id, Closing::Now(CloseReason::ConnectFailed(e)));
-            return;
-        }
-        conn.connecting = false;
-        if let Some(t) = conn.connect_timer.take() {
-            self.timers.cancel(t);
-        }
-        self.call(key, |p, cx| p.on_open(cx));
-        self.schedule_flush(key);
-        self.schedule_read(key);
-    }
-
-    /// Reads until the socket is drained, the budget is spent, or the
-    /// connection should stop reading. `trust_short_read`: a read that returns
-    /// less than offered means the socket is empty (saves one `read` per
-    /// wake-up, as tokio does); off after the peer's FIN or an error.
-    pub(crate) fn read_conn(&mut self, key: usize, trust_short_read: bool) {
-        for _ in 0..READ_BUDGET {
-            let Some(conn) = self.conn_at(key) else {
-                return;
-            };
-            if !conn.wants_read() {
-                return;
-            }
-            let own = conn.rbuf.is_some();
-            let mut buf = match conn.rbuf.take() {
-                Some(buf) => buf,
-                None => mem::take(&mut self.scratch),
-            };
-            buf.reserve(if own { OWN_READ_SIZE } else { READ_SIZE });
-            let offered = buf.capacity() - buf.len();
-            let conn = conn_in(&mut self.sources, key).expect("checked above");
-            let result = conn.stream.read_into(&mut buf);
-            match result {
-                Ok(0) => {
-                    self.keep_unconsumed(key, buf, own);
-                    self.peer_eof(key);
-                    return;
-                }
-                Ok(n) => {
-                    conn.last_active = self.now;
-                    self.call(key, |p, cx| p.on_data(cx, &mut buf));
-                    self.keep_unconsumed(key, buf, own);
-                    if n < offered && trust_short_read {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.keep_unconsumed(key, buf, own);
-                    return;
-                }
-                Err(e) => {
-                    self.keep_unconsumed(key, buf, own);
-                    self.close_at(key, Closing::Now(CloseReason::from_io(e)));
-                    return;
-                }
-            }
-        }
-        self.schedule_read(key);
-    }
-
-    /// Puts a read buffer back after `on_data`: what the protocol left stays
-    /// with the connection (in a buffer of its own, so the shared one is free
-    /// for others); an empty buffer goes back to the shared one or the pool.
-    fn keep_unconsumed(&mut self, key: usize, mut buf: BytesMut, own: bool) {
-        if buf.is_empty() {
-            buf.clear();
-            if !own {
-                self.scratch = buf;
-            } else if self.pool.len() < BUFFER_POOL && buf.capacity() <= READ_SIZE {
-                self.pool.push(buf);
-            }
-            return;
-        }
-        let kept = if own {
-            buf
-        } else {
-            let mut kept = self.pool.pop().unwrap_or_default();
-            kept.extend_from_slice(&buf);
-            buf.clear();
-            self.scratch = buf;
-            kept
-        };
-        if let Some(conn) = self.conn_at(key) {
-            conn.rbuf = Some(kept);
-        }
-    }
-
-    fn peer_eof(&mut self, key: usize) {
-        let Some(conn) = conn_in(&mut self.sources, key) else {
-            return;
-        };
-        conn.eof = true;
-        conn.last_active = self.now;
-        let id = ConnId::new(key, conn.gen);
-        self.call(key, |p, cx| p.on_eof(cx));
-        // The default `on_eof` closed with `Closed`; say who started it.
-        if let Some(conn) = self.conn(id) {
-            if let Closing::AfterFlush(reason @ CloseReason::Closed) = &mut conn.closing {
-                *reason = CloseReason::PeerClosed;
-            }
-        }
-    }
-
-    pub(crate) fn schedule_read(&mut self, key: usize) {
-        if let Some(conn) = self.conn_at(key) {
-            if !conn.read_scheduled && conn.wants_read() {
-                conn.read_scheduled = true;
-                let gen = conn.gen;
-                self.ready.push((key, gen));
-            }
-        }
-    }
-
-    pub(crate) fn schedule_flush(&mut self, key: usize) {
-        if let Some(conn) = self.conn_at(key) {
-            if !conn.flush_scheduled {
-                conn.flush_scheduled = true;
-                let gen = conn.gen;
-                self.to_flush.push((key, gen));
-            }
-        }
-    }
-
-    /// Sends what the socket takes, then applies the consequences: interest
-    /// changes, a pending half-close or close, the end of backpressure.
-    fn flush_conn(&mut self, key: usize) {
-        let Some(conn) = conn_in(&mut self.sources, key) else {
-            return;
-        };
-        conn.flush_scheduled = false;
-        if matches!(conn.closing, Closing::Now(_)) {
-            return self.finish_close(key);
-        }
-        if conn.connecting {
-            return;
-        }
-        let had_queue = !conn.wqueue.is_empty();
-        let flushed = match conn.flush() {
-            Ok(flushed) => flushed,
-            Err(e) => return self.close_at(key, Closing::Now(CloseReason::from_io(e))),
-        };
-        if had_queue {
-            conn.last_active = self.now;
-        }
-        if flushed {
-            if conn.shutdown_write == ShutdownWrite::Requested {
-                conn.shutdown_write = ShutdownWrite::Done;
-                if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
-                    return self.close_at(key, Closing::Now(CloseReason::from_io(e)));
-                }
-            }
-            if matches!(conn.closing, Closing::AfterFlush(_)) {
-                return self.finish_close(key);
-            }
-        }
-        if flushed == conn.writable_interest {
-            let interest = if flushed {
-                Interest::READABLE
-            } else {
-                Interest::READABLE | Interest::WRITABLE
-            };
-            conn.writable_interest = !flushed;
-            if let Err(e) = self
-                .poll
-                .registry()
-                .reregister(&mut conn.stream, Token(key), interest)
-            {
-                return self.close_at(key, Closing::Now(CloseReason::Error(e)));
-            }
-        }
-        if conn.crossed_low_water() {
-            self.call(key, |p, cx| p.on_drained(cx));
-            self.schedule_read(key);
-        }
-    }
-
-    pub(crate) fn close_id(&mut self, id: ConnId, how: Closing) {
-        if self.gen_of(id.key()) == Some(id.gen) {
-            match &self.sources[id.key()] {
-                Source::Conn(_) => self.close_at(id.key(), how),
-                Source::Datagram(_) => {
-                    let reason = match how {
-                        Closing::AfterFlush(r) | Closing::Now(r) => r,
-                        Closing::No => return,
-                    };
-                    self.close_datagram(id.key(), reason)
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Starts closing: `AfterFlush` waits for the queue, `Now` does not. A
-    /// stronger request replaces a weaker one; the first reason otherwise wins.
-    pub(crate) fn close_at(&mut self, key: usize, how: Closing) {
-        let Some(conn) = self.conn_at(key) else {
-            return;
-        };
-        match (&conn.closing, &how) {
-            (Closing::No, _) | (Closing::AfterFlush(_), Closing::Now(_)) => conn.closing = how,
-            _ => return,
-        }
-        self.schedule_flush(key);
-    }
-
-    /// Deregisters, calls `on_close` exactly once and frees the slot.
-    fn finish_close(&mut self, key: usize) {
-        let Some(conn) = conn_in(&mut self.sources, key) else {
-            return;
-        };
-        let reason = match mem::replace(&mut conn.closing, Closing::Now(CloseReason::Closed)) {
-            Closing::AfterFlush(r) | Closing::Now(r) => r,
-            Closing::No => CloseReason::Closed,
-        };
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        for timer in [conn.idle_timer.take(), conn.connect_timer.take()]
-            .into_iter()
-            .flatten()
-        {
-            self.timers.cancel(timer);
-        }
-        let listener = conn.listener;
-        if !reason.is_clean() || conn.queued > 0 {
-            let unsent = conn.queued;
-            log::debug!(
-                "{}: {reason}; {unsent} queued bytes unsent",
-                ConnId::new(key, conn.gen)
-            );
-        }
-        self.call(key, |p, cx| p.on_close(cx, &reason));
-        if let Source::Conn(conn) = self.release_slot(key) {
-            if let Some(buf) = conn.rbuf {
-                drop(buf);
-            }
-        }
-        if let Some(listener) = listener {
-            self.connection_closed(listener);
-        }
-    }
-
-    fn idle_timer(&mut self, id: ConnId) {
-        let now = Instant::now();
-        let Some(conn) = self.conn(id) else { return };
-        conn.idle_timer = None;
-        let Some(limit) = conn.opts.idle_timeout else {
-            return;
-        };
-        let idle = now.saturating_duration_since(conn.last_active);
-        if idle >= limit {
-            log::info!("{id}: idle for {idle:?}, closing");
-            return self.close_id(id, Closing::Now(CloseReason::IdleTimeout));
-        }
-        // Activity since the timer was set: re-arm for the rest, instead of
-        // moving a heap entry on every read.
-        let timer = self
-            .timers
-            .insert(now + (limit - idle), TimerTarget::Idle(id));
-        self.conn(id).expect("checked above").idle_timer = Some(timer);
-    }
-
-    fn user_timer(&mut self, id: ConnId, timer: TimerId) {
-        if self.gen_of(id.key()) != Some(id.gen) {
-            return;
-        }
-        match &self.sources[id.key()] {
-            Source::Conn(_) => {
-                self.call(id.key(), |p, cx| p.on_timer(cx, timer));
-            }
-            Source::Datagram(_) => self.datagram_timer(id.key(), timer),
-            _ => {}
-        }
-    }
-
-    // ----- operations on connections by id (used by Context and Handle) ----
-
-    /// Queues a copy of `data` on connection `id` (see [`Context::write`]).
-    pub fn write(&mut self, id: ConnId, data: &[u8]) -> io::Result<()> {
-        // Copy into the staging buffer and split it off: no allocation while
-        // the bytes of earlier writes have left (the buffer is reclaimed).
-        self.staging.reserve(data.len().max(16 * 1024));
-        self.staging.extend_from_slice(data);
-        let bytes = self.staging.split().freeze();
-        self.write_bytes(id, bytes)
-    }
-
-    /// Queues `data` on connection `id` without copying it.
-    ///
-    /// Fails with `NotConnected` when `id` names no open connection (it
-    /// closed, or the id is stale) or the connection is closing; the bytes are
-    /// dropped. A write that would pass `max_queued` closes the connection with
-    /// [`CloseReason::WriteQueueFull`] and fails too.
-    pub fn write_bytes(&mut self, id: ConnId, data: impl Into<Bytes>) -> io::Result<()> {
-        let Some(conn) = self.conn(id) else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                format!("{id} is not open"),
-            ));
-        };
-        if !conn.accepts_writes() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                format!("{id} is closing"),
-            ));
-        }
-        let data = data.into();
-        if data.is_empty() {
-            return Ok(());
-        }
-        if let Err(limit) = conn.enqueue(data) {
-            log::warn!("{id}: write queue over {limit} bytes (peer not reading); closing");
-            self.close_id(id, Closing::Now(CloseReason::WriteQueueFull { limit }));
-            return Err(io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                "write queue full",
-            ));
-        }
-        self.schedule_flush(id.key());
-        Ok(())
-    }
-
-    /// Closes connection `id` once its queue is sent (asynchat's
-    /// `close_when_done`). Stale ids are ignored.
-    pub fn close(&mut self, id: ConnId) {
-        self.close_id(id, Closing::AfterFlush(CloseReason::Closed));
-    }
-
-    /// Closes connection `id` now, dropping whatever is still queued.
-    pub fn abort(&mut self, id: ConnId) {
-        self.close_id(id, Closing::Now(CloseReason::Closed));
-    }
-
-    /// Sends FIN once the queue is sent; reading goes on (half-close).
-    pub fn shutdown_write(&mut self, id: ConnId) {
-        if let Some(conn) = self.conn(id) {
-            if conn.shutdown_write == ShutdownWrite::No {
-                conn.shutdown_write = ShutdownWrite::Requested;
-                self.schedule_flush(id.key());
-            }
-        }
-    }
-
-    /// Stops (`false`) or resumes (`true`) reading from connection `id`
-    /// (asyncore's `readable()`). Input waits in the kernel meanwhile, and the
-    /// peer's sending is held back by TCP flow control.
-    pub fn set_reading(&mut self, id: ConnId, reading: bool) {
-        if let Some(conn) = self.conn(id) {
-            conn.paused_by_user = !reading;
-            if reading {
-                self.schedule_read(id.key());
-            }
-        }
-    }
-
-    /// True when connection `id` is closing or gone.
-    pub fn is_closing(&mut self, id: ConnId) -> bool {
-        self.conn(id)
-            .is_none_or(|c| !matches!(c.closing, Closing::No))
-    }
-
-    /// Bytes queued on connection `id` and not yet taken by the socket.
-    pub fn queued(&mut self, id: ConnId) -> usize {
-        self.conn(id).map_or(0, |c| c.queued)
-    }
-
-    /// The peer's address of connection `id`.
-    pub fn peer_addr(&mut self, id: ConnId) -> io::Result<Addr> {
-        match self.conn(id) {
-            Some(conn) => conn.stream.peer_addr(),
-            None => Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                format!("{id} is not open"),
-            )),
-        }
-    }
-
-    /// The local address of connection `id`.
-    pub fn local_addr(&mut self, id: ConnId) -> io::Result<Addr> {
-        match self.conn(id) {
-            Some(conn) => conn.stream.local_addr(),
-            None => self.datagram_local_addr(id),
-        }
-    }
-
-    /// Sets a timer on connection or datagram socket `id`: its protocol's
-    /// `on_timer` is called after `delay`, unless cancelled or the id closed.
-    pub fn set_timer(&mut self, id: ConnId, delay: Duration) -> TimerId {
-        self.timers
-            .insert(Instant::now() + delay, TimerTarget::User(id))
-    }
-
-    /// Calls `f` on the loop after `delay` (Twisted's `callLater`).
-    pub fn call_later(
-        &mut self,
-        delay: Duration,
-        f: impl FnOnce(&mut Reactor) + 'static,
-    ) -> TimerId {
-        self.timers
-            .insert(Instant::now() + delay, TimerTarget::Call(Box::new(f)))
-    }
-
-    /// Cancels a timer; false if it already fired or was cancelled.
-    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        self.timers.cancel(timer).is_some()
-    }
-
-    /// Number of open stream connections.
-    pub fn connection_count(&self) -> usize {
-        self.sources
-            .iter()
-            .filter(|(_, s)| matches!(s, Source::Conn(_)))
-            .count()
-    }
 }
 
 impl Drop for Reactor {
@@ -899,7 +378,7 @@ impl Drop for Reactor {
 
 /// The connection in slot `key`: a free function, so that the borrow covers
 /// only the slab and the reactor's other fields stay usable beside it.
-fn conn_in(sources: &mut Slab<Source>, key: usize) -> Option<&mut Conn> {
+pub(crate) fn conn_in(sources: &mut Slab<Source>, key: usize) -> Option<&mut Conn> {
     match sources.get_mut(key) {
         Some(Source::Conn(c)) => Some(c),
         _ => None,

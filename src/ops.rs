@@ -1,0 +1,151 @@
+//! Operations on a connection by id: what `Context`, `Handle` and code
+//! outside the callbacks use to write, close, pause and inspect.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::conn::{Closing, ShutdownWrite};
+use crate::reactor::{Source, TimerTarget};
+use crate::{Addr, CloseReason, ConnId, Reactor, TimerId};
+
+impl Reactor {
+    /// Queues a copy of `data` on connection `id` (see [`Context::write`]).
+    pub fn write(&mut self, id: ConnId, data: &[u8]) -> io::Result<()> {
+        // Copy into the staging buffer and split it off: no allocation while
+        // the bytes of earlier writes have left (the buffer is reclaimed).
+        self.staging.reserve(data.len().max(16 * 1024));
+        self.staging.extend_from_slice(data);
+        let bytes = self.staging.split().freeze();
+        self.write_bytes(id, bytes)
+    }
+
+    /// Queues `data` on connection `id` without copying it.
+    ///
+    /// Fails with `NotConnected` when `id` names no open connection (it
+    /// closed, or the id is stale) or the connection is closing; the bytes are
+    /// dropped. A write that would pass `max_queued` closes the connection with
+    /// [`CloseReason::WriteQueueFull`] and fails too.
+    pub fn write_bytes(&mut self, id: ConnId, data: impl Into<Bytes>) -> io::Result<()> {
+        let Some(conn) = self.conn(id) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("{id} is not open"),
+            ));
+        };
+        if !conn.accepts_writes() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("{id} is closing"),
+            ));
+        }
+        let data = data.into();
+        if data.is_empty() {
+            return Ok(());
+        }
+        if let Err(limit) = conn.enqueue(data) {
+            log::warn!("{id}: write queue over {limit} bytes (peer not reading); closing");
+            self.close_id(id, Closing::Now(CloseReason::WriteQueueFull { limit }));
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "write queue full",
+            ));
+        }
+        self.schedule_flush(id.key());
+        Ok(())
+    }
+
+    /// Closes connection `id` once its queue is sent (asynchat's
+    /// `close_when_done`). Stale ids are ignored.
+    pub fn close(&mut self, id: ConnId) {
+        self.close_id(id, Closing::AfterFlush(CloseReason::Closed));
+    }
+
+    /// Closes connection `id` now, dropping whatever is still queued.
+    pub fn abort(&mut self, id: ConnId) {
+        self.close_id(id, Closing::Now(CloseReason::Closed));
+    }
+
+    /// Sends FIN once the queue is sent; reading goes on (half-close).
+    pub fn shutdown_write(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn(id) {
+            if conn.shutdown_write == ShutdownWrite::No {
+                conn.shutdown_write = ShutdownWrite::Requested;
+                self.schedule_flush(id.key());
+            }
+        }
+    }
+
+    /// Stops (`false`) or resumes (`true`) reading from connection `id`
+    /// (asyncore's `readable()`). Input waits in the kernel meanwhile, and the
+    /// peer's sending is held back by TCP flow control.
+    pub fn set_reading(&mut self, id: ConnId, reading: bool) {
+        if let Some(conn) = self.conn(id) {
+            conn.paused_by_user = !reading;
+            if reading {
+                self.schedule_read(id.key());
+            }
+        }
+    }
+
+    /// True when connection `id` is closing or gone.
+    pub fn is_closing(&mut self, id: ConnId) -> bool {
+        self.conn(id)
+            .is_none_or(|c| !matches!(c.closing, Closing::No))
+    }
+
+    /// Bytes queued on connection `id` and not yet taken by the socket.
+    pub fn queued(&mut self, id: ConnId) -> usize {
+        self.conn(id).map_or(0, |c| c.queued)
+    }
+
+    /// The peer's address of connection `id`.
+    pub fn peer_addr(&mut self, id: ConnId) -> io::Result<Addr> {
+        match self.conn(id) {
+            Some(conn) => conn.stream.peer_addr(),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("{id} is not open"),
+            )),
+        }
+    }
+
+    /// The local address of connection `id`.
+    pub fn local_addr(&mut self, id: ConnId) -> io::Result<Addr> {
+        match self.conn(id) {
+            Some(conn) => conn.stream.local_addr(),
+            None => self.datagram_local_addr(id),
+        }
+    }
+
+    /// Sets a timer on connection or datagram socket `id`: its protocol's
+    /// `on_timer` is called after `delay`, unless cancelled or the id closed.
+    pub fn set_timer(&mut self, id: ConnId, delay: Duration) -> TimerId {
+        self.timers
+            .insert(Instant::now() + delay, TimerTarget::User(id))
+    }
+
+    /// Calls `f` on the loop after `delay` (Twisted's `callLater`).
+    pub fn call_later(
+        &mut self,
+        delay: Duration,
+        f: impl FnOnce(&mut Reactor) + 'static,
+    ) -> TimerId {
+        self.timers
+            .insert(Instant::now() + delay, TimerTarget::Call(Box::new(f)))
+    }
+
+    /// Cancels a timer; false if it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.timers.cancel(timer).is_some()
+    }
+
+    /// Number of open stream connections.
+    pub fn connection_count(&self) -> usize {
+        self.sources
+            .iter()
+            .filter(|(_, s)| matches!(s, Source::Conn(_)))
+            .count()
+    }
+}

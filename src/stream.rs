@@ -1,0 +1,399 @@
+//! The life of a stream connection on the reactor: adding and connecting,
+//! reading (with the short-read rule and a budget), flushing the write queue,
+//! backpressure, closing, and the idle timeout.
+
+use std::io;
+use std::mem;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use mio::event::Event;
+use mio::{Interest, Token};
+
+use crate::conn::{Closing, Conn, ShutdownWrite};
+use crate::net::{ConnOptions, Stream};
+use crate::reactor::{
+    conn_in, Source, TimerTarget, BUFFER_POOL, OWN_READ_SIZE, READ_BUDGET, READ_SIZE,
+};
+use crate::{Addr, CloseReason, ConnId, Protocol, Reactor, TimerId};
+
+impl Reactor {
+    /// Puts a connected (or connecting) stream under the reactor's care.
+    pub(crate) fn add_conn(
+        &mut self,
+        stream: Stream,
+        proto: Box<dyn Protocol>,
+        opts: ConnOptions,
+        listener: Option<usize>,
+        connecting: bool,
+    ) -> io::Result<ConnId> {
+        let gen = self.next_gen();
+        let mut conn = Conn::new(stream, proto, opts, self.now);
+        conn.gen = gen;
+        conn.listener = listener;
+        conn.connecting = connecting;
+        conn.writable_interest = connecting;
+        let entry = self.sources.vacant_entry();
+        let key = entry.key();
+        let interest = if connecting {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        self.poll
+            .registry()
+            .register(&mut conn.stream, Token(key), interest)?;
+        let idle = conn.opts.idle_timeout;
+        entry.insert(Source::Conn(conn));
+        let id = ConnId::new(key, gen);
+        if let Some(idle) = idle {
+            let timer = self.timers.insert(self.now + idle, TimerTarget::Idle(id));
+            self.conn_at(key).expect("just inserted").idle_timer = Some(timer);
+        }
+        if !connecting {
+            self.call(key, |p, cx| p.on_open(cx));
+        }
+        Ok(id)
+    }
+
+    /// Opens an outgoing stream connection served by `proto`.
+    ///
+    /// Success calls `on_open`; a refusal, an unreachable host or the
+    /// `connect_timeout` of the default [`ConnOptions`] ends in `on_close` with
+    /// [`CloseReason::ConnectFailed`]. An address that cannot even be tried
+    /// fails here and the protocol is dropped unused.
+    pub fn connect(&mut self, addr: &Addr, proto: impl Protocol) -> io::Result<ConnId> {
+        self.connect_with(addr, &ConnOptions::default(), proto)
+    }
+
+    /// [`connect`](Reactor::connect) with explicit connection options.
+    pub fn connect_with(
+        &mut self,
+        addr: &Addr,
+        opts: &ConnOptions,
+        proto: impl Protocol,
+    ) -> io::Result<ConnId> {
+        let stream = Stream::connect(addr)?;
+        if opts.nodelay {
+            let _ = stream.set_nodelay();
+        }
+        let id = self.add_conn(stream, Box::new(proto), opts.clone(), None, true)?;
+        if let Some(limit) = opts.connect_timeout {
+            let timer = self
+                .timers
+                .insert(self.now + limit, TimerTarget::ConnectTimeout(id));
+            self.conn(id).expect("just added").connect_timer = Some(timer);
+        }
+        Ok(id)
+    }
+
+    pub(crate) fn conn_event(&mut self, key: usize, event: &Event) {
+        let Some(conn) = self.conn_at(key) else {
+            return;
+        };
+        if conn.connecting {
+            if event.is_writable() || event.is_error() || event.is_write_closed() {
+                self.finish_connect(key);
+            }
+            return;
+        }
+        if event.is_writable() && !conn.wqueue.is_empty() {
+            self.flush_conn(key);
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            // The short-read shortcut assumes the kernel signals every later
+            // arrival; a peer's FIN already seen in this event is not "later".
+            let trust_short_read = !event.is_read_closed() && !event.is_error();
+            self.read_conn(key, trust_short_read);
+        }
+    }
+
+    fn finish_connect(&mut self, key: usize) {
+        let Some(conn) = self.conn_at(key) else {
+            return;
+        };
+        let id = ConnId::new(key, conn.gen);
+        let failure = match conn.stream.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => match conn.stream.peer_addr() {
+                Ok(_) => None,
+                // Not connected yet: a spurious wake-up; wait for the next one.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => Some(e),
+            },
+        };
+        if let Some(e) = failure {
+            self.close_id(id, Closing::Now(CloseReason::ConnectFailed(e)));
+            return;
+        }
+        conn.connecting = false;
+        if let Some(t) = conn.connect_timer.take() {
+            self.timers.cancel(t);
+        }
+        self.call(key, |p, cx| p.on_open(cx));
+        self.schedule_flush(key);
+        self.schedule_read(key);
+    }
+
+    /// Reads until the socket is drained, the budget is spent, or the
+    /// connection should stop reading. `trust_short_read`: a read that returns
+    /// less than offered means the socket is empty (saves one `read` per
+    /// wake-up, as tokio does); off after the peer's FIN or an error.
+    pub(crate) fn read_conn(&mut self, key: usize, trust_short_read: bool) {
+        for _ in 0..READ_BUDGET {
+            let Some(conn) = self.conn_at(key) else {
+                return;
+            };
+            if !conn.wants_read() {
+                return;
+            }
+            let own = conn.rbuf.is_some();
+            let mut buf = match conn.rbuf.take() {
+                Some(buf) => buf,
+                None => mem::take(&mut self.scratch),
+            };
+            buf.reserve(if own { OWN_READ_SIZE } else { READ_SIZE });
+            let offered = buf.capacity() - buf.len();
+            let conn = conn_in(&mut self.sources, key).expect("checked above");
+            let result = conn.stream.read_into(&mut buf);
+            match result {
+                Ok(0) => {
+                    self.keep_unconsumed(key, buf, own);
+                    self.peer_eof(key);
+                    return;
+                }
+                Ok(n) => {
+                    conn.last_active = self.now;
+                    self.call(key, |p, cx| p.on_data(cx, &mut buf));
+                    self.keep_unconsumed(key, buf, own);
+                    if n < offered && trust_short_read {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.keep_unconsumed(key, buf, own);
+                    return;
+                }
+                Err(e) => {
+                    self.keep_unconsumed(key, buf, own);
+                    self.close_at(key, Closing::Now(CloseReason::from_io(e)));
+                    return;
+                }
+            }
+        }
+        self.schedule_read(key);
+    }
+
+    /// Puts a read buffer back after `on_data`: what the protocol left stays
+    /// with the connection (in a buffer of its own, so the shared one is free
+    /// for others); an empty buffer goes back to the shared one or the pool.
+    fn keep_unconsumed(&mut self, key: usize, mut buf: BytesMut, own: bool) {
+        if buf.is_empty() {
+            buf.clear();
+            if !own {
+                self.scratch = buf;
+            } else if self.pool.len() < BUFFER_POOL && buf.capacity() <= READ_SIZE {
+                self.pool.push(buf);
+            }
+            return;
+        }
+        let kept = if own {
+            buf
+        } else {
+            let mut kept = self.pool.pop().unwrap_or_default();
+            kept.extend_from_slice(&buf);
+            buf.clear();
+            self.scratch = buf;
+            kept
+        };
+        if let Some(conn) = self.conn_at(key) {
+            conn.rbuf = Some(kept);
+        }
+    }
+
+    fn peer_eof(&mut self, key: usize) {
+        let Some(conn) = conn_in(&mut self.sources, key) else {
+            return;
+        };
+        conn.eof = true;
+        conn.last_active = self.now;
+        let id = ConnId::new(key, conn.gen);
+        self.call(key, |p, cx| p.on_eof(cx));
+        // The default `on_eof` closed with `Closed`; say who started it.
+        if let Some(conn) = self.conn(id) {
+            if let Closing::AfterFlush(reason @ CloseReason::Closed) = &mut conn.closing {
+                *reason = CloseReason::PeerClosed;
+            }
+        }
+    }
+
+    pub(crate) fn schedule_read(&mut self, key: usize) {
+        if let Some(conn) = self.conn_at(key) {
+            if !conn.read_scheduled && conn.wants_read() {
+                conn.read_scheduled = true;
+                let gen = conn.gen;
+                self.ready.push((key, gen));
+            }
+        }
+    }
+
+    pub(crate) fn schedule_flush(&mut self, key: usize) {
+        if let Some(conn) = self.conn_at(key) {
+            if !conn.flush_scheduled {
+                conn.flush_scheduled = true;
+                let gen = conn.gen;
+                self.to_flush.push((key, gen));
+            }
+        }
+    }
+
+    /// Sends what the socket takes, then applies the consequences: interest
+    /// changes, a pending half-close or close, the end of backpressure.
+    pub(crate) fn flush_conn(&mut self, key: usize) {
+        let Some(conn) = conn_in(&mut self.sources, key) else {
+            return;
+        };
+        conn.flush_scheduled = false;
+        if matches!(conn.closing, Closing::Now(_)) {
+            return self.finish_close(key);
+        }
+        if conn.connecting {
+            return;
+        }
+        let had_queue = !conn.wqueue.is_empty();
+        let flushed = match conn.flush() {
+            Ok(flushed) => flushed,
+            Err(e) => return self.close_at(key, Closing::Now(CloseReason::from_io(e))),
+        };
+        if had_queue {
+            conn.last_active = self.now;
+        }
+        if flushed {
+            if conn.shutdown_write == ShutdownWrite::Requested {
+                conn.shutdown_write = ShutdownWrite::Done;
+                if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
+                    return self.close_at(key, Closing::Now(CloseReason::from_io(e)));
+                }
+            }
+            if matches!(conn.closing, Closing::AfterFlush(_)) {
+                return self.finish_close(key);
+            }
+        }
+        if flushed == conn.writable_interest {
+            let interest = if flushed {
+                Interest::READABLE
+            } else {
+                Interest::READABLE | Interest::WRITABLE
+            };
+            conn.writable_interest = !flushed;
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(key), interest)
+            {
+                return self.close_at(key, Closing::Now(CloseReason::Error(e)));
+            }
+        }
+        if conn.crossed_low_water() {
+            self.call(key, |p, cx| p.on_drained(cx));
+            self.schedule_read(key);
+        }
+    }
+
+    pub(crate) fn close_id(&mut self, id: ConnId, how: Closing) {
+        if self.gen_of(id.key()) == Some(id.gen) {
+            match &self.sources[id.key()] {
+                Source::Conn(_) => self.close_at(id.key(), how),
+                Source::Datagram(_) => {
+                    let reason = match how {
+                        Closing::AfterFlush(r) | Closing::Now(r) => r,
+                        Closing::No => return,
+                    };
+                    self.close_datagram(id.key(), reason)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Starts closing: `AfterFlush` waits for the queue, `Now` does not. A
+    /// stronger request replaces a weaker one; the first reason otherwise wins.
+    pub(crate) fn close_at(&mut self, key: usize, how: Closing) {
+        let Some(conn) = self.conn_at(key) else {
+            return;
+        };
+        match (&conn.closing, &how) {
+            (Closing::No, _) | (Closing::AfterFlush(_), Closing::Now(_)) => conn.closing = how,
+            _ => return,
+        }
+        self.schedule_flush(key);
+    }
+
+    /// Deregisters, calls `on_close` exactly once and frees the slot.
+    pub(crate) fn finish_close(&mut self, key: usize) {
+        let Some(conn) = conn_in(&mut self.sources, key) else {
+            return;
+        };
+        let reason = match mem::replace(&mut conn.closing, Closing::Now(CloseReason::Closed)) {
+            Closing::AfterFlush(r) | Closing::Now(r) => r,
+            Closing::No => CloseReason::Closed,
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        for timer in [conn.idle_timer.take(), conn.connect_timer.take()]
+            .into_iter()
+            .flatten()
+        {
+            self.timers.cancel(timer);
+        }
+        let listener = conn.listener;
+        if !reason.is_clean() || conn.queued > 0 {
+            let unsent = conn.queued;
+            log::debug!(
+                "{}: {reason}; {unsent} queued bytes unsent",
+                ConnId::new(key, conn.gen)
+            );
+        }
+        self.call(key, |p, cx| p.on_close(cx, &reason));
+        if let Source::Conn(conn) = self.release_slot(key) {
+            if let Some(buf) = conn.rbuf {
+                drop(buf);
+            }
+        }
+        if let Some(listener) = listener {
+            self.connection_closed(listener);
+        }
+    }
+
+    pub(crate) fn idle_timer(&mut self, id: ConnId) {
+        let now = Instant::now();
+        let Some(conn) = self.conn(id) else { return };
+        conn.idle_timer = None;
+        let Some(limit) = conn.opts.idle_timeout else {
+            return;
+        };
+        let idle = now.saturating_duration_since(conn.last_active);
+        if idle >= limit {
+            log::info!("{id}: idle for {idle:?}, closing");
+            return self.close_id(id, Closing::Now(CloseReason::IdleTimeout));
+        }
+        // Activity since the timer was set: re-arm for the rest, instead of
+        // moving a heap entry on every read.
+        let timer = self
+            .timers
+            .insert(now + (limit - idle), TimerTarget::Idle(id));
+        self.conn(id).expect("checked above").idle_timer = Some(timer);
+    }
+
+    pub(crate) fn user_timer(&mut self, id: ConnId, timer: TimerId) {
+        if self.gen_of(id.key()) != Some(id.gen) {
+            return;
+        }
+        match &self.sources[id.key()] {
+            Source::Conn(_) => {
+                self.call(id.key(), |p, cx| p.on_timer(cx, timer));
+            }
+            Source::Datagram(_) => self.datagram_timer(id.key(), timer),
+            _ => {}
+        }
+    }
+}
