@@ -153,6 +153,15 @@ pub enum BlockingDatagram {
     Unix(std::os::unix::net::UnixDatagram),
 }
 
+impl AsRawFd for BlockingDatagram {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            BlockingDatagram::Udp(s) => s.as_raw_fd(),
+            BlockingDatagram::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
 impl BlockingDatagram {
     /// Sends one datagram to `to`, waiting while the socket buffer is full.
     pub fn send_to(&self, data: &[u8], to: &Addr) -> io::Result<()> {

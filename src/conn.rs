@@ -45,6 +45,8 @@ pub(crate) struct Conn {
     /// The outgoing connect has not completed yet.
     pub(crate) connecting: bool,
     pub(crate) paused_by_user: bool,
+    /// An offload pool it feeds is full; reading resumes as the pool drains.
+    pub(crate) paused_by_offload: bool,
     /// The queue went over the high-water mark; reading waits for the low one.
     pub(crate) over_high_water: bool,
     /// The peer sent FIN; nothing more to read.
@@ -88,6 +90,7 @@ impl Conn {
             closing: Closing::No,
             connecting: false,
             paused_by_user: false,
+            paused_by_offload: false,
             over_high_water: false,
             eof: false,
             shutdown_write: ShutdownWrite::No,
@@ -103,6 +106,7 @@ impl Conn {
     /// True when input should be read now.
     pub(crate) fn wants_read(&self) -> bool {
         !(self.paused_by_user
+            || self.paused_by_offload
             || self.over_high_water
             || self.eof
             || self.connecting

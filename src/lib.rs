@@ -50,6 +50,7 @@
 
 mod addr;
 mod blocking;
+mod child;
 mod conn;
 mod context;
 mod datagram;

@@ -89,6 +89,34 @@ impl Reactor {
         }
     }
 
+    /// Pauses or resumes reading for an offload pool's backpressure.
+    pub(crate) fn set_offload_paused(&mut self, id: ConnId, paused: bool) {
+        if let Some(conn) = self.conn(id) {
+            conn.paused_by_offload = paused;
+            if !paused {
+                self.schedule_read(id.key());
+            }
+        }
+    }
+
+    /// Runs `f` with a `Context` for connection `id` if it is still open
+    /// (false otherwise). A panic in `f` closes that connection, as a panic
+    /// in one of its callbacks does.
+    pub(crate) fn with_context(&mut self, id: ConnId, f: impl FnOnce(&mut crate::Context<'_>)) -> bool {
+        if self.conn(id).is_none_or(|c| !matches!(c.closing, Closing::No)) {
+            return false;
+        }
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            f(&mut crate::Context::new(self, id));
+        }));
+        if let Err(panic) = result {
+            let msg = crate::reactor::panic_message(&*panic);
+            log::error!("{id}: completion callback panicked: {msg}; closing this connection");
+            self.close_id(id, Closing::AfterFlush(CloseReason::Panicked(msg)));
+        }
+        true
+    }
+
     /// True when connection `id` is closing or gone.
     pub fn is_closing(&mut self, id: ConnId) -> bool {
         self.conn(id)

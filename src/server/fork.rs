@@ -45,7 +45,8 @@ impl Children {
                 (shared.handle_error)(incoming.peer(), &e);
             }
             0 => {
-                restore_default_signals();
+                crate::child::restore_default_signals();
+                crate::child::close_fds_except(&[incoming.raw_fd()]);
                 let ok = process(incoming, shared);
                 let _ = io::stdout().flush();
                 let _ = io::stderr().flush();
@@ -81,15 +82,5 @@ impl Children {
 
     pub(crate) fn close(&mut self) {
         self.reap(self.block_on_close);
-    }
-}
-
-/// In a child: the parent's handlers for these signals (signal-hook's, which
-/// only write to a pipe the child never reads) would swallow them, and a
-/// Ctrl-C or `kill` must end the child as it ends the parent.
-fn restore_default_signals() {
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD] {
-        // SAFETY: resetting a disposition to the default is always valid.
-        unsafe { libc::signal(signal, libc::SIG_DFL) };
     }
 }

@@ -5,6 +5,7 @@ use std::any::Any;
 use std::io::{self, BufRead, BufReader, Cursor, Write};
 use std::net::Shutdown;
 use std::panic::{self, AssertUnwindSafe};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,6 +79,15 @@ impl Incoming {
     pub(crate) fn peer(&self) -> &Addr {
         match self {
             Incoming::Stream(_, peer) | Incoming::Datagram { peer, .. } => peer,
+        }
+    }
+
+    /// The descriptor a forked child must keep to serve this request.
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Incoming::Stream(stream, _) => stream.as_fd().as_raw_fd(),
+            Incoming::Datagram { socket, .. } => socket.as_raw_fd(),
         }
     }
 
