@@ -31,13 +31,24 @@ pub(crate) fn close_fds_except(keep: &[RawFd]) {
 
 fn close_range(first: RawFd, last: RawFd) {
     // SAFETY: closes descriptors of this process only; nothing here uses them.
-    let done = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, last as libc::c_uint, 0) };
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            last as libc::c_uint,
+            0,
+        )
+    };
     if done == 0 {
         return;
     }
     // Kernels before 5.9: close what /proc says is open.
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return };
-    let open: Vec<RawFd> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let open: Vec<RawFd> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
     for fd in open.into_iter().filter(|fd| (first..=last).contains(fd)) {
         // SAFETY: as above.
         unsafe { libc::close(fd) };

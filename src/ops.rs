@@ -102,8 +102,15 @@ impl Reactor {
     /// Runs `f` with a `Context` for connection `id` if it is still open
     /// (false otherwise). A panic in `f` closes that connection, as a panic
     /// in one of its callbacks does.
-    pub(crate) fn with_context(&mut self, id: ConnId, f: impl FnOnce(&mut crate::Context<'_>)) -> bool {
-        if self.conn(id).is_none_or(|c| !matches!(c.closing, Closing::No)) {
+    pub(crate) fn with_context(
+        &mut self,
+        id: ConnId,
+        f: impl FnOnce(&mut crate::Context<'_>),
+    ) -> bool {
+        if self
+            .conn(id)
+            .is_none_or(|c| !matches!(c.closing, Closing::No))
+        {
             return false;
         }
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -88,6 +88,9 @@ pub struct Reactor {
     /// Receive buffer of datagram sockets.
     pub(crate) dgram_buf: Vec<u8>,
     pub(crate) now: Instant,
+    /// The thread pool of `Context::offload`, started at its first use.
+    pub(crate) offload: Option<crate::offload::ThreadPool>,
+    pub(crate) offload_options: crate::OffloadOptions,
     stopping: bool,
     running: bool,
 }
@@ -113,6 +116,8 @@ impl Reactor {
             pool: Vec::new(),
             dgram_buf: Vec::new(),
             now: Instant::now(),
+            offload: None,
+            offload_options: crate::OffloadOptions::default(),
             stopping: false,
             running: false,
         })
@@ -251,7 +256,7 @@ impl Reactor {
         }
     }
 
-    fn run_commands(&mut self) {
+    pub(crate) fn run_commands(&mut self) {
         let spare = mem::take(&mut self.spare_commands);
         let mut commands = self.shared.take_commands(spare);
         for command in commands.drain(..) {
@@ -354,10 +359,14 @@ impl Reactor {
 }
 
 impl Drop for Reactor {
-    /// Closes every connection and datagram socket with
-    /// [`CloseReason::ReactorStopped`] (each `on_close` runs), after one last
-    /// nonblocking attempt to send what they had queued.
+    /// Stops the offload pool (queued jobs are answered with an error,
+    /// running ones get the grace period), then closes every connection and
+    /// datagram socket with [`CloseReason::ReactorStopped`] (each `on_close`
+    /// runs, and worker processes are ended) after one last nonblocking
+    /// attempt to send what they had queued.
     fn drop(&mut self) {
+        // Offload answers come back as commands: before the handle is cut off.
+        self.stop_offload();
         self.shared.set_gone();
         self.settle();
         let keys: Vec<usize> = self.sources.iter().map(|(k, _)| k).collect();

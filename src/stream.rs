@@ -15,7 +15,7 @@ use crate::net::{ConnOptions, Stream};
 use crate::reactor::{
     conn_in, Source, TimerTarget, BUFFER_POOL, OWN_READ_SIZE, READ_BUDGET, READ_SIZE,
 };
-use crate::{Addr, CloseReason, ConnId, Protocol, Reactor, TimerId};
+use crate::{Addr, BlockingStream, CloseReason, ConnId, Protocol, Reactor, TimerId};
 
 impl Reactor {
     /// Puts a connected (or connecting) stream under the reactor's care.
@@ -85,6 +85,23 @@ impl Reactor {
             self.conn(id).expect("just added").connect_timer = Some(timer);
         }
         Ok(id)
+    }
+
+    /// Serves an already connected stream with `proto`: one end of a
+    /// socketpair, a socket inherited from a parent or a service manager.
+    /// `on_open` runs at once.
+    pub fn adopt(
+        &mut self,
+        stream: BlockingStream,
+        opts: &ConnOptions,
+        proto: impl Protocol,
+    ) -> io::Result<ConnId> {
+        stream.set_nonblocking(true)?;
+        let stream = match stream {
+            BlockingStream::Tcp(s) => Stream::Tcp(mio::net::TcpStream::from_std(s)),
+            BlockingStream::Unix(s) => Stream::Unix(mio::net::UnixStream::from_std(s)),
+        };
+        self.add_conn(stream, Box::new(proto), opts.clone(), None, false)
     }
 
     pub(crate) fn conn_event(&mut self, key: usize, event: &Event) {

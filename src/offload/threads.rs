@@ -30,7 +30,11 @@ pub struct OffloadOptions {
 
 impl Default for OffloadOptions {
     fn default() -> OffloadOptions {
-        OffloadOptions { workers: 4, queue: 64, grace: Duration::from_secs(5) }
+        OffloadOptions {
+            workers: 4,
+            queue: 64,
+            grace: Duration::from_secs(5),
+        }
     }
 }
 
@@ -71,23 +75,32 @@ impl ThreadPool {
         let cancelled = Arc::new(AtomicBool::new(false));
         let threads = (0..workers)
             .filter_map(|n| {
-                let (receiver, cancelled, reactor) = (receiver.clone(), cancelled.clone(), reactor.clone());
-                let spawned = thread::Builder::new().name(format!("offload-{n}")).spawn(move || loop {
-                    let next = receiver.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok(job) = next else { return };
-                    let outcome = if cancelled.load(Ordering::Acquire) {
-                        Err(io::Error::new(io::ErrorKind::Interrupted, "offload job cancelled: the reactor stopped"))
-                    } else {
-                        panic::catch_unwind(AssertUnwindSafe(job.work)).map_err(|panic| {
-                            let msg = crate::reactor::panic_message(&*panic);
-                            io::Error::other(format!("offload job panicked: {msg}"))
-                        })
-                    };
-                    let key = job.key;
-                    // Fails only once the reactor is gone; nobody waits then.
-                    let _ = reactor.post(move |r| r.offload_finished(key, outcome));
-                });
-                spawned.map_err(|e| log::error!("cannot start offload thread {n}: {e}")).ok()
+                let (receiver, cancelled, reactor) =
+                    (receiver.clone(), cancelled.clone(), reactor.clone());
+                let spawned =
+                    thread::Builder::new()
+                        .name(format!("offload-{n}"))
+                        .spawn(move || loop {
+                            let next = receiver.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                            let Ok(job) = next else { return };
+                            let outcome = if cancelled.load(Ordering::Acquire) {
+                                Err(io::Error::new(
+                                    io::ErrorKind::Interrupted,
+                                    "offload job cancelled: the reactor stopped",
+                                ))
+                            } else {
+                                panic::catch_unwind(AssertUnwindSafe(job.work)).map_err(|panic| {
+                                    let msg = crate::reactor::panic_message(&*panic);
+                                    io::Error::other(format!("offload job panicked: {msg}"))
+                                })
+                            };
+                            let key = job.key;
+                            // Fails only once the reactor is gone; nobody waits then.
+                            let _ = reactor.post(move |r| r.offload_finished(key, outcome));
+                        });
+                spawned
+                    .map_err(|e| log::error!("cannot start offload thread {n}: {e}"))
+                    .ok()
             })
             .collect();
         ThreadPool {
@@ -109,7 +122,9 @@ impl ThreadPool {
             self.overflow.push_back(job);
             return false;
         }
-        let Some(queue) = &self.queue else { return false };
+        let Some(queue) = &self.queue else {
+            return false;
+        };
         match queue.try_send(job) {
             Ok(()) => {
                 self.in_flight += 1;
@@ -128,7 +143,10 @@ impl Reactor {
     /// first [`Context::offload`], else fails with `AlreadyExists`.
     pub fn set_offload_options(&mut self, opts: OffloadOptions) -> io::Result<()> {
         if self.offload.is_some() {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "the offload pool is already running"));
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the offload pool is already running",
+            ));
         }
         self.offload_options = opts;
         Ok(())
@@ -145,7 +163,13 @@ impl Reactor {
         }
         let pool = self.offload.as_mut().expect("started above");
         let then: Then = Box::new(move |cx, outcome| {
-            then(cx, outcome.map(|b| *b.downcast::<T>().expect("an offload job's result has its type")))
+            then(
+                cx,
+                outcome.map(|b| {
+                    *b.downcast::<T>()
+                        .expect("an offload job's result has its type")
+                }),
+            )
         });
         let key = pool.waiting.insert((id, then));
         let work: Work = Box::new(move || Box::new(job()));
@@ -158,16 +182,26 @@ impl Reactor {
     /// A job's result arrived (through the waker): hand it to its `then`,
     /// and let a waiting job take the freed place.
     pub(crate) fn offload_finished(&mut self, key: usize, outcome: Outcome) {
-        let Some(pool) = self.offload.as_mut() else { return };
+        let Some(pool) = self.offload.as_mut() else {
+            return;
+        };
         pool.in_flight -= 1;
-        let Some((id, then)) = pool.waiting.try_remove(key) else { return };
+        let Some((id, then)) = pool.waiting.try_remove(key) else {
+            return;
+        };
         while pool.in_flight < pool.capacity {
-            let Some(job) = pool.overflow.pop_front() else { break };
+            let Some(job) = pool.overflow.pop_front() else {
+                break;
+            };
             if !pool.submit(job) {
                 break;
             }
         }
-        let resume = if pool.overflow.is_empty() { std::mem::take(&mut pool.paused) } else { Vec::new() };
+        let resume = if pool.overflow.is_empty() {
+            std::mem::take(&mut pool.paused)
+        } else {
+            Vec::new()
+        };
         if !self.with_context(id, |cx| then(cx, outcome)) {
             log::debug!("{id} closed before its offload job finished; result dropped");
         }
@@ -179,7 +213,9 @@ impl Reactor {
     /// At reactor drop: jobs not started are answered with an error, running
     /// ones get `grace` to finish, and every answer reaches its `then`.
     pub(crate) fn stop_offload(&mut self) {
-        let Some(mut pool) = self.offload.take() else { return };
+        let Some(mut pool) = self.offload.take() else {
+            return;
+        };
         pool.cancelled.store(true, Ordering::Release);
         pool.queue = None; // threads leave once the queue is empty
         let deadline = Instant::now() + pool.grace;
@@ -190,10 +226,18 @@ impl Reactor {
             if thread.is_finished() {
                 let _ = thread.join();
             } else {
-                log::warn!("an offload job outlived the {:?} grace period; its thread is left running", pool.grace);
+                log::warn!(
+                    "an offload job outlived the {:?} grace period; its thread is left running",
+                    pool.grace
+                );
             }
         }
-        let cancelled = || io::Error::new(io::ErrorKind::Interrupted, "offload job cancelled: the reactor stopped");
+        let cancelled = || {
+            io::Error::new(
+                io::ErrorKind::Interrupted,
+                "offload job cancelled: the reactor stopped",
+            )
+        };
         let mut answers: Vec<(ConnId, Then, Outcome)> = Vec::new();
         for job in pool.overflow.drain(..) {
             if let Some((id, then)) = pool.waiting.try_remove(job.key) {
@@ -205,7 +249,7 @@ impl Reactor {
         self.offload = Some(pool);
         self.run_commands();
         let mut pool = self.offload.take().expect("put back above");
-        for (_, (id, then)) in pool.waiting.drain() {
+        for (id, then) in pool.waiting.drain() {
             answers.push((id, then, Err(cancelled())));
         }
         for (id, then, outcome) in answers {

@@ -4,8 +4,8 @@
 use std::any::Any;
 use std::io::{self, BufRead, BufReader, Cursor, Write};
 use std::net::Shutdown;
-use std::panic::{self, AssertUnwindSafe};
 use std::os::fd::AsFd;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,0 +1,20 @@
+//! Half-sync / half-async: the reactor keeps every socket, only the long work
+//! moves, and its result comes back to the loop to be written without
+//! blocking.
+//!
+//! - [`Context::offload`](crate::Context::offload) runs a closure on the
+//!   reactor's bounded thread pool ([`OffloadOptions`]).
+//! - [`ProcessPool`] runs a function in pre-forked worker processes, for
+//!   work that must not share the server's process.
+//!
+//! Both hold back the connections that feed them when they are full (those
+//! stop reading), so memory stays bounded and nothing is dropped.
+//! `docs/offload.md` compares them with the reactor alone and with threading
+//! and forking servers.
+
+mod process;
+mod threads;
+
+pub use process::ProcessPool;
+pub use threads::OffloadOptions;
+pub(crate) use threads::ThreadPool;

@@ -1,0 +1,351 @@
+//! Offloading to pre-forked worker processes, for work that must not share
+//! the server's process: code that may crash, leak or hold a global lock.
+//!
+//! Each worker talks to the loop over a Unix socketpair registered in the
+//! reactor like any connection. A request is `[u32 length][bytes]`; an answer
+//! is `[u32 length][status byte][bytes]` (status 0: the worker function's
+//! result; 1: it panicked, the bytes say how). One request per worker at a
+//! time; requests wait on the loop for an idle worker.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::{
+    BlockingStream, CloseReason, ConnId, ConnOptions, Context, FrameHandler, Framed, Reactor,
+    Terminator,
+};
+
+type WorkFn = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
+type Then = Box<dyn FnOnce(&mut Context<'_>, io::Result<Vec<u8>>)>;
+
+/// Largest request or answer (64 MiB).
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// A pool of worker processes serving one function, driven by a reactor.
+///
+/// Start it early, before the program starts threads: a child is a copy of
+/// the process at the fork. Cloning gives another handle to the same pool
+/// (for each listener's factory); dropping the reactor ends the workers.
+///
+/// ```
+/// use sockloop::{ProcessPool, Reactor};
+///
+/// let mut reactor = Reactor::new()?;
+/// // Each worker runs this on every request, in its own process.
+/// let pool = ProcessPool::start(&mut reactor, 2, |request: &[u8]| request.to_ascii_uppercase())?;
+/// assert_eq!(pool.pids().len(), 2);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct ProcessPool {
+    state: Rc<RefCell<PoolState>>,
+}
+
+struct PoolState {
+    work: WorkFn,
+    workers: Vec<Worker>,
+    /// Requests waiting for an idle worker.
+    queue: VecDeque<Pending>,
+    /// Requests queued or running; above it, submitters stop reading.
+    max_in_flight: usize,
+    paused: Vec<ConnId>,
+    /// The reactor is going away: workers are not replaced.
+    closing: bool,
+}
+
+struct Worker {
+    pid: libc::pid_t,
+    link: ConnId,
+    busy: Option<Pending>,
+}
+
+struct Pending {
+    client: ConnId,
+    request: Bytes,
+    then: Then,
+}
+
+impl ProcessPool {
+    /// Forks `workers` processes that each answer requests with `work`.
+    pub fn start(
+        reactor: &mut Reactor,
+        workers: usize,
+        work: impl Fn(&[u8]) -> Vec<u8> + Send + Sync + 'static,
+    ) -> io::Result<ProcessPool> {
+        let workers = workers.max(1);
+        let state = Rc::new(RefCell::new(PoolState {
+            work: Arc::new(work),
+            workers: Vec::with_capacity(workers),
+            queue: VecDeque::new(),
+            max_in_flight: 16 * workers,
+            paused: Vec::new(),
+            closing: false,
+        }));
+        for index in 0..workers {
+            let worker = spawn(reactor, &state, index)?;
+            state.borrow_mut().workers.push(worker);
+        }
+        Ok(ProcessPool { state })
+    }
+
+    /// Bounds the requests queued or running; beyond it, a connection that
+    /// submits stops reading until the pool catches up (default: 16 per worker).
+    pub fn set_max_in_flight(&self, max: usize) {
+        self.state.borrow_mut().max_in_flight = max.max(1);
+    }
+
+    /// The workers' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.state
+            .borrow()
+            .workers
+            .iter()
+            .map(|w| w.pid as u32)
+            .collect()
+    }
+
+    /// Sends `request` to an idle worker (or queues it) and calls `then` on
+    /// the loop with the answer, if the connection is still open. A worker
+    /// that dies mid-request answers with an error, and is replaced.
+    pub fn submit(
+        &self,
+        cx: &mut Context<'_>,
+        request: impl Into<Bytes>,
+        then: impl FnOnce(&mut Context<'_>, io::Result<Vec<u8>>) + 'static,
+    ) {
+        let client = cx.id();
+        let pending = Pending {
+            client,
+            request: request.into(),
+            then: Box::new(then),
+        };
+        let over = {
+            let mut state = self.state.borrow_mut();
+            state.queue.push_back(pending);
+            let over = state.in_flight() > state.max_in_flight && !state.paused.contains(&client);
+            if over {
+                state.paused.push(client);
+            }
+            over
+        };
+        if over {
+            cx.reactor().set_offload_paused(client, true);
+        }
+        dispatch(cx.reactor(), &self.state);
+    }
+}
+
+impl PoolState {
+    fn in_flight(&self) -> usize {
+        self.queue.len() + self.workers.iter().filter(|w| w.busy.is_some()).count()
+    }
+}
+
+/// Gives queued requests to idle workers; resumes paused submitters once
+/// the pool is below its bound.
+fn dispatch(reactor: &mut Reactor, state: &Rc<RefCell<PoolState>>) {
+    let mut sends = Vec::new();
+    let resume = {
+        let mut state = state.borrow_mut();
+        let state = &mut *state;
+        for worker in state.workers.iter_mut().filter(|w| w.busy.is_none()) {
+            let Some(pending) = state.queue.pop_front() else {
+                break;
+            };
+            sends.push((worker.link, pending.request.clone()));
+            worker.busy = Some(pending);
+        }
+        if state.in_flight() <= state.max_in_flight / 2 {
+            std::mem::take(&mut state.paused)
+        } else {
+            Vec::new()
+        }
+    };
+    for (link, request) in sends {
+        let _ = reactor.write(link, &(request.len() as u32).to_be_bytes());
+        let _ = reactor.write_bytes(link, request);
+    }
+    for client in resume {
+        reactor.set_offload_paused(client, false);
+    }
+}
+
+/// Forks worker `index`: the child serves its end of a socketpair until it
+/// closes; the parent serves the other end on the reactor.
+fn spawn(
+    reactor: &mut Reactor,
+    state: &Rc<RefCell<PoolState>>,
+    index: usize,
+) -> io::Result<Worker> {
+    let (parent_end, child_end) = UnixStream::pair()?;
+    let work = state.borrow().work.clone();
+    // SAFETY: the child only serves its socket and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => return Err(io::Error::last_os_error()),
+        0 => {
+            crate::child::restore_default_signals();
+            crate::child::close_fds_except(&[child_end.as_raw_fd()]);
+            serve(child_end, &*work);
+            // SAFETY: ends the child without the parent's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        _ => {}
+    }
+    drop(child_end);
+    let link = Framed::new(Link {
+        state: Rc::downgrade(state),
+        index,
+        pid,
+    });
+    let opts = ConnOptions {
+        max_queued: None,
+        idle_timeout: None,
+        ..ConnOptions::default()
+    };
+    match reactor.adopt(BlockingStream::Unix(parent_end), &opts, link) {
+        Ok(link) => Ok(Worker {
+            pid,
+            link,
+            busy: None,
+        }),
+        Err(e) => {
+            reap(pid, true);
+            Err(e)
+        }
+    }
+}
+
+/// A worker's loop: read a request, answer it, until the socket closes.
+fn serve(mut socket: UnixStream, work: &(dyn Fn(&[u8]) -> Vec<u8> + Send + Sync)) {
+    let mut header = [0u8; 4];
+    while socket.read_exact(&mut header).is_ok() {
+        let mut request = vec![0u8; u32::from_be_bytes(header) as usize];
+        if socket.read_exact(&mut request).is_err() {
+            return;
+        }
+        let (status, body) = match panic::catch_unwind(AssertUnwindSafe(|| work(&request))) {
+            Ok(answer) => (0u8, answer),
+            Err(panic) => (
+                1,
+                format!(
+                    "worker panicked: {}",
+                    crate::reactor::panic_message(&*panic)
+                )
+                .into_bytes(),
+            ),
+        };
+        let mut frame = Vec::with_capacity(5 + body.len());
+        frame.extend_from_slice(&(body.len() as u32 + 1).to_be_bytes());
+        frame.push(status);
+        frame.extend_from_slice(&body);
+        if socket.write_all(&frame).is_err() {
+            return;
+        }
+    }
+}
+
+/// Waits for a worker that is gone or going; `kill` ends one that is not.
+fn reap(pid: libc::pid_t, kill: bool) {
+    let mut status = 0;
+    // SAFETY: plain system calls on our own child.
+    unsafe {
+        if libc::waitpid(pid, &mut status, libc::WNOHANG) != 0 {
+            return;
+        }
+        if kill {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        libc::waitpid(pid, &mut status, 0);
+    }
+}
+
+/// The loop's end of one worker's socketpair.
+struct Link {
+    state: Weak<RefCell<PoolState>>,
+    index: usize,
+    pid: libc::pid_t,
+}
+
+impl FrameHandler for Link {
+    fn terminator(&self) -> Terminator<'_> {
+        Terminator::LengthPrefixed
+    }
+
+    fn max_frame(&self) -> usize {
+        MAX_MESSAGE + 1
+    }
+
+    fn on_frame(&mut self, cx: &mut Context<'_>, frame: Bytes) {
+        let Some(state) = self.state.upgrade() else {
+            return;
+        };
+        let pending = state.borrow_mut().workers[self.index].busy.take();
+        let Some(pending) = pending else {
+            log::error!("worker {}: an answer nobody asked for", self.pid);
+            return;
+        };
+        let outcome = match frame.split_first() {
+            Some((0, answer)) => Ok(answer.to_vec()),
+            Some((_, why)) => Err(io::Error::other(String::from_utf8_lossy(why).into_owned())),
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "empty answer from a worker",
+            )),
+        };
+        let reactor = cx.reactor();
+        if !reactor.with_context(pending.client, |client| (pending.then)(client, outcome)) {
+            log::debug!(
+                "{} closed before its worker answered; answer dropped",
+                pending.client
+            );
+        }
+        dispatch(reactor, &state);
+    }
+
+    fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
+        let Some(state) = self.state.upgrade() else {
+            return reap(self.pid, true);
+        };
+        let (pending, closing) = {
+            let mut state = state.borrow_mut();
+            if matches!(reason, CloseReason::ReactorStopped) {
+                state.closing = true;
+            }
+            (state.workers[self.index].busy.take(), state.closing)
+        };
+        // Its socket is closed: the worker exits (or has crashed); make sure.
+        reap(self.pid, true);
+        let reactor = cx.reactor();
+        if let Some(pending) = pending {
+            let err = io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                format!(
+                    "worker process {} died during the request ({reason})",
+                    self.pid
+                ),
+            );
+            reactor.with_context(pending.client, |client| (pending.then)(client, Err(err)));
+        }
+        if closing {
+            return;
+        }
+        log::warn!(
+            "worker process {} ended ({reason}); starting a new one",
+            self.pid
+        );
+        match spawn(reactor, &state, self.index) {
+            Ok(worker) => state.borrow_mut().workers[self.index] = worker,
+            Err(e) => log::error!("cannot replace worker process {}: {e}", self.pid),
+        }
+        dispatch(reactor, &state);
+    }
+}
