@@ -1,0 +1,445 @@
+//! Long work off the loop: the thread pool, pre-forked worker processes, and
+//! one reactor per core.
+
+mod common;
+
+use std::cell::Cell;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use sockloop::{
+    Addr, Context, FrameHandler, Framed, ListenOptions, OffloadOptions, ProcessPool, Reactor,
+    Reactors,
+};
+
+const WORK: Duration = Duration::from_millis(200);
+
+/// `ping` is answered at once on the loop; any other line after `WORK` of
+/// blocking work, on the thread pool or a worker process.
+struct LineServer {
+    processes: Option<ProcessPool>,
+}
+
+impl FrameHandler for LineServer {
+    fn on_frame(&mut self, cx: &mut Context<'_>, line: Bytes) {
+        if &line[..] == b"ping" {
+            return cx.write(b"pong\n");
+        }
+        if &line[..] == b"pids" {
+            let pids = self
+                .processes
+                .as_ref()
+                .map(ProcessPool::pids)
+                .unwrap_or_default();
+            let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+            return cx.write(format!("{}\n", pids.join(" ")).as_bytes());
+        }
+        let answer = |cx: &mut Context<'_>, result: std::io::Result<Vec<u8>>| match result {
+            Ok(mut reply) => {
+                reply.push(b'\n');
+                cx.write_bytes(reply);
+            }
+            Err(e) => cx.write(format!("error: {e}\n").as_bytes()),
+        };
+        match &self.processes {
+            Some(pool) => pool.submit(cx, line, answer),
+            None => cx.offload(
+                move || {
+                    std::thread::sleep(WORK);
+                    line.to_vec()
+                },
+                answer,
+            ),
+        }
+    }
+}
+
+fn slow_work(request: &[u8]) -> Vec<u8> {
+    if request == b"die" {
+        std::process::abort();
+    }
+    std::thread::sleep(WORK);
+    request.to_vec()
+}
+
+/// A line server with 4 workers of the given kind.
+fn line_server(processes: bool) -> Server {
+    Server::start(move |r| {
+        let pool = if processes {
+            Some(ProcessPool::start(r, 4, slow_work).unwrap())
+        } else {
+            r.set_offload_options(OffloadOptions {
+                workers: 4,
+                ..Default::default()
+            })
+            .unwrap();
+            None
+        };
+        let id = r
+            .listen(&any_port(), move |_| {
+                Framed::new(LineServer {
+                    processes: pool.clone(),
+                })
+            })
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    })
+}
+
+fn ask(stream: &mut BufReader<TcpStream>, line: &str) -> String {
+    stream
+        .get_mut()
+        .write_all(format!("{line}\n").as_bytes())
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_line(&mut reply).unwrap();
+    reply.trim_end().to_string()
+}
+
+fn client(addr: std::net::SocketAddr) -> BufReader<TcpStream> {
+    BufReader::new(connect(addr))
+}
+
+/// 16 clients × 200 ms of work on 4 workers take about 0.8 s, not 3.2 s,
+/// and the loop answers `ping` quickly all along.
+fn sixteen_clients_four_workers(processes: bool) {
+    let server = line_server(processes);
+    let addr = server.inet(0);
+    let mut pinger = client(addr);
+    assert_eq!(ask(&mut pinger, "ping"), "pong");
+    let started = Instant::now();
+    let workers: Vec<_> = (0..16)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = client(addr);
+                assert_eq!(ask(&mut c, &format!("job {i}")), format!("job {i}"));
+            })
+        })
+        .collect();
+    let mut slowest_ping = Duration::ZERO;
+    while workers.iter().any(|w| !w.is_finished()) {
+        let sent = Instant::now();
+        assert_eq!(ask(&mut pinger, "ping"), "pong");
+        slowest_ping = slowest_ping.max(sent.elapsed());
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= 4 * WORK,
+        "16 jobs on 4 workers in {took:?}: not 200 ms each?"
+    );
+    assert!(
+        took < 10 * WORK,
+        "16 jobs on 4 workers took {took:?}: not in parallel"
+    );
+    assert!(
+        slowest_ping < Duration::from_millis(50),
+        "the loop stalled: a ping took {slowest_ping:?}"
+    );
+}
+
+#[test]
+fn thread_offload_runs_in_parallel_and_the_loop_stays_responsive() {
+    sixteen_clients_four_workers(false);
+}
+
+#[test]
+fn process_offload_runs_in_parallel_and_the_loop_stays_responsive() {
+    sixteen_clients_four_workers(true);
+}
+
+fn pids(c: &mut BufReader<TcpStream>) -> Vec<i32> {
+    ask(c, "pids")
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(')').next().unwrap().trim_start().starts_with('Z'))
+}
+
+#[test]
+fn a_killed_worker_fails_its_request_and_is_replaced() {
+    let server = line_server(true);
+    let addr = server.inet(0);
+    let mut control = client(addr);
+    let before = pids(&mut control);
+    assert_eq!(before.len(), 4);
+    // A request in flight when its worker dies gets an error, not silence.
+    let mut victim = client(addr);
+    victim.get_mut().write_all(b"slow request\n").unwrap();
+    wait_until("a worker to be busy", || {
+        before.iter().any(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+                .is_ok_and(|w| w.contains("nanosleep"))
+        })
+    });
+    let busy = *before
+        .iter()
+        .find(|&&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+                .is_ok_and(|w| w.contains("nanosleep"))
+        })
+        .unwrap();
+    // SAFETY: killing a worker process of the server under test.
+    unsafe { libc::kill(busy, libc::SIGKILL) };
+    let mut reply = String::new();
+    victim.read_line(&mut reply).unwrap();
+    assert!(
+        reply.starts_with("error: worker process") && reply.contains("died"),
+        "{reply}"
+    );
+    // Back to 4 workers, the dead one reaped, and the pool works.
+    let after = pids(&mut control);
+    assert_eq!(after.len(), 4);
+    assert!(!after.contains(&busy));
+    assert!(after.iter().all(|&pid| alive(pid)));
+    assert!(
+        !alive(busy) && !is_zombie(busy),
+        "the killed worker was not reaped"
+    );
+    assert_eq!(ask(&mut control, "later"), "later");
+    // A worker that crashes on its own is replaced too.
+    assert!(ask(&mut control, "die").starts_with("error: worker process"));
+    assert_eq!(ask(&mut control, "after the crash"), "after the crash");
+    // Stopping the reactor ends and reaps every worker.
+    let last = pids(&mut control);
+    server.stop();
+    for pid in last {
+        assert!(
+            !alive(pid) && !is_zombie(pid),
+            "worker {pid} outlived the reactor"
+        );
+    }
+}
+
+/// Offloads a job per line: `panic` panics on the pool, `barrier` waits for
+/// as many other `barrier` jobs as the barrier counts, anything else sleeps
+/// `work` and comes back.
+struct Jobs {
+    outstanding: Rc<Cell<usize>>,
+    most: Arc<Mutex<usize>>,
+    work: Duration,
+    barrier: Arc<Barrier>,
+}
+
+impl FrameHandler for Jobs {
+    fn on_frame(&mut self, cx: &mut Context<'_>, line: Bytes) {
+        self.outstanding.set(self.outstanding.get() + 1);
+        let mut most = self.most.lock().unwrap();
+        *most = (*most).max(self.outstanding.get());
+        let (outstanding, work, barrier) =
+            (self.outstanding.clone(), self.work, self.barrier.clone());
+        cx.offload(
+            move || {
+                match &line[..] {
+                    b"panic" => panic!("job told to panic"),
+                    b"barrier" => {
+                        barrier.wait();
+                    }
+                    _ => std::thread::sleep(work),
+                }
+                line
+            },
+            move |cx, result| {
+                outstanding.set(outstanding.get() - 1);
+                match result {
+                    Ok(line) => {
+                        cx.write_bytes(line);
+                        cx.write(b"\n");
+                    }
+                    Err(e) => cx.write(format!("error: {e}\n").as_bytes()),
+                }
+            },
+        );
+    }
+}
+
+fn jobs_server(opts: OffloadOptions, work: Duration) -> (Server, Arc<Mutex<usize>>) {
+    let most = Arc::new(Mutex::new(0));
+    let seen = most.clone();
+    let barrier = Arc::new(Barrier::new(opts.workers));
+    let server = Server::start(move |r| {
+        r.set_offload_options(opts).unwrap();
+        let outstanding = Rc::new(Cell::new(0));
+        let id = r
+            .listen(&any_port(), move |_| {
+                let (outstanding, most, barrier) =
+                    (outstanding.clone(), seen.clone(), barrier.clone());
+                Framed::new(Jobs {
+                    outstanding,
+                    most,
+                    work,
+                    barrier,
+                })
+            })
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    (server, most)
+}
+
+#[test]
+fn a_panicking_job_gives_an_error_and_the_pool_keeps_its_threads() {
+    let (server, _) = jobs_server(
+        OffloadOptions {
+            workers: 3,
+            ..Default::default()
+        },
+        Duration::ZERO,
+    );
+    let addr = server.inet(0);
+    for _ in 0..3 {
+        assert!(ask(&mut client(addr), "panic").contains("offload job panicked: job told to panic"));
+    }
+    // Three jobs that can only finish together: three threads still serve.
+    let together: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || ask(&mut client(addr), "barrier")))
+        .collect();
+    for t in together {
+        assert_eq!(t.join().unwrap(), "barrier");
+    }
+}
+
+#[test]
+fn a_full_pool_holds_back_its_feeders_and_loses_nothing() {
+    let opts = OffloadOptions {
+        workers: 1,
+        queue: 2,
+        ..Default::default()
+    };
+    let (server, most) = jobs_server(opts, Duration::from_micros(200));
+    let mut c = client(server.inet(0));
+    const LINES: usize = 2000;
+    let writer = {
+        let mut s = c.get_ref().try_clone().unwrap();
+        std::thread::spawn(move || {
+            // 1 KiB lines: 2 MiB, far more than the socket buffers hold.
+            for i in 0..LINES {
+                writeln!(s, "{i:01023}").unwrap();
+            }
+        })
+    };
+    for i in 0..LINES {
+        let mut line = String::new();
+        c.read_line(&mut line).unwrap();
+        assert_eq!(
+            line.trim_end(),
+            format!("{i:01023}"),
+            "answers in order, none lost"
+        );
+    }
+    writer.join().unwrap();
+    // Without the pause the server would have read (and queued jobs for)
+    // most of the 2000 lines at once; with it, about one read's worth.
+    let most = *most.lock().unwrap();
+    assert!(most < 300, "{most} jobs were waiting at once");
+}
+
+#[test]
+fn dropping_the_reactor_cancels_queued_jobs_and_finishes_running_ones() {
+    let (tx, results) = mpsc::channel();
+    let mut reactor = Reactor::new().unwrap();
+    reactor
+        .set_offload_options(OffloadOptions {
+            workers: 1,
+            queue: 8,
+            grace: LIMIT,
+        })
+        .unwrap();
+    let (started_tx, started) = mpsc::channel();
+    struct Submit(mpsc::Sender<String>, mpsc::Sender<()>);
+    impl sockloop::Protocol for Submit {
+        fn on_open(&mut self, cx: &mut Context<'_>) {
+            for i in 0..4 {
+                let (tx, started) = (self.0.clone(), self.1.clone());
+                cx.offload(
+                    move || {
+                        if i == 0 {
+                            started.send(()).unwrap();
+                            std::thread::sleep(Duration::from_millis(300));
+                        }
+                    },
+                    move |_, result| {
+                        let outcome = result.map_or_else(|e| e.to_string(), |()| "done".into());
+                        tx.send(format!("{i}: {outcome}")).unwrap()
+                    },
+                );
+            }
+        }
+        fn on_data(&mut self, _: &mut Context<'_>, _: &mut bytes::BytesMut) {}
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr: Addr = listener.local_addr().unwrap().into();
+    reactor.connect(&addr, Submit(tx, started_tx)).unwrap();
+    let _peer = listener.accept().unwrap();
+    while started.try_recv().is_err() {
+        reactor.run_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    drop(reactor); // job 0 is running, 1 to 3 wait behind it
+    let answers: Vec<String> = results.try_iter().collect();
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    assert!(answers.contains(&"0: done".to_string()), "{answers:?}");
+    for i in 1..4 {
+        assert!(
+            answers
+                .iter()
+                .any(|a| a.starts_with(&format!("{i}: offload job cancelled"))),
+            "{answers:?}"
+        );
+    }
+}
+
+/// Answers each line with the index of the reactor that serves it.
+struct Which(usize);
+
+impl FrameHandler for Which {
+    fn on_frame(&mut self, cx: &mut Context<'_>, _: Bytes) {
+        cx.write(format!("{}\n", self.0).as_bytes());
+    }
+}
+
+#[test]
+fn two_reactors_share_a_port_and_one_stop_stops_both() {
+    let port: Arc<Mutex<Option<Addr>>> = Arc::default();
+    let shared = port.clone();
+    let reactors = Reactors::spawn(2, move |index, reactor| {
+        let mut addr = shared.lock().unwrap();
+        let wanted = addr.clone().unwrap_or_else(any_port);
+        let opts = ListenOptions {
+            reuse_port: true,
+            ..Default::default()
+        };
+        let id = reactor.listen_with(&wanted, &opts, move |_| Framed::new(Which(index)))?;
+        *addr = Some(reactor.listener_addr(id)?);
+        Ok(())
+    })
+    .unwrap();
+    let addr = port.lock().unwrap().clone().unwrap().as_inet().unwrap();
+    let mut seen = [0; 2];
+    for _ in 0..40 {
+        let index: usize = ask(&mut client(addr), "which").parse().unwrap();
+        seen[index] += 1;
+    }
+    assert!(
+        seen[0] > 0 && seen[1] > 0,
+        "connections not spread: {seen:?}"
+    );
+    reactors.handle().stop();
+    reactors.join().unwrap();
+    assert!(TcpStream::connect(addr).is_err(), "a reactor still listens");
+}
