@@ -6,12 +6,17 @@
 //! cargo run --example echo_client -- --port 50008
 //! ```
 
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use clap::Parser;
-use sockloop::{Addr, CloseReason, Context, DatagramContext, DatagramProtocol, Protocol, Reactor};
+use sockloop::{
+    Addr, CloseReason, Context, DatagramContext, DatagramProtocol, ListenOptions, Protocol,
+    Reactor, Reactors,
+};
 
 mod common;
 
@@ -35,41 +40,117 @@ struct Args {
     /// Reply `Echo=><data> at <time>` to each read, as the classic Python server does.
     #[arg(long)]
     stamp: bool,
+    /// Reactors, each on its own thread with its own listeners on the same
+    /// ports (SO_REUSEPORT); the kernel spreads connections over them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     common::init_logger();
     common::run(|| {
-        let mut reactor = Reactor::new()?;
-        let stamp = args.stamp;
         let mut ports = args.ports.clone();
         if ports.is_empty() && args.unix.is_empty() && args.udp.is_empty() {
             ports = vec![50007, 50008];
         }
-        let mut streams = common::addrs(&args.host, &ports)?;
-        for path in &args.unix {
-            streams.push(Addr::unix(path)?);
+        let plan = Plan {
+            streams: common::addrs(&args.host, &ports)?,
+            unix: args
+                .unix
+                .iter()
+                .map(Addr::unix)
+                .collect::<io::Result<_>>()?,
+            udp: common::addrs(&args.host, &args.udp)?,
+            stamp: args.stamp,
+            reuse_port: args.threads > 1,
+        };
+        let threads = usize::from(args.threads);
+        if threads == 1 {
+            let mut reactor = Reactor::new()?;
+            let bound = plan.bind(&mut reactor, true)?;
+            common::announce(&bound.announced())?;
+            return reactor.run();
+            // Dropping the reactor closes everything and removes the Unix socket files.
         }
-        let mut bound = Vec::new();
-        for addr in &streams {
-            let id = reactor.listen(addr, move |peer: &Addr| Echo {
+        // One reactor per thread, each with its own listeners on the same
+        // ports (SO_REUSEPORT): the first binds (and picks any port 0), the
+        // others reuse what it got. Unix sockets stay with the first.
+        let first: Arc<Mutex<Option<Plan>>> = Arc::default();
+        let shared = first.clone();
+        let reactors = Reactors::spawn(threads, move |_index, reactor| {
+            let mut first = shared.lock().unwrap();
+            match &*first {
+                None => *first = Some(plan.bind(reactor, true)?),
+                Some(bound) => {
+                    bound.bind(reactor, false)?;
+                }
+            }
+            Ok(())
+        })?;
+        let bound = first
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the first reactor bound");
+        common::announce(&bound.announced())?;
+        reactors.join()
+    })
+}
+
+/// What to listen on; after binding, the real addresses.
+struct Plan {
+    streams: Vec<Addr>,
+    unix: Vec<Addr>,
+    udp: Vec<Addr>,
+    stamp: bool,
+    reuse_port: bool,
+}
+
+impl Plan {
+    /// Binds the plan on `reactor` (Unix sockets only if `first`) and
+    /// returns it with the bound addresses.
+    fn bind(&self, reactor: &mut Reactor, first: bool) -> io::Result<Plan> {
+        let stamp = self.stamp;
+        let opts = ListenOptions {
+            reuse_port: self.reuse_port,
+            ..ListenOptions::default()
+        };
+        let mut bound = Plan {
+            streams: Vec::new(),
+            unix: Vec::new(),
+            udp: Vec::new(),
+            ..*self
+        };
+        let unix = if first { &self.unix[..] } else { &[] };
+        for addr in self.streams.iter().chain(unix) {
+            let id = reactor.listen_with(addr, &opts, move |peer: &Addr| Echo {
                 peer: peer.clone(),
                 stamp,
             })?;
-            bound.push(reactor.listener_addr(id)?.to_string());
+            let addr = reactor.listener_addr(id)?;
+            if addr.is_unix() {
+                bound.unix.push(addr)
+            } else {
+                bound.streams.push(addr)
+            }
         }
-        for addr in common::addrs(&args.host, &args.udp)? {
-            let id = reactor.bind_datagram(&addr, UdpEcho { stamp })?;
-            // `udp:` tells it apart from a TCP listener on the same address.
-            bound.push(format!("udp:{}", reactor.local_addr(id)?));
+        for addr in &self.udp {
+            let id = reactor.bind_datagram_with(addr, &opts, UdpEcho { stamp })?;
+            bound.udp.push(reactor.local_addr(id)?);
         }
         // Before the announcement: from then on a signal must find its handler.
         reactor.stop_on_signals()?;
-        common::announce(&bound)?;
-        reactor.run()
-        // Dropping the reactor closes everything and removes the Unix socket files.
-    })
+        Ok(bound)
+    }
+
+    fn announced(&self) -> Vec<String> {
+        let streams = self.streams.iter().chain(&self.unix).map(Addr::to_string);
+        // `udp:` tells a UDP socket from a TCP listener on the same address.
+        streams
+            .chain(self.udp.iter().map(|a| format!("udp:{a}")))
+            .collect()
+    }
 }
 
 struct Echo {

@@ -1,0 +1,123 @@
+//! Half-sync / half-async: one reactor keeps every connection, and only the
+//! slow part of each request moves to workers (threads, or pre-forked
+//! processes), so the loop never stops answering.
+//!
+//! Every line costs `--delay` seconds of blocking work and is answered
+//! `Echo=><line> at <ctime>`; the line `ping` is answered `pong` at once, on
+//! the loop, however busy the workers are.
+//!
+//! ```text
+//! cargo run --example offload_server -- --pool processes --workers 4 --delay 1
+//! ```
+
+use std::io;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use sockloop::{Context, FrameHandler, Framed, OffloadOptions, ProcessPool, Reactor};
+
+mod common;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Pool {
+    Threads,
+    Processes,
+}
+
+/// A line server whose slow work runs on workers.
+#[derive(Parser)]
+#[command(name = "offload_server")]
+struct Args {
+    /// Host or IP address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// TCP port to listen on (repeatable; 0 picks a free port).
+    #[arg(long = "port", value_name = "PORT", default_values_t = [50007])]
+    ports: Vec<u16>,
+    /// Where the slow work runs.
+    #[arg(long, value_enum, default_value = "threads")]
+    pool: Pool,
+    /// Number of worker threads or processes.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: u16,
+    /// Seconds of blocking work per line.
+    #[arg(long, default_value = "1.0", value_parser = common::seconds)]
+    delay: Duration,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    common::init_logger();
+    let workers = usize::from(args.workers);
+    common::run(|| {
+        let mut reactor = Reactor::new()?;
+        // Workers are forked first, while the process is still small and has
+        // no other thread.
+        let processes = match args.pool {
+            Pool::Processes => {
+                let delay = args.delay;
+                Some(ProcessPool::start(
+                    &mut reactor,
+                    workers,
+                    move |line: &[u8]| slow_echo(line, delay),
+                )?)
+            }
+            Pool::Threads => {
+                reactor.set_offload_options(OffloadOptions {
+                    workers,
+                    ..OffloadOptions::default()
+                })?;
+                None
+            }
+        };
+        let mut bound = Vec::new();
+        for addr in common::addrs(&args.host, &args.ports)? {
+            let (processes, delay) = (processes.clone(), args.delay);
+            let id = reactor.listen(&addr, move |_| {
+                Framed::new(Lines {
+                    processes: processes.clone(),
+                    delay,
+                })
+            })?;
+            bound.push(reactor.listener_addr(id)?.to_string());
+        }
+        reactor.stop_on_signals()?;
+        common::announce(&bound)?;
+        reactor.run()
+    })
+}
+
+/// The slow part: blocking work, then the classic server's reply.
+fn slow_echo(line: &[u8], delay: Duration) -> Vec<u8> {
+    std::thread::sleep(delay);
+    let mut reply = common::stamped(line);
+    reply.push(b'\n');
+    reply
+}
+
+struct Lines {
+    processes: Option<ProcessPool>,
+    delay: Duration,
+}
+
+impl FrameHandler for Lines {
+    fn on_frame(&mut self, cx: &mut Context<'_>, line: Bytes) {
+        if &line[..] == b"ping" {
+            return cx.write(b"pong\n");
+        }
+        // Runs on the loop when the work is done, if the client is still there.
+        let reply = |cx: &mut Context<'_>, result: io::Result<Vec<u8>>| match result {
+            Ok(reply) => cx.write_bytes(reply),
+            Err(e) => cx.write(format!("error: {e}\n").as_bytes()),
+        };
+        match &self.processes {
+            Some(pool) => pool.submit(cx, line, reply),
+            None => {
+                let delay = self.delay;
+                cx.offload(move || slow_echo(&line, delay), reply);
+            }
+        }
+    }
+}
