@@ -90,3 +90,8 @@ struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/socketserver.md")]
 struct SocketserverDoctests;
+
+/// docs/offload.md's examples are compiled too.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/offload.md")]
+struct OffloadDoctests;
