@@ -30,6 +30,8 @@ struct Args {
     /// TCP port to listen on (repeatable; 0 picks a free port).
     #[arg(long = "port", value_name = "PORT", default_values_t = [50007])]
     ports: Vec<u16>,
+    #[command(flatten)]
+    shutdown: common::Shutdown,
 }
 
 /// Who is in the room.
@@ -42,6 +44,7 @@ type Members = Rc<RefCell<BTreeSet<ConnId>>>;
 fn main() -> ExitCode {
     let args = Args::parse();
     common::init_logger();
+    let grace = args.shutdown.grace;
     common::run(|| {
         let mut reactor = Reactor::new()?;
         // One room for all ports: each listener's factory holds a handle to it.
@@ -67,7 +70,7 @@ fn main() -> ExitCode {
             })?;
             bound.push(reactor.listener_addr(id)?.to_string());
         }
-        reactor.stop_on_signals()?;
+        reactor.stop_on_signals(grace)?;
         common::announce(&bound)?;
         reactor.run()
     })

@@ -33,11 +33,14 @@ struct Args {
     /// terminator is disconnected instead of buffered without end.
     #[arg(long, default_value_t = 65536)]
     max_frame: usize,
+    #[command(flatten)]
+    shutdown: common::Shutdown,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     common::init_logger();
+    let grace = args.shutdown.grace;
     common::run(|| {
         let mut reactor = Reactor::new()?;
         let mut bound = Vec::new();
@@ -51,7 +54,7 @@ fn main() -> ExitCode {
             })?;
             bound.push(reactor.listener_addr(id)?.to_string());
         }
-        reactor.stop_on_signals()?;
+        reactor.stop_on_signals(grace)?;
         common::announce(&bound)?;
         reactor.run()
     })

@@ -10,8 +10,10 @@
 //! cargo run --example offload_server -- --pool processes --workers 4 --delay 1
 //! ```
 
+use std::cell::Cell;
 use std::io;
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,11 +47,14 @@ struct Args {
     /// Seconds of blocking work per line.
     #[arg(long, default_value = "1.0", value_parser = common::seconds)]
     delay: Duration,
+    #[command(flatten)]
+    shutdown: common::Shutdown,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     common::init_logger();
+    let grace = args.shutdown.grace;
     let workers = usize::from(args.workers);
     common::run(|| {
         let mut reactor = Reactor::new()?;
@@ -76,14 +81,17 @@ fn main() -> ExitCode {
         for addr in common::addrs(&args.host, &args.ports)? {
             let (processes, delay) = (processes.clone(), args.delay);
             let id = reactor.listen(&addr, move |_| {
+                let (waiting, shutting_down) = (Rc::default(), Rc::default());
                 Framed::new(Lines {
                     processes: processes.clone(),
                     delay,
+                    waiting,
+                    shutting_down,
                 })
             })?;
             bound.push(reactor.listener_addr(id)?.to_string());
         }
-        reactor.stop_on_signals()?;
+        reactor.stop_on_signals(grace)?;
         common::announce(&bound)?;
         reactor.run()
     })
@@ -100,6 +108,10 @@ fn slow_echo(line: &[u8], delay: Duration) -> Vec<u8> {
 struct Lines {
     processes: Option<ProcessPool>,
     delay: Duration,
+    /// Lines sent to workers and not answered yet, and whether a graceful
+    /// shutdown waits for them: the connection closes after the last answer.
+    waiting: Rc<Cell<usize>>,
+    shutting_down: Rc<Cell<bool>>,
 }
 
 impl FrameHandler for Lines {
@@ -107,10 +119,18 @@ impl FrameHandler for Lines {
         if &line[..] == b"ping" {
             return cx.write(b"pong\n");
         }
+        self.waiting.set(self.waiting.get() + 1);
+        let (waiting, shutting_down) = (self.waiting.clone(), self.shutting_down.clone());
         // Runs on the loop when the work is done, if the client is still there.
-        let reply = |cx: &mut Context<'_>, result: io::Result<Vec<u8>>| match result {
-            Ok(reply) => cx.write_bytes(reply),
-            Err(e) => cx.write(format!("error: {e}\n").as_bytes()),
+        let reply = move |cx: &mut Context<'_>, result: io::Result<Vec<u8>>| {
+            match result {
+                Ok(reply) => cx.write_bytes(reply),
+                Err(e) => cx.write(format!("error: {e}\n").as_bytes()),
+            }
+            waiting.set(waiting.get() - 1);
+            if shutting_down.get() && waiting.get() == 0 {
+                cx.close();
+            }
         };
         match &self.processes {
             Some(pool) => pool.submit(cx, line, reply),
@@ -118,6 +138,13 @@ impl FrameHandler for Lines {
                 let delay = self.delay;
                 cx.offload(move || slow_echo(&line, delay), reply);
             }
+        }
+    }
+
+    fn on_shutdown(&mut self, cx: &mut Context<'_>) {
+        self.shutting_down.set(true);
+        if self.waiting.get() == 0 {
+            cx.close();
         }
     }
 }

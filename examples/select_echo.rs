@@ -10,6 +10,7 @@ use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use clap::Parser;
@@ -44,11 +45,14 @@ struct Args {
     /// ports (SO_REUSEPORT); the kernel spreads connections over them.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     threads: u16,
+    #[command(flatten)]
+    shutdown: common::Shutdown,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     common::init_logger();
+    let grace = args.shutdown.grace;
     common::run(|| {
         let mut ports = args.ports.clone();
         if ports.is_empty() && args.unix.is_empty() && args.udp.is_empty() {
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
             udp: common::addrs(&args.host, &args.udp)?,
             stamp: args.stamp,
             reuse_port: args.threads > 1,
+            grace,
         };
         let threads = usize::from(args.threads);
         if threads == 1 {
@@ -105,6 +110,7 @@ struct Plan {
     udp: Vec<Addr>,
     stamp: bool,
     reuse_port: bool,
+    grace: Duration,
 }
 
 impl Plan {
@@ -140,7 +146,7 @@ impl Plan {
             bound.udp.push(reactor.local_addr(id)?);
         }
         // Before the announcement: from then on a signal must find its handler.
-        reactor.stop_on_signals()?;
+        reactor.stop_on_signals(self.grace)?;
         Ok(bound)
     }
 

@@ -69,6 +69,14 @@ pub trait FrameHandler: 'static {
         cx.close();
     }
 
+    /// The reactor is shutting down gracefully. Called between frames (at
+    /// once, or when the frame under way completes). The default closes once
+    /// the answers queued so far are sent; a handler still waiting for work
+    /// of its own (an offload answer) should close when that is done instead.
+    fn on_shutdown(&mut self, cx: &mut Context<'_>) {
+        cx.close();
+    }
+
     /// See [`Protocol::on_drained`].
     fn on_drained(&mut self, cx: &mut Context<'_>) {
         let _ = cx;
@@ -89,15 +97,16 @@ pub trait FrameHandler: 'static {
 pub struct Framed<H> {
     handler: H,
     decoder: Decoder,
+    /// Bytes of an incomplete frame are buffered.
+    partial: bool,
+    /// A graceful shutdown waits for the frame under way.
+    shutdown_pending: bool,
 }
 
 impl<H: FrameHandler> Framed<H> {
     /// Frames the connection for `handler`.
     pub fn new(handler: H) -> Framed<H> {
-        Framed {
-            handler,
-            decoder: Decoder::default(),
-        }
+        Framed { handler, decoder: Decoder::default(), partial: false, shutdown_pending: false }
     }
 
     /// The handler.
@@ -124,13 +133,26 @@ impl<H: FrameHandler> Protocol for Framed<H> {
                     .next_frame(data, self.handler.terminator(), self.handler.max_frame());
             match next {
                 Ok(Some(frame)) => self.handler.on_frame(cx, frame),
-                Ok(None) => return,
+                Ok(None) => break,
                 Err(msg) => {
                     log::info!("{}: {msg}; closing", cx.id());
                     data.clear();
                     cx.close_with(CloseReason::Protocol(msg));
                 }
             }
+        }
+        self.partial = !data.is_empty();
+        if self.shutdown_pending && !self.partial && !cx.is_closing() {
+            self.shutdown_pending = false;
+            self.handler.on_shutdown(cx);
+        }
+    }
+
+    fn on_shutdown(&mut self, cx: &mut Context<'_>) {
+        if self.partial {
+            self.shutdown_pending = true;
+        } else {
+            self.handler.on_shutdown(cx);
         }
     }
 

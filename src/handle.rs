@@ -90,6 +90,12 @@ impl Handle {
         self.shared.request_stop();
     }
 
+    /// Starts a graceful shutdown on the reactor's thread
+    /// ([`Reactor::shutdown_graceful`]).
+    pub fn shutdown_graceful(&self, grace: std::time::Duration) -> io::Result<()> {
+        self.post(move |r| r.shutdown_graceful(grace))
+    }
+
     /// Runs `f` on the reactor's thread at its next turn.
     ///
     /// Fails with `NotConnected` once the reactor has been dropped.

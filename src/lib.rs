@@ -49,6 +49,7 @@
 #![warn(missing_docs)]
 
 mod addr;
+mod allow;
 mod blocking;
 mod child;
 mod conn;
@@ -70,6 +71,7 @@ mod stream;
 mod timer;
 
 pub use addr::Addr;
+pub use allow::AllowList;
 pub use blocking::{BlockingDatagram, BlockingStream};
 pub use context::{Context, DatagramContext};
 pub use framing::{FrameHandler, Framed, Terminator};
@@ -79,7 +81,7 @@ pub use multi::{Reactors, ReactorsHandle};
 pub use net::{ConnOptions, ListenOptions};
 pub use offload::{OffloadOptions, ProcessPool};
 pub use protocol::{CloseReason, DatagramProtocol, Protocol};
-pub use reactor::Reactor;
+pub use reactor::{Reactor, Stats};
 
 /// The README's example is compiled as a doctest, so it cannot rot.
 #[cfg(doctest)]
@@ -95,3 +97,8 @@ struct SocketserverDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/offload.md")]
 struct OffloadDoctests;
+
+/// docs/asyncore.md's examples are compiled too.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/asyncore.md")]
+struct AsyncoreDoctests;

@@ -189,7 +189,9 @@ impl Reactor {
             if matches!(l.paused, Pause::BackingOff | Pause::ByUser) {
                 return;
             }
-            if l.opts.max_connections.is_some_and(|cap| l.open >= cap) {
+            let global_full = self.max_connections.is_some_and(|cap| self.stats.open >= cap);
+            let Some(l) = self.listener_at(key) else { return };
+            if global_full || l.opts.max_connections.is_some_and(|cap| l.open >= cap) {
                 l.paused = Pause::AtCap;
                 return;
             }
@@ -200,9 +202,15 @@ impl Reactor {
                         log::info!("{}: accepting again", l.addr);
                         l.backoff = FIRST_BACKOFF;
                     }
+                    if l.opts.allow.as_ref().is_some_and(|allow| !allow.allows(&peer)) {
+                        log::info!("{}: refused {peer}: not in the allow-list", l.addr);
+                        self.stats.refused += 1;
+                        continue; // dropping the stream closes it
+                    }
                     if l.opts.conn.nodelay {
                         let _ = stream.set_nodelay();
                     }
+                    self.stats.accepted += 1;
                     self.accepted(key, stream, peer);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -215,6 +223,8 @@ impl Reactor {
                             | io::ErrorKind::Interrupted
                     ) => {}
                 Err(e) => {
+                    self.stats.accept_errors += 1;
+                    let Some(l) = self.listener_at(key) else { return };
                     let delay = l.backoff;
                     if delay == FIRST_BACKOFF || !is_resource_exhaustion(&e) {
                         // Once per episode: the back-off doubles quietly.
@@ -258,7 +268,9 @@ impl Reactor {
                 let opts = l.opts.conn.clone();
                 if let Err(e) = self.add_conn(stream, proto, opts, Some(key), false) {
                     log::error!("cannot register connection from {peer}: {e}");
-                    self.connection_closed(key);
+                    if let Some(l) = self.listener_at(key) {
+                        l.open -= 1;
+                    }
                 }
             }
             Acceptor::Handoff(on_accept) => {
@@ -295,15 +307,34 @@ impl Reactor {
         }
     }
 
-    /// A connection from listener `key` closed: one more may be accepted.
-    pub(crate) fn connection_closed(&mut self, key: usize) {
-        if let Some(l) = self.listener_at(key) {
+    /// A connection closed (from listener `key`, if any): one more may be
+    /// accepted, by that listener or, under a global cap, by any.
+    pub(crate) fn connection_closed(&mut self, key: Option<usize>) {
+        if let Some(l) = key.and_then(|key| self.listener_at(key)) {
             l.open -= 1;
-            if l.paused == Pause::AtCap {
-                l.paused = Pause::No;
-                let gen = l.gen;
-                self.ready.push((key, gen));
-            }
         }
+        let global_full = self.max_connections.is_some_and(|cap| self.stats.open >= cap);
+        if global_full {
+            return;
+        }
+        let resume: Vec<(usize, u32)> = self
+            .sources
+            .iter_mut()
+            .filter_map(|(k, s)| match s {
+                Source::Listener(l) if l.paused == Pause::AtCap => {
+                    l.paused = Pause::No;
+                    Some((k, l.gen))
+                }
+                _ => None,
+            })
+            .collect();
+        self.ready.extend(resume);
+    }
+
+    /// Caps the connections open at once over all listeners; at the cap,
+    /// accepting pauses (the kernel's backlogs hold the rest) until one closes.
+    pub fn set_max_connections(&mut self, cap: Option<usize>) {
+        self.max_connections = cap;
+        self.connection_closed(None);
     }
 }

@@ -46,6 +46,9 @@ pub struct ListenOptions {
     /// Stop accepting while this many connections from this listener are open;
     /// the kernel's backlog holds the rest until one closes. Default: no cap.
     pub max_connections: Option<usize>,
+    /// Accept only clients in these networks; others are closed at once and
+    /// logged. Default: everyone.
+    pub allow: Option<crate::AllowList>,
     /// Settings for every connection this listener accepts.
     pub conn: ConnOptions,
 }
@@ -58,6 +61,7 @@ impl Default for ListenOptions {
             reuse_port: false,
             only_v6: false,
             max_connections: None,
+            allow: None,
             conn: ConnOptions::default(),
         }
     }

@@ -89,6 +89,58 @@ impl Reactor {
         }
     }
 
+    /// Shuts down gracefully: stops accepting (listeners close, Unix socket
+    /// files go), closes datagram sockets once their queues are sent, and
+    /// tells every connection through [`Protocol::on_shutdown`]. Connections
+    /// are served until their peers close; after `grace`, those left are
+    /// closed with [`CloseReason::ReactorStopped`] once a last nonblocking
+    /// flush is done. [`run`](Reactor::run) returns when none is left.
+    ///
+    /// [`Protocol::on_shutdown`]: crate::Protocol::on_shutdown
+    pub fn shutdown_graceful(&mut self, grace: Duration) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        let open = self.stats.open;
+        log::info!("shutting down: no new connections; {open} open get {grace:?} to finish");
+        let keys: Vec<(usize, bool)> = self
+            .sources
+            .iter()
+            .filter_map(|(key, source)| match source {
+                Source::Listener(_) => Some((key, true)),
+                Source::Datagram(_) => Some((key, false)),
+                _ => None,
+            })
+            .collect();
+        for (key, listener) in keys {
+            if listener {
+                let gen = self.gen_of(key).expect("a listener");
+                self.close_listener(crate::ListenerId::new(key, gen));
+            } else {
+                self.close_datagram(key, CloseReason::Closed);
+            }
+        }
+        let conns: Vec<usize> =
+            self.sources.iter().filter(|(_, s)| matches!(s, Source::Conn(_))).map(|(key, _)| key).collect();
+        for key in conns {
+            self.call(key, |p, cx| p.on_shutdown(cx));
+        }
+        self.call_later(grace, |r| {
+            let left: Vec<usize> =
+                r.sources.iter().filter(|(_, s)| matches!(s, Source::Conn(_))).map(|(key, _)| key).collect();
+            if !left.is_empty() {
+                log::warn!("shutdown: {} connections still open after the grace period; closing them", left.len());
+            }
+            for key in left {
+                if let Some(conn) = r.conn_at(key) {
+                    let _ = conn.flush();
+                }
+                r.close_at(key, Closing::Now(CloseReason::ReactorStopped));
+            }
+        });
+    }
+
     /// Pauses or resumes reading for an offload pool's backpressure.
     pub(crate) fn set_offload_paused(&mut self, id: ConnId, paused: bool) {
         if let Some(conn) = self.conn(id) {
@@ -178,9 +230,6 @@ impl Reactor {
 
     /// Number of open stream connections.
     pub fn connection_count(&self) -> usize {
-        self.sources
-            .iter()
-            .filter(|(_, s)| matches!(s, Source::Conn(_)))
-            .count()
+        self.stats.open
     }
 }

@@ -51,6 +51,17 @@ pub trait Protocol: 'static {
         let _ = (cx, timer);
     }
 
+    /// The reactor is shutting down gracefully
+    /// ([`Reactor::shutdown_graceful`]): no new connections come, and this
+    /// one is served until its peer closes or the deadline passes. The
+    /// default does nothing, as a byte stream cannot tell whether its peer is
+    /// mid-request; a protocol that knows it is idle should `cx.close()`.
+    ///
+    /// [`Reactor::shutdown_graceful`]: crate::Reactor::shutdown_graceful
+    fn on_shutdown(&mut self, cx: &mut Context<'_>) {
+        let _ = cx;
+    }
+
     /// The connection is gone; called exactly once, last, whatever the cause.
     /// [`Context::queued`] tells how many accepted bytes were never sent.
     fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {

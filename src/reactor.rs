@@ -62,6 +62,23 @@ pub(crate) enum TimerTarget {
     Call(Box<dyn FnOnce(&mut Reactor)>),
 }
 
+/// Counters of a reactor's life, for logs and monitoring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections accepted by all listeners.
+    pub accepted: u64,
+    /// Connections refused by an allow-list.
+    pub refused: u64,
+    /// Accept calls that failed (out of descriptors, ...).
+    pub accept_errors: u64,
+    /// Stream connections open now.
+    pub open: usize,
+    /// Stream connections closed.
+    pub closed: u64,
+    /// Callbacks that panicked (each closed its connection or socket).
+    pub panics: u64,
+}
+
 /// A single-threaded event loop serving listeners, connections and datagram
 /// sockets. See the [crate documentation](crate) for an example.
 pub struct Reactor {
@@ -91,6 +108,12 @@ pub struct Reactor {
     /// The thread pool of `Context::offload`, started at its first use.
     pub(crate) offload: Option<crate::offload::ThreadPool>,
     pub(crate) offload_options: crate::OffloadOptions,
+    pub(crate) stats: Stats,
+    /// A cap on open stream connections over all listeners.
+    pub(crate) max_connections: Option<usize>,
+    /// Set by a graceful shutdown: `run` returns once no connection is left
+    /// (the deadline closes the stragglers).
+    pub(crate) draining: bool,
     stopping: bool,
     running: bool,
 }
@@ -118,6 +141,9 @@ impl Reactor {
             now: Instant::now(),
             offload: None,
             offload_options: crate::OffloadOptions::default(),
+            stats: Stats::default(),
+            max_connections: None,
+            draining: false,
             stopping: false,
             running: false,
         })
@@ -132,7 +158,12 @@ impl Reactor {
     /// Connections stay open: `run` may be called again; dropping the reactor
     /// closes them.
     pub fn run(&mut self) -> io::Result<()> {
-        while !self.run_once(None)? {}
+        while !self.run_once(None)? {
+            if self.draining && self.stats.open == 0 {
+                self.draining = false;
+                return Ok(());
+            }
+        }
         Ok(())
     }
 
@@ -151,6 +182,11 @@ impl Reactor {
         self.running = false;
         result?;
         Ok(mem::take(&mut self.stopping))
+    }
+
+    /// The reactor's counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
     }
 
     /// Asks [`run`](Reactor::run) to return once the current turn is done.
@@ -336,6 +372,7 @@ impl Reactor {
         match result {
             Ok(r) => Some(r),
             Err(panic) => {
+                self.stats.panics += 1;
                 let msg = panic_message(&*panic);
                 let peer = self
                     .peer_addr(id)

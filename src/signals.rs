@@ -40,14 +40,20 @@ impl Reactor {
         Ok(())
     }
 
-    /// Makes [`run`](Reactor::run) return on SIGINT or SIGTERM, as a server
-    /// program should: a Ctrl-C or `kill` then ends it cleanly (exit code 0
-    /// when `main` returns normally).
-    pub fn stop_on_signals(&mut self) -> io::Result<()> {
+    /// Stops on SIGINT or SIGTERM as a server program should: the first one
+    /// starts a [graceful shutdown](Reactor::shutdown_graceful) with `grace`
+    /// for open connections to finish, a second one stops at once. Either way
+    /// [`run`](Reactor::run) returns normally (exit code 0 when `main` does).
+    pub fn stop_on_signals(&mut self, grace: std::time::Duration) -> io::Result<()> {
         use signal_hook::consts::{SIGINT, SIGTERM};
-        self.on_signal(&[SIGINT, SIGTERM], |reactor, signal| {
-            log::info!("signal {signal} received, stopping");
-            reactor.stop();
+        self.on_signal(&[SIGINT, SIGTERM], move |reactor, signal| {
+            if reactor.draining {
+                log::info!("signal {signal} received again, stopping now");
+                reactor.stop();
+            } else {
+                log::info!("signal {signal} received, shutting down");
+                reactor.shutdown_graceful(grace);
+            }
         })
     }
 

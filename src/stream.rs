@@ -45,6 +45,7 @@ impl Reactor {
             .register(&mut conn.stream, Token(key), interest)?;
         let idle = conn.opts.idle_timeout;
         entry.insert(Source::Conn(conn));
+        self.stats.open += 1;
         let id = ConnId::new(key, gen);
         if let Some(idle) = idle {
             let timer = self.timers.insert(self.now + idle, TimerTarget::Idle(id));
@@ -376,9 +377,9 @@ impl Reactor {
                 drop(buf);
             }
         }
-        if let Some(listener) = listener {
-            self.connection_closed(listener);
-        }
+        self.stats.open -= 1;
+        self.stats.closed += 1;
+        self.connection_closed(listener);
     }
 
     pub(crate) fn idle_timer(&mut self, id: ConnId) {

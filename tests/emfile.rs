@@ -37,7 +37,7 @@ fn serve_with_few_descriptors() {
     let id = reactor.listen(&any_port(), |_| Echo).unwrap();
     println!("listening on {}", reactor.listener_addr(id).unwrap());
     std::io::stdout().flush().unwrap();
-    reactor.stop_on_signals().unwrap();
+    reactor.stop_on_signals(std::time::Duration::ZERO).unwrap();
     reactor.run().unwrap();
 }
 

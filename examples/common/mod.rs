@@ -142,3 +142,12 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let year = era * 400 + yoe + u64::from(month <= 2);
     (year, month, day)
 }
+
+/// How a reactor program stops: the first SIGINT/SIGTERM lets open
+/// connections finish for `--grace` seconds, a second one stops at once.
+#[derive(clap::Args)]
+pub struct Shutdown {
+    /// Seconds open connections get to finish after SIGINT/SIGTERM.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    pub grace: Duration,
+}
