@@ -27,7 +27,10 @@ impl AllowList {
     pub fn allow(mut self, network: IpAddr, prefix: u8) -> io::Result<AllowList> {
         let bits = if network.is_ipv4() { 32 } else { 128 };
         if prefix > bits {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("/{prefix} is too long for {network}")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("/{prefix} is too long for {network}"),
+            ));
         }
         self.networks.push((network, prefix));
         Ok(self)
@@ -35,13 +38,17 @@ impl AllowList {
 
     /// True when `peer` is in one of the networks (or is a Unix peer).
     pub fn allows(&self, peer: &Addr) -> bool {
-        let Some(ip) = peer.as_inet().map(|a| a.ip()) else { return true };
+        let Some(ip) = peer.as_inet().map(|a| a.ip()) else {
+            return true;
+        };
         // An IPv4 client of a dual-stack socket shows as ::ffff:a.b.c.d.
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        self.networks.iter().any(|&(net, prefix)| matches(net, prefix, ip))
+        self.networks
+            .iter()
+            .any(|&(net, prefix)| matches(net, prefix, ip))
     }
 }
 
@@ -60,7 +67,9 @@ impl FromStr for AllowList {
 
     /// Comma-separated networks: `10.0.0.0/8, 127.0.0.1, ::1/128`.
     fn from_str(text: &str) -> io::Result<AllowList> {
-        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("bad network {what:?}"));
+        let bad = |what: &str| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("bad network {what:?}"))
+        };
         let mut list = AllowList::default();
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (ip, prefix) = match item.split_once('/') {
@@ -81,7 +90,11 @@ impl FromStr for AllowList {
 
 impl fmt::Display for AllowList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let items: Vec<String> = self.networks.iter().map(|(ip, p)| format!("{ip}/{p}")).collect();
+        let items: Vec<String> = self
+            .networks
+            .iter()
+            .map(|(ip, p)| format!("{ip}/{p}"))
+            .collect();
         f.write_str(&items.join(", "))
     }
 }
@@ -92,12 +105,20 @@ mod tests {
 
     #[test]
     fn networks_match_by_prefix() {
-        let allow: AllowList = "10.1.0.0/16, 192.168.1.7, fd00::/8, 0.0.0.0/0".parse().unwrap();
-        assert_eq!(allow.to_string(), "10.1.0.0/16, 192.168.1.7/32, fd00::/8, 0.0.0.0/0");
+        let allow: AllowList = "10.1.0.0/16, 192.168.1.7, fd00::/8, 0.0.0.0/0"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            allow.to_string(),
+            "10.1.0.0/16, 192.168.1.7/32, fd00::/8, 0.0.0.0/0"
+        );
         let only: AllowList = "10.1.0.0/16".parse().unwrap();
         assert!(only.allows(&"10.1.200.3:1".parse().unwrap()));
         assert!(!only.allows(&"10.2.0.1:1".parse().unwrap()));
-        assert!(only.allows(&"[::ffff:10.1.0.9]:1".parse().unwrap()), "mapped IPv4");
+        assert!(
+            only.allows(&"[::ffff:10.1.0.9]:1".parse().unwrap()),
+            "mapped IPv4"
+        );
         assert!(only.allows(&Addr::unix("/tmp/x").unwrap()));
         assert!(AllowList::default().allows(&"/tmp/y".parse().unwrap()));
         assert!(!AllowList::default().allows(&"1.2.3.4:5".parse().unwrap()));

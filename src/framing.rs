@@ -56,6 +56,14 @@ pub trait FrameHandler: 'static {
         64 * 1024
     }
 
+    /// The longest a frame may take to arrive once its first byte has: a
+    /// client that trickles a line byte by byte (slowloris) is closed with
+    /// [`CloseReason::Protocol`] when it passes. Default: no limit (the
+    /// listener's idle timeout still applies).
+    fn frame_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// One complete frame arrived.
     fn on_frame(&mut self, cx: &mut Context<'_>, frame: Bytes);
 
@@ -101,12 +109,20 @@ pub struct Framed<H> {
     partial: bool,
     /// A graceful shutdown waits for the frame under way.
     shutdown_pending: bool,
+    /// Fires if the frame under way takes longer than `frame_timeout`.
+    frame_timer: Option<TimerId>,
 }
 
 impl<H: FrameHandler> Framed<H> {
     /// Frames the connection for `handler`.
     pub fn new(handler: H) -> Framed<H> {
-        Framed { handler, decoder: Decoder::default(), partial: false, shutdown_pending: false }
+        Framed {
+            handler,
+            decoder: Decoder::default(),
+            partial: false,
+            shutdown_pending: false,
+            frame_timer: None,
+        }
     }
 
     /// The handler.
@@ -127,12 +143,16 @@ impl<H: FrameHandler> Protocol for Framed<H> {
 
     fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
         // Stop at a close: bytes after a QUIT are not the handler's business.
+        let mut completed = false;
         while !cx.is_closing() {
             let next =
                 self.decoder
                     .next_frame(data, self.handler.terminator(), self.handler.max_frame());
             match next {
-                Ok(Some(frame)) => self.handler.on_frame(cx, frame),
+                Ok(Some(frame)) => {
+                    completed = true;
+                    self.handler.on_frame(cx, frame);
+                }
                 Ok(None) => break,
                 Err(msg) => {
                     log::info!("{}: {msg}; closing", cx.id());
@@ -142,6 +162,18 @@ impl<H: FrameHandler> Protocol for Framed<H> {
             }
         }
         self.partial = !data.is_empty();
+        // A frame started (or the one timed ended and another began): its
+        // clock starts; no frame under way: no clock.
+        if completed || !self.partial {
+            if let Some(timer) = self.frame_timer.take() {
+                cx.cancel_timer(timer);
+            }
+        }
+        if self.partial && self.frame_timer.is_none() {
+            if let Some(limit) = self.handler.frame_timeout() {
+                self.frame_timer = Some(cx.set_timer(limit));
+            }
+        }
         if self.shutdown_pending && !self.partial && !cx.is_closing() {
             self.shutdown_pending = false;
             self.handler.on_shutdown(cx);
@@ -165,6 +197,12 @@ impl<H: FrameHandler> Protocol for Framed<H> {
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
+        if self.frame_timer == Some(timer) {
+            let limit = self.handler.frame_timeout().unwrap_or_default();
+            let msg = format!("a frame took longer than {limit:?} to arrive");
+            log::info!("{}: {msg}; closing", cx.id());
+            return cx.close_with(CloseReason::Protocol(msg));
+        }
         self.handler.on_timer(cx, timer);
     }
 

@@ -189,8 +189,12 @@ impl Reactor {
             if matches!(l.paused, Pause::BackingOff | Pause::ByUser) {
                 return;
             }
-            let global_full = self.max_connections.is_some_and(|cap| self.stats.open >= cap);
-            let Some(l) = self.listener_at(key) else { return };
+            let global_full = self
+                .max_connections
+                .is_some_and(|cap| self.stats.open >= cap);
+            let Some(l) = self.listener_at(key) else {
+                return;
+            };
             if global_full || l.opts.max_connections.is_some_and(|cap| l.open >= cap) {
                 l.paused = Pause::AtCap;
                 return;
@@ -202,7 +206,11 @@ impl Reactor {
                         log::info!("{}: accepting again", l.addr);
                         l.backoff = FIRST_BACKOFF;
                     }
-                    if l.opts.allow.as_ref().is_some_and(|allow| !allow.allows(&peer)) {
+                    if l.opts
+                        .allow
+                        .as_ref()
+                        .is_some_and(|allow| !allow.allows(&peer))
+                    {
                         log::info!("{}: refused {peer}: not in the allow-list", l.addr);
                         self.stats.refused += 1;
                         continue; // dropping the stream closes it
@@ -224,7 +232,9 @@ impl Reactor {
                     ) => {}
                 Err(e) => {
                     self.stats.accept_errors += 1;
-                    let Some(l) = self.listener_at(key) else { return };
+                    let Some(l) = self.listener_at(key) else {
+                        return;
+                    };
                     let delay = l.backoff;
                     if delay == FIRST_BACKOFF || !is_resource_exhaustion(&e) {
                         // Once per episode: the back-off doubles quietly.
@@ -313,7 +323,9 @@ impl Reactor {
         if let Some(l) = key.and_then(|key| self.listener_at(key)) {
             l.open -= 1;
         }
-        let global_full = self.max_connections.is_some_and(|cap| self.stats.open >= cap);
+        let global_full = self
+            .max_connections
+            .is_some_and(|cap| self.stats.open >= cap);
         if global_full {
             return;
         }

@@ -121,16 +121,27 @@ impl Reactor {
                 self.close_datagram(key, CloseReason::Closed);
             }
         }
-        let conns: Vec<usize> =
-            self.sources.iter().filter(|(_, s)| matches!(s, Source::Conn(_))).map(|(key, _)| key).collect();
+        let conns: Vec<usize> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| matches!(s, Source::Conn(_)))
+            .map(|(key, _)| key)
+            .collect();
         for key in conns {
             self.call(key, |p, cx| p.on_shutdown(cx));
         }
         self.call_later(grace, |r| {
-            let left: Vec<usize> =
-                r.sources.iter().filter(|(_, s)| matches!(s, Source::Conn(_))).map(|(key, _)| key).collect();
+            let left: Vec<usize> = r
+                .sources
+                .iter()
+                .filter(|(_, s)| matches!(s, Source::Conn(_)))
+                .map(|(key, _)| key)
+                .collect();
             if !left.is_empty() {
-                log::warn!("shutdown: {} connections still open after the grace period; closing them", left.len());
+                log::warn!(
+                    "shutdown: {} connections still open after the grace period; closing them",
+                    left.len()
+                );
             }
             for key in left {
                 if let Some(conn) = r.conn_at(key) {

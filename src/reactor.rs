@@ -260,7 +260,10 @@ impl Reactor {
             match &mut self.sources[key] {
                 Source::Conn(conn) => {
                     conn.read_scheduled = false;
-                    self.read_conn(key, true);
+                    // No edge vouches for this read (the connection was paused
+                    // when its last one came, perhaps with the peer's FIN), so
+                    // a short read proves nothing: read to WouldBlock or EOF.
+                    self.read_conn(key, false);
                 }
                 Source::Listener(_) => self.accept_ready(key),
                 Source::Datagram(_) => self.read_datagrams(key),

@@ -380,3 +380,26 @@ fn a_live_unix_socket_with_a_full_queue_is_not_mistaken_for_stale() {
     assert!(path.exists(), "a live server's socket file was removed");
     std::fs::remove_file(path).unwrap();
 }
+
+#[test]
+fn a_fin_that_arrives_while_reading_is_held_back_is_not_lost() {
+    // The client's last bytes and its FIN arrive while the server has stopped
+    // reading (its write queue is over the high-water mark); once the queue
+    // drains, the server must still see the end of stream and close.
+    let server = echo_server(1);
+    for _ in 0..5 {
+        let mut s = connect(server.inet(0));
+        let data = pattern(4 << 20);
+        let writer = {
+            let mut s = s.try_clone().unwrap();
+            let data = data.clone();
+            std::thread::spawn(move || {
+                s.write_all(&data).unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+            })
+        };
+        let got = read_to_eof(&mut s).expect("end of stream within the time limit");
+        writer.join().unwrap();
+        assert!(got == data);
+    }
+}
