@@ -46,6 +46,9 @@ pub struct ListenOptions {
     /// Stop accepting while this many connections from this listener are open;
     /// the kernel's backlog holds the rest until one closes. Default: no cap.
     pub max_connections: Option<usize>,
+    /// Permissions of a Unix socket file (for example `0o660` to admit a
+    /// group); the umask's otherwise. Default: none set.
+    pub unix_mode: Option<u32>,
     /// Accept only clients in these networks; others are closed at once and
     /// logged. Default: everyone.
     pub allow: Option<crate::AllowList>,
@@ -61,6 +64,7 @@ impl Default for ListenOptions {
             reuse_port: false,
             only_v6: false,
             max_connections: None,
+            unix_mode: None,
             allow: None,
             conn: ConnOptions::default(),
         }
@@ -127,10 +131,14 @@ fn inet_socket(addr: SocketAddr, ty: Type, opts: &ListenOptions) -> io::Result<S
 
 /// Binds a Unix socket at `path`, replacing a stale socket file left by a dead
 /// server: only a socket file, and only when nothing accepts on it.
-fn unix_socket(path: &Path, ty: Type) -> io::Result<Socket> {
+fn unix_socket(path: &Path, ty: Type, mode: Option<u32>) -> io::Result<Socket> {
     let bind = || -> io::Result<Socket> {
         let socket = Socket::new(Domain::UNIX, ty.nonblocking().cloexec(), None)?;
         socket.bind(&SockAddr::unix(path)?)?;
+        if let Some(mode) = mode {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+        }
         Ok(socket)
     };
     match bind() {
@@ -188,7 +196,7 @@ impl Listener {
             }),
             Addr::Unix(_) => {
                 let path = unix_path(addr)?;
-                unix_socket(path, Type::STREAM).and_then(|s| {
+                unix_socket(path, Type::STREAM, opts.unix_mode).and_then(|s| {
                     let guard = UnlinkOnDrop(Some(path.to_path_buf()));
                     s.listen(backlog)?;
                     Ok(Listener::Unix(UnixListener::from_std(s.into()), guard))
@@ -326,7 +334,7 @@ impl Datagram {
                 .map(|s| Datagram::Udp(UdpSocket::from_std(s.into()))),
             Addr::Unix(_) => {
                 let path = unix_path(addr)?;
-                unix_socket(path, Type::DGRAM).map(|s| {
+                unix_socket(path, Type::DGRAM, opts.unix_mode).map(|s| {
                     let guard = UnlinkOnDrop(Some(path.to_path_buf()));
                     Datagram::Unix(UnixDatagram::from_std(s.into()), guard)
                 })

@@ -403,3 +403,23 @@ fn a_fin_that_arrives_while_reading_is_held_back_is_not_lost() {
         assert!(got == data);
     }
 }
+
+#[test]
+fn a_unix_socket_file_gets_the_mode_asked_for() {
+    use std::os::unix::fs::PermissionsExt;
+    let path = temp_path("mode");
+    let mut reactor = Reactor::new().unwrap();
+    let opts = ListenOptions {
+        unix_mode: Some(0o600),
+        ..Default::default()
+    };
+    let id = reactor
+        .listen_with(&Addr::unix(&path).unwrap(), &opts, |_| Echo::new())
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    reactor.close_listener(id);
+    assert!(!path.exists(), "closing the listener removes its file");
+}
