@@ -104,7 +104,7 @@ pub trait FrameHandler: 'static {
 /// Adapts a [`FrameHandler`] to a [`Protocol`].
 pub struct Framed<H> {
     handler: H,
-    decoder: Decoder,
+    decoder: FrameDecoder,
     /// Bytes of an incomplete frame are buffered.
     partial: bool,
     /// A graceful shutdown waits for the frame under way.
@@ -118,7 +118,7 @@ impl<H: FrameHandler> Framed<H> {
     pub fn new(handler: H) -> Framed<H> {
         Framed {
             handler,
-            decoder: Decoder::default(),
+            decoder: FrameDecoder::default(),
             partial: false,
             shutdown_pending: false,
             frame_timer: None,
@@ -211,11 +211,23 @@ impl<H: FrameHandler> Protocol for Framed<H> {
     }
 }
 
-/// Cuts frames off the front of a buffer. Remembers how far a delimiter has
-/// been searched for, so a long line trickling in is scanned once, not once
-/// per read.
+/// Cuts frames off the front of a buffer: the framing of [`Framed`], for code
+/// that reads bytes by other means (a blocking socket, a file, a fuzzer).
+/// Remembers how far a delimiter has been searched for, so a long line
+/// trickling in is scanned once, not once per read.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use sockloop::{FrameDecoder, Terminator};
+///
+/// let mut decoder = FrameDecoder::default();
+/// let mut buf = BytesMut::from(&b"one\r\ntw"[..]);
+/// let crlf = Terminator::Delimiter(b"\r\n");
+/// assert_eq!(decoder.next_frame(&mut buf, crlf, 1024).unwrap().unwrap(), "one");
+/// assert_eq!(decoder.next_frame(&mut buf, crlf, 1024).unwrap(), None); // "tw" waits
+/// ```
 #[derive(Debug, Default)]
-pub(crate) struct Decoder {
+pub struct FrameDecoder {
     scanned: usize,
     /// Which delimiter `scanned` was searched for: a handler may change its
     /// terminator at any time (in `on_timer`, say), and an offset searched
@@ -230,10 +242,11 @@ fn fingerprint(delim: &[u8]) -> u64 {
     })
 }
 
-impl Decoder {
+impl FrameDecoder {
     /// The next complete frame, `Ok(None)` if more bytes are needed, or why
-    /// the stream cannot be framed.
-    pub(crate) fn next_frame(
+    /// the stream cannot be framed (a frame over `max` bytes, a bad
+    /// terminator). Bytes of an incomplete frame stay in `buf`.
+    pub fn next_frame(
         &mut self,
         buf: &mut BytesMut,
         terminator: Terminator<'_>,
@@ -307,7 +320,7 @@ mod tests {
         term: Terminator<'_>,
         max: usize,
     ) -> Result<Vec<Bytes>, String> {
-        let mut decoder = Decoder::default();
+        let mut decoder = FrameDecoder::default();
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
         for piece in input.chunks(chunk) {
@@ -346,7 +359,7 @@ mod tests {
 
     #[test]
     fn changing_the_terminator_mid_line_skips_nothing() {
-        let mut decoder = Decoder::default();
+        let mut decoder = FrameDecoder::default();
         let mut buf = BytesMut::from(&b"abcdef"[..]);
         let line = Terminator::Delimiter(b"\n");
         assert_eq!(decoder.next_frame(&mut buf, line, 64).unwrap(), None); // scanned "abcdef"
