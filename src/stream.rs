@@ -364,19 +364,15 @@ impl Reactor {
             self.timers.cancel(timer);
         }
         let listener = conn.listener;
-        if !reason.is_clean() || conn.queued > 0 {
-            let unsent = conn.queued;
-            log::debug!(
-                "{}: {reason}; {unsent} queued bytes unsent",
-                ConnId::new(key, conn.gen)
-            );
+        let id = ConnId::new(key, conn.gen);
+        match conn.queued {
+            // Bytes a protocol handed over and the peer will never get: say so.
+            0 if reason.is_clean() => {}
+            0 => log::debug!("{id}: {reason}"),
+            unsent => log::warn!("{id}: {reason}; {unsent} queued bytes were not sent"),
         }
         self.call(key, |p, cx| p.on_close(cx, &reason));
-        if let Source::Conn(conn) = self.release_slot(key) {
-            if let Some(buf) = conn.rbuf {
-                drop(buf);
-            }
-        }
+        self.release_slot(key);
         self.stats.open -= 1;
         self.stats.closed += 1;
         self.connection_closed(listener);
