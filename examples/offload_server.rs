@@ -45,7 +45,7 @@ struct Args {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     workers: u16,
     /// Seconds of blocking work per line.
-    #[arg(long, default_value = "1.0", value_parser = common::seconds)]
+    #[arg(long, default_value = "1.0", value_parser = common::seconds, allow_negative_numbers = true)]
     delay: Duration,
     #[command(flatten)]
     shutdown: common::Shutdown,

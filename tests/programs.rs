@@ -7,355 +7,18 @@
 //! ports, no sleeps. Every wait has a deadline, and a child still running
 //! when its test ends (or fails) is killed.
 
-use std::env;
-use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, UdpSocket};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{self, Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Barrier, OnceLock};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::thread;
 
-/// Longest any one step may take: a start-up, an answer, an exit.
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-// ----- the programs ------------------------------------------------------------
-
-/// The path of example `name`, built for this test's profile.
-///
-/// A plain `cargo test` builds the example programs before it runs tests,
-/// but `cargo test --test programs` does not, and `--all-targets` builds them
-/// only as test harnesses; so they are built here, once per test run (a
-/// no-op when they are up to date).
-fn example(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    // target/<profile>/deps/programs-HASH -> target/<profile>
-    let exe = env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    BUILT.get_or_init(|| build_examples(profile_dir));
-    let path = profile_dir.join("examples").join(name);
-    assert!(
-        path.is_file(),
-        "example {name} not found at {}",
-        path.display()
-    );
-    path
-}
-
-fn build_examples(profile_dir: &Path) {
-    // Set by cargo when it runs tests; without it, trust what is built.
-    let Some(cargo) = env::var_os("CARGO") else {
-        return;
-    };
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--examples", "--quiet"]);
-    match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => {}
-        Some("release") => {
-            cmd.arg("--release");
-        }
-        Some(profile) => {
-            cmd.args(["--profile", profile]);
-        }
-        None => {}
-    }
-    let status = cmd.status().expect("run cargo build --examples");
-    assert!(status.success(), "cargo build --examples failed: {status}");
-}
-
-/// A running example program. Dropping it kills the process; if the test is
-/// failing, the program's stderr is printed first, to show what it logged.
-struct Program {
-    name: &'static str,
-    child: Child,
-    stdout: Receiver<String>,
-    stderr: Option<JoinHandle<String>>,
-    status: Option<ExitStatus>,
-}
-
-impl Program {
-    fn start(name: &'static str, args: &[&str]) -> Program {
-        let mut child = Command::new(example(name))
-            .args(args)
-            // The output tests check should not depend on the caller's RUST_LOG.
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        // Both pipes are drained by threads: a child blocked on a full pipe
-        // would hang the test, and the stdout lines arrive with timeouts.
-        let (lines, stdout) = mpsc::channel();
-        let out = child.stdout.take().expect("piped");
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut err = child.stderr.take().expect("piped");
-        let stderr = thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = err.read_to_end(&mut text);
-            String::from_utf8_lossy(&text).into_owned()
-        });
-        Program {
-            name,
-            child,
-            stdout,
-            stderr: Some(stderr),
-            status: None,
-        }
-    }
-
-    /// Waits for `n` `listening on ADDR` lines and returns the addresses.
-    fn listening(&mut self, n: usize) -> Vec<String> {
-        let deadline = Instant::now() + TIMEOUT;
-        let mut addrs = Vec::new();
-        while addrs.len() < n {
-            let line = match self
-                .stdout
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => line,
-                Err(RecvTimeoutError::Timeout) => self.fail("no `listening on` line in time"),
-                Err(RecvTimeoutError::Disconnected) => self.fail("exited before listening"),
-            };
-            match line.strip_prefix("listening on ") {
-                Some(addr) => addrs.push(addr.to_string()),
-                None => self.fail(&format!("unexpected output {line:?}")),
-            }
-        }
-        addrs
-    }
-
-    /// Like [`listening`](Program::listening) for one TCP listener: its address.
-    fn listening_one(&mut self) -> String {
-        self.listening(1).remove(0)
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
-        // SAFETY: kill(2) with a pid we spawned and have not yet reaped.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill: {}", io::Error::last_os_error());
-    }
-
-    /// Waits for the program to exit.
-    fn wait(&mut self) -> ExitStatus {
-        if let Some(status) = self.status {
-            return status;
-        }
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => {
-                    self.status = Some(status);
-                    return status;
-                }
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
-                Ok(None) => self.fail("still running after the timeout"),
-                Err(e) => self.fail(&format!("wait failed: {e}")),
-            }
-        }
-    }
-
-    /// Everything the program wrote to stdout, once it has exited.
-    fn stdout(&mut self) -> Vec<String> {
-        self.wait();
-        let deadline = Instant::now() + TIMEOUT;
-        let mut lines = Vec::new();
-        loop {
-            match self
-                .stdout
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => lines.push(line),
-                Err(RecvTimeoutError::Disconnected) => return lines,
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("{}: stdout still open after exit", self.name)
-                }
-            }
-        }
-    }
-
-    /// Everything the program wrote to stderr, once it has exited.
-    fn stderr(&mut self) -> String {
-        self.wait();
-        self.stderr
-            .take()
-            .map(|t| t.join().expect("stderr reader"))
-            .unwrap_or_default()
-    }
-
-    /// Kills the program and fails the test, showing what it wrote to stderr.
-    fn fail(&mut self, why: &str) -> ! {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let stderr = self
-            .stderr
-            .take()
-            .map(|t| t.join().unwrap_or_default())
-            .unwrap_or_default();
-        panic!("{}: {why}; its stderr:\n{stderr}", self.name);
-    }
-}
-
-impl Drop for Program {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if thread::panicking() {
-            if let Some(stderr) = self.stderr.take().and_then(|t| t.join().ok()) {
-                eprintln!("--- stderr of {}:\n{stderr}", self.name);
-            }
-        }
-    }
-}
-
-/// Runs a program that is expected to finish by itself.
-fn run(name: &'static str, args: &[&str]) -> (ExitStatus, Vec<String>, String) {
-    let mut program = Program::start(name, args);
-    let status = program.wait();
-    (status, program.stdout(), program.stderr())
-}
-
-/// Checks the one-line error of a program that could not start serving.
-fn assert_runtime_error(
-    name: &str,
-    (status, stdout, stderr): &(ExitStatus, Vec<String>, String),
-    mentions: &str,
-) {
-    assert_eq!(status.code(), Some(1), "{name}: {status}; stderr: {stderr}");
-    assert!(
-        stdout.is_empty(),
-        "{name} announced although it failed: {stdout:?}"
-    );
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{name}: expected one error line, got:\n{stderr}"
-    );
-    assert!(
-        lines[0].starts_with(&format!("{name}: error: ")),
-        "{}",
-        lines[0]
-    );
-    assert!(
-        lines[0].contains(mentions),
-        "{name}: {:?} does not mention {mentions:?}",
-        lines[0]
-    );
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
-        "{stderr}"
-    );
-}
-
-// ----- clients and scratch space ----------------------------------------------------
-
-fn try_connect(addr: &str) -> io::Result<TcpStream> {
-    let addr = addr.parse().expect("an IP:PORT address");
-    let stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    stream.set_write_timeout(Some(TIMEOUT))?;
-    Ok(stream)
-}
-
-fn connect(addr: &str) -> TcpStream {
-    try_connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
-}
-
-/// Sends `msg` and checks that exactly `msg` comes back.
-fn assert_echo(stream: &mut (impl Read + Write), msg: &[u8]) {
-    stream.write_all(msg).expect("send");
-    let mut echo = vec![0; msg.len()];
-    stream.read_exact(&mut echo).expect("read the echo");
-    assert_eq!(String::from_utf8_lossy(&echo), String::from_utf8_lossy(msg));
-}
-
-/// Reads until the server closes the connection; fails on a timeout.
-fn read_to_eof(stream: &mut TcpStream) -> Vec<u8> {
-    let mut rest = Vec::new();
-    stream
-        .read_to_end(&mut rest)
-        .expect("read up to the server's close");
-    rest
-}
-
-/// A line-reading client, for line-based servers.
-struct LineClient {
-    reader: BufReader<TcpStream>,
-    name: String,
-}
-
-impl LineClient {
-    fn connect(addr: &str) -> LineClient {
-        let stream = connect(addr);
-        // What the server sees as the peer's address: the chat's name for us.
-        let name = stream.local_addr().expect("local address").to_string();
-        LineClient {
-            reader: BufReader::new(stream),
-            name,
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        self.reader
-            .get_mut()
-            .write_all(format!("{line}\n").as_bytes())
-            .expect("send");
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => panic!("{}: the server closed the connection", self.name),
-            Ok(_) => line.strip_suffix('\n').expect("a whole line").to_string(),
-            Err(e) => panic!("{}: no line from the server: {e}", self.name),
-        }
-    }
-}
-
-/// A fresh directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNT.fetch_add(1, Ordering::Relaxed);
-        let path = env::temp_dir().join(format!("sockloop-programs-{}-{tag}-{n}", process::id()));
-        fs::create_dir_all(&path).expect("create a temporary directory");
-        TempDir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn text(path: &Path) -> &str {
-    path.to_str().expect("a UTF-8 temporary path")
-}
+use common::process::{
+    assert_ctime_is_now, assert_echo, assert_help_and_unknown_flag, assert_runtime_error, connect,
+    echo_clients, read_to_eof, run, taken_tcp_port, taken_udp_port, text, LineClient, Program,
+    TempDir, TIMEOUT,
+};
 
 // ----- select_echo ---------------------------------------------------------------
 
@@ -386,26 +49,7 @@ fn select_echo_serves_tcp_unix_and_udp_at_once() {
 
     // Eight clients on each TCP port, all connected before any of them talks,
     // so the server holds sixteen conversations at once.
-    let clients = 16;
-    let barrier = Arc::new(Barrier::new(clients));
-    let threads: Vec<_> = (0..clients)
-        .map(|i| {
-            let addr = addrs[i % 2].clone();
-            let barrier = barrier.clone();
-            thread::spawn(move || {
-                let stream = try_connect(&addr);
-                barrier.wait(); // reached even when the connect failed: no one waits forever
-                let mut stream =
-                    stream.unwrap_or_else(|e| panic!("client {i}: connect to {addr}: {e}"));
-                for j in 0..5 {
-                    assert_echo(&mut stream, format!("client {i} message {j}\n").as_bytes());
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().expect("a client failed");
-    }
+    echo_clients(&addrs[..2], 16, 5);
 
     // A megabyte, written while the echo is read: far more than one read or
     // one socket buffer, so it crosses the server in many pieces.
@@ -486,61 +130,16 @@ fn select_echo_stamps_replies_like_the_python_server() {
     );
 }
 
-/// Checks `Mon Nov 23 16:58:22 2026` (UTC): the layout of Python's
-/// `time.ctime()`, a weekday that matches the date, and a time within a
-/// minute of now.
-fn assert_ctime_is_now(time: &str) {
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let bad = || -> ! { panic!("not a ctime: {time:?}") };
-    let b = time.as_bytes();
-    if b.len() != 24 || [b[3], b[7], b[10], b[19]] != [b' '; 4] || b[13] != b':' || b[16] != b':' {
-        bad();
-    }
-    let num = |range: std::ops::Range<usize>| -> i64 {
-        time[range].trim_start().parse().unwrap_or_else(|_| bad())
-    };
-    let weekday = DAYS
-        .iter()
-        .position(|&d| d == &time[..3])
-        .unwrap_or_else(|| bad());
-    let month = MONTHS
-        .iter()
-        .position(|&m| m == &time[4..7])
-        .unwrap_or_else(|| bad()) as i64
-        + 1;
-    let (day, year) = (num(8..10), num(20..24));
-    let secs_of_day = num(11..13) * 3600 + num(14..16) * 60 + num(17..19);
-
-    // Days since 1970-01-01 (Howard Hinnant's days_from_civil).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    assert_eq!(
-        weekday as i64,
-        (days + 4).rem_euclid(7),
-        "wrong weekday in {time:?}"
-    );
-
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs() as i64;
-    let stamped = days * 86_400 + secs_of_day;
-    assert!((now - stamped).abs() <= 60, "{time:?} is not now (UTC)");
-}
-
 #[test]
 fn select_echo_stops_cleanly_on_sigterm_and_sigint() {
     for signal in [libc::SIGTERM, libc::SIGINT] {
         let dir = TempDir::new("signal");
         let sock = dir.join("echo.sock");
-        let mut server = Program::start("select_echo", &["--port", "0", "--unix", text(&sock)]);
+        // The client stays connected: a short grace, then the close.
+        let mut server = Program::start(
+            "select_echo",
+            &["--port", "0", "--unix", text(&sock), "--grace", "0.3"],
+        );
         let addrs = server.listening(2);
         assert!(sock.exists(), "the Unix socket file exists while serving");
         // An open connection must not hold up the exit.
@@ -772,18 +371,7 @@ const SERVERS: [&str; 3] = ["select_echo", "line_echo", "chat_server"];
 #[test]
 fn every_program_has_help_and_rejects_unknown_flags() {
     for name in PROGRAMS {
-        let (status, stdout, _) = run(name, &["--help"]);
-        assert!(status.success(), "{name} --help: {status}");
-        assert!(
-            stdout
-                .iter()
-                .any(|l| l.starts_with(&format!("Usage: {name}"))),
-            "{name}: {stdout:?}"
-        );
-
-        let (status, _, stderr) = run(name, &["--no-such-flag"]);
-        assert_eq!(status.code(), Some(2), "{name}: {status}");
-        assert!(stderr.contains("--no-such-flag"), "{name}: {stderr}");
+        assert_help_and_unknown_flag(name);
     }
     for name in ["select_echo", "echo_client", "line_echo", "chat_server"] {
         let (status, _, stderr) = run(name, &["--port", "70000"]);
@@ -803,25 +391,21 @@ fn every_program_has_help_and_rejects_unknown_flags() {
 
 #[test]
 fn servers_report_a_port_in_use() {
-    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = taken.local_addr().expect("addr").to_string();
-    let port = addr.rsplit(':').next().expect("a port");
+    let (_taken, addr, port) = taken_tcp_port();
     for name in SERVERS {
-        assert_runtime_error(name, &run(name, &["--port", port]), &addr);
+        assert_runtime_error(name, &run(name, &["--port", &port]), &addr);
     }
     // The first listener was fine; still nothing is announced.
     assert_runtime_error(
         "select_echo",
-        &run("select_echo", &["--port", "0", "--port", port]),
+        &run("select_echo", &["--port", "0", "--port", &port]),
         &addr,
     );
 
-    let taken = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let addr = taken.local_addr().expect("addr").to_string();
-    let port = addr.rsplit(':').next().expect("a port");
+    let (_taken, addr, port) = taken_udp_port();
     assert_runtime_error(
         "select_echo",
-        &run("select_echo", &["--port", "0", "--udp", port]),
+        &run("select_echo", &["--port", "0", "--udp", &port]),
         &addr,
     );
 }

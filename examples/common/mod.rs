@@ -148,6 +148,6 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 #[derive(clap::Args)]
 pub struct Shutdown {
     /// Seconds open connections get to finish after SIGINT/SIGTERM.
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds, allow_negative_numbers = true)]
     pub grace: Duration,
 }

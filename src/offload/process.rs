@@ -275,6 +275,16 @@ struct Link {
     pid: libc::pid_t,
 }
 
+impl Link {
+    /// While shutting down: closes this link once its worker has nothing to do.
+    fn close_if_done(&self, cx: &mut Context<'_>, state: &Rc<RefCell<PoolState>>) {
+        let state = state.borrow();
+        if state.closing && state.workers[self.index].busy.is_none() && state.queue.is_empty() {
+            cx.close();
+        }
+    }
+}
+
 impl FrameHandler for Link {
     fn terminator(&self) -> Terminator<'_> {
         Terminator::LengthPrefixed
@@ -309,6 +319,17 @@ impl FrameHandler for Link {
             );
         }
         dispatch(reactor, &state);
+        self.close_if_done(cx, &state);
+    }
+
+    /// A graceful shutdown: no more replacements; the worker's link closes
+    /// (ending the worker) once its request, if any, is answered.
+    fn on_shutdown(&mut self, cx: &mut Context<'_>) {
+        let Some(state) = self.state.upgrade() else {
+            return cx.close();
+        };
+        state.borrow_mut().closing = true;
+        self.close_if_done(cx, &state);
     }
 
     fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {

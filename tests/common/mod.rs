@@ -2,6 +2,9 @@
 //! blocking clients with time limits.
 #![allow(dead_code)]
 
+/// Running the example programs as child processes (the `programs*` tests).
+pub mod process;
+
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
