@@ -24,12 +24,8 @@ mod common;
 #[derive(Parser)]
 #[command(name = "chat_server")]
 struct Args {
-    /// Host or IP address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// TCP port to listen on (repeatable; 0 picks a free port).
-    #[arg(long = "port", value_name = "PORT", default_values_t = [50007])]
-    ports: Vec<u16>,
+    #[command(flatten)]
+    listen: common::ListenPorts,
     #[command(flatten)]
     shutdown: common::Shutdown,
 }
@@ -44,9 +40,7 @@ type Members = Rc<RefCell<BTreeSet<ConnId>>>;
 fn main() -> ExitCode {
     let args = Args::parse();
     common::init_logger();
-    let grace = args.shutdown.grace;
     common::run(|| {
-        let mut reactor = Reactor::new()?;
         // One room for all ports: each listener's factory holds a handle to it.
         let members = Members::default();
         // Everyone's lines pile up in the queue of a member who stops reading;
@@ -59,20 +53,18 @@ fn main() -> ExitCode {
             conn,
             ..ListenOptions::default()
         };
-        let mut bound = Vec::new();
-        for addr in common::addrs(&args.host, &args.ports)? {
-            let members = members.clone();
-            let id = reactor.listen_with(&addr, &opts, move |peer| {
+        common::serve_reactor(
+            Reactor::new()?,
+            &args.listen.addrs()?,
+            &opts,
+            args.shutdown.grace,
+            move |peer| {
                 Framed::new(Chatter {
                     members: members.clone(),
                     name: peer.to_string(),
                 })
-            })?;
-            bound.push(reactor.listener_addr(id)?.to_string());
-        }
-        reactor.stop_on_signals(grace)?;
-        common::announce(&bound)?;
-        reactor.run()
+            },
+        )
     })
 }
 

@@ -19,12 +19,8 @@ mod common;
 #[derive(Parser)]
 #[command(name = "echo_client")]
 struct Args {
-    /// Server host.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// Server port.
-    #[arg(long, default_value_t = 50007)]
-    port: u16,
+    #[command(flatten)]
+    server: common::Connect,
     /// Messages to send, one per word.
     #[arg(default_values_t = ["Hello".to_string(), "network".into(), "world".into()])]
     words: Vec<String>,
@@ -33,8 +29,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     common::run(|| {
-        let addr = sockloop::Addr::resolve(&args.host, args.port)?;
-        let addr = addr.as_inet().expect("resolve gives an IP address");
+        let addr = args.server.addr()?;
         let mut stream = TcpStream::connect(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
         // A server that accepts but never answers must not hang us forever.

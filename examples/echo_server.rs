@@ -22,13 +22,12 @@ mod common;
 /// Echoes one line per connection, or each datagram, back to its sender.
 #[derive(Parser)]
 #[command(name = "echo_server")]
+// The shared --host and --port serve udp as well here, and the unix families not at all.
+#[command(mut_arg("host", |a| a.help("Host or IP address to listen on (tcp and udp)")))]
+#[command(mut_arg("port", |a| a.help("Port to listen on (tcp and udp; 0 picks a free port)")))]
 struct Args {
-    /// Host or IP address to listen on (tcp and udp).
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// Port to listen on (tcp and udp; 0 picks a free port).
-    #[arg(long, default_value_t = 50007)]
-    port: u16,
+    #[command(flatten)]
+    listen: common::Listen,
     /// Socket family.
     #[arg(long, value_enum, default_value_t = FamilyArg::Tcp)]
     family: FamilyArg,
@@ -86,7 +85,7 @@ fn main() -> ExitCode {
         };
         let addr = match &args.unix {
             Some(path) => Addr::unix(path)?,
-            None => Addr::resolve(&args.host, args.port)?,
+            None => args.listen.addr()?,
         };
         let mode = match args.mode {
             ModeArg::Sync => Mode::Sync,

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use sockloop::server::{Family, Mode, Request, RequestHandler, ServerBuilder};
-use sockloop::Addr;
 
 mod common;
 
@@ -23,12 +22,8 @@ mod common;
 #[derive(Parser)]
 #[command(name = "fork_server")]
 struct Args {
-    /// Host or IP address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// TCP port to listen on (0 picks a free port).
-    #[arg(long, default_value_t = 50007)]
-    port: u16,
+    #[command(flatten)]
+    listen: common::Listen,
     /// Seconds each child sleeps before answering.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = common::seconds, allow_negative_numbers = true)]
     delay: Duration,
@@ -44,7 +39,7 @@ fn main() -> ExitCode {
     common::run(|| {
         let delay = args.delay;
         let server = ServerBuilder::new(Family::Tcp)
-            .bind(Addr::resolve(&args.host, args.port)?)
+            .bind(args.listen.addr()?)
             .mode(Mode::Forking {
                 max_children: 40,
                 block_on_close: true,
@@ -67,14 +62,9 @@ impl RequestHandler for Client {
             process::id(),
             request.client_address()
         );
+        // The blocking work: clients arriving meanwhile get children of their own.
         thread::sleep(self.delay);
-        let mut data = [0; 1024];
-        loop {
-            let n = request.rfile().read(&mut data)?;
-            if n == 0 {
-                return Ok(()); // the client closed; the child exits
-            }
-            request.wfile().write_all(&common::stamped(&data[..n]))?;
-        }
+        while common::reply_stamped(request)? {}
+        Ok(()) // the client closed; the child exits
     }
 }

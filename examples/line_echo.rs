@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use bytes::Bytes;
 use clap::Parser;
-use sockloop::{CloseReason, Context, FrameHandler, Framed, Reactor, Terminator};
+use sockloop::{CloseReason, Context, FrameHandler, Framed, ListenOptions, Reactor, Terminator};
 
 mod common;
 
@@ -20,12 +20,8 @@ mod common;
 #[derive(Parser)]
 #[command(name = "line_echo")]
 struct Args {
-    /// Host or IP address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// TCP port to listen on (repeatable; 0 picks a free port).
-    #[arg(long = "port", value_name = "PORT", default_values_t = [50007])]
-    ports: Vec<u16>,
+    #[command(flatten)]
+    listen: common::ListenPorts,
     /// Record terminator; understands the escapes \r \n \t \\.
     #[arg(long, default_value = "\\n", value_parser = unescape)]
     terminator: Bytes,
@@ -40,23 +36,20 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     common::init_logger();
-    let grace = args.shutdown.grace;
     common::run(|| {
-        let mut reactor = Reactor::new()?;
-        let mut bound = Vec::new();
-        for addr in common::addrs(&args.host, &args.ports)? {
-            let (terminator, max_frame) = (args.terminator.clone(), args.max_frame);
-            let id = reactor.listen(&addr, move |_peer| {
+        let (terminator, max_frame) = (args.terminator.clone(), args.max_frame);
+        common::serve_reactor(
+            Reactor::new()?,
+            &args.listen.addrs()?,
+            &ListenOptions::default(),
+            args.shutdown.grace,
+            move |_peer| {
                 Framed::new(LineEcho {
                     terminator: terminator.clone(),
                     max_frame,
                 })
-            })?;
-            bound.push(reactor.listener_addr(id)?.to_string());
-        }
-        reactor.stop_on_signals(grace)?;
-        common::announce(&bound)?;
-        reactor.run()
+            },
+        )
     })
 }
 

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use sockloop::{Context, FrameHandler, Framed, OffloadOptions, ProcessPool, Reactor};
+use sockloop::{
+    Context, FrameHandler, Framed, ListenOptions, OffloadOptions, ProcessPool, Reactor,
+};
 
 mod common;
 
@@ -32,12 +34,8 @@ enum Pool {
 #[derive(Parser)]
 #[command(name = "offload_server")]
 struct Args {
-    /// Host or IP address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// TCP port to listen on (repeatable; 0 picks a free port).
-    #[arg(long = "port", value_name = "PORT", default_values_t = [50007])]
-    ports: Vec<u16>,
+    #[command(flatten)]
+    listen: common::ListenPorts,
     /// Where the slow work runs.
     #[arg(long, value_enum, default_value = "threads")]
     pool: Pool,
@@ -54,7 +52,6 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     common::init_logger();
-    let grace = args.shutdown.grace;
     let workers = usize::from(args.workers);
     common::run(|| {
         let mut reactor = Reactor::new()?;
@@ -77,10 +74,13 @@ fn main() -> ExitCode {
                 None
             }
         };
-        let mut bound = Vec::new();
-        for addr in common::addrs(&args.host, &args.ports)? {
-            let (processes, delay) = (processes.clone(), args.delay);
-            let id = reactor.listen(&addr, move |_| {
+        let delay = args.delay;
+        common::serve_reactor(
+            reactor,
+            &args.listen.addrs()?,
+            &ListenOptions::default(),
+            args.shutdown.grace,
+            move |_| {
                 let (waiting, shutting_down) = (Rc::default(), Rc::default());
                 Framed::new(Lines {
                     processes: processes.clone(),
@@ -88,12 +88,8 @@ fn main() -> ExitCode {
                     waiting,
                     shutting_down,
                 })
-            })?;
-            bound.push(reactor.listener_addr(id)?.to_string());
-        }
-        reactor.stop_on_signals(grace)?;
-        common::announce(&bound)?;
-        reactor.run()
+            },
+        )
     })
 }
 

@@ -13,7 +13,6 @@ use std::thread;
 
 use clap::{Parser, ValueEnum};
 use sockloop::server::{Family, Mode, Request, RequestHandler, ServerBuilder};
-use sockloop::Addr;
 
 mod common;
 
@@ -21,12 +20,8 @@ mod common;
 #[derive(Parser)]
 #[command(name = "pid_echo")]
 struct Args {
-    /// Host or IP address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// TCP port to listen on (0 picks a free port).
-    #[arg(long, default_value_t = 50007)]
-    port: u16,
+    #[command(flatten)]
+    listen: common::Listen,
     /// A process or a thread per connection.
     #[arg(long, value_enum, default_value_t = ModeArg::Forking)]
     mode: ModeArg,
@@ -49,7 +44,7 @@ fn main() -> ExitCode {
             Mode::threading()
         };
         let server = ServerBuilder::new(Family::Tcp)
-            .bind(Addr::resolve(&args.host, args.port)?)
+            .bind(args.listen.addr()?)
             .mode(mode)
             .build(move || Who { forking })?;
         common::serve(server)

@@ -26,19 +26,14 @@ struct Args {
     /// Lines each client sends.
     #[arg(long, default_value_t = 3)]
     messages: usize,
-    /// Server host.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// Server port.
-    #[arg(long, default_value_t = 50007)]
-    port: u16,
+    #[command(flatten)]
+    server: common::Connect,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     common::run(|| {
-        let addr = sockloop::Addr::resolve(&args.host, args.port)?;
-        let addr = addr.as_inet().expect("resolve gives an IP address");
+        let addr = args.server.addr()?;
         let messages = args.messages;
         let clients: Vec<_> = (1..=args.clients)
             .map(|n| thread::spawn(move || client(addr, n, messages)))

@@ -16,7 +16,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use log::LevelFilter;
 use sockloop::server::{Family, Request, RequestHandler, ServerBuilder};
-use sockloop::Addr;
 
 mod common;
 
@@ -24,12 +23,8 @@ mod common;
 #[derive(Parser)]
 #[command(name = "trace_echo")]
 struct Args {
-    /// Host or IP address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// TCP port to listen on (0 picks a free port).
-    #[arg(long, default_value_t = 50007)]
-    port: u16,
+    #[command(flatten)]
+    listen: common::Listen,
 }
 
 fn main() -> ExitCode {
@@ -42,7 +37,7 @@ fn main() -> ExitCode {
         .init();
     common::run(|| {
         let server = ServerBuilder::new(Family::Tcp)
-            .bind(Addr::resolve(&args.host, args.port)?)
+            .bind(args.listen.addr()?)
             .verify_request(|peer| {
                 log::info!("verify_request: {peer} may be served");
                 true

@@ -11,7 +11,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sockloop::server::{Family, Request, RequestHandler, ServerBuilder};
-use sockloop::Addr;
 
 mod common;
 
@@ -19,12 +18,8 @@ mod common;
 #[derive(Parser)]
 #[command(name = "upper_server")]
 struct Args {
-    /// Host or IP address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// TCP port to listen on (0 picks a free port).
-    #[arg(long, default_value_t = 50007)]
-    port: u16,
+    #[command(flatten)]
+    listen: common::Listen,
 }
 
 fn main() -> ExitCode {
@@ -33,7 +28,7 @@ fn main() -> ExitCode {
     common::run(|| {
         // The default mode, Sync: one client at a time, like Python's TCPServer.
         let server = ServerBuilder::new(Family::Tcp)
-            .bind(Addr::resolve(&args.host, args.port)?)
+            .bind(args.listen.addr()?)
             .build(|| Upper)?;
         common::serve(server)
     })

@@ -6,14 +6,15 @@
 #![allow(dead_code)]
 
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use sockloop::server::{Family, Server};
-use sockloop::Addr;
+use sockloop::server::{Family, Request, Server};
+use sockloop::{Addr, ListenOptions, Protocol, Reactor};
 
 /// The program's name, for error messages. This file is compiled into each
 /// example, so the crate name is the example's own.
@@ -37,7 +38,69 @@ pub fn run(body: impl FnOnce() -> io::Result<()>) -> ExitCode {
     }
 }
 
-/// Resolves `--host` with each `--port`. The error names the host.
+/// Where the classic programs meet: Python's examples use port 50007, on
+/// this machine unless told otherwise.
+const DEFAULT_HOST: &str = "127.0.0.1";
+const DEFAULT_PORT: u16 = 50007;
+
+/// `--host` and `--port` of a server with one socket. Flattened into a
+/// program's arguments with `#[command(flatten)]`.
+#[derive(clap::Args)]
+pub struct Listen {
+    /// Host or IP address to listen on.
+    #[arg(long, default_value = DEFAULT_HOST)]
+    pub host: String,
+    /// TCP port to listen on (0 picks a free port).
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+}
+
+impl Listen {
+    /// The address to bind. The error names the host.
+    pub fn addr(&self) -> io::Result<Addr> {
+        Addr::resolve(&self.host, self.port)
+    }
+}
+
+/// `--host` and a repeatable `--port`, for a reactor server that listens on
+/// several ports at once.
+#[derive(clap::Args)]
+pub struct ListenPorts {
+    /// Host or IP address to listen on.
+    #[arg(long, default_value = DEFAULT_HOST)]
+    pub host: String,
+    /// TCP port to listen on (repeatable; 0 picks a free port).
+    #[arg(long = "port", value_name = "PORT", default_values_t = [DEFAULT_PORT])]
+    pub ports: Vec<u16>,
+}
+
+impl ListenPorts {
+    /// The addresses to bind, one per `--port`.
+    pub fn addrs(&self) -> io::Result<Vec<Addr>> {
+        addrs(&self.host, &self.ports)
+    }
+}
+
+/// `--host` and `--port` of the server a client talks to.
+#[derive(clap::Args)]
+pub struct Connect {
+    /// Server host.
+    #[arg(long, default_value = DEFAULT_HOST)]
+    pub host: String,
+    /// Server port.
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+}
+
+impl Connect {
+    /// The server's address, for `std::net`: a name resolves to an IP address.
+    pub fn addr(&self) -> io::Result<SocketAddr> {
+        let addr = Addr::resolve(&self.host, self.port)?;
+        Ok(addr.as_inet().expect("resolve gives an IP address"))
+    }
+}
+
+/// Resolves `host` with each of `ports`. The error names the host.
 pub fn addrs(host: &str, ports: &[u16]) -> io::Result<Vec<Addr>> {
     ports
         .iter()
@@ -92,6 +155,33 @@ pub fn serve(mut server: Server) -> io::Result<()> {
     served
 }
 
+/// Listens on every one of `addrs`, each connection getting a protocol from
+/// `factory`, then runs `reactor` until SIGINT or SIGTERM: the first lets
+/// open connections finish for `grace`, a second stops at once. What the
+/// reactor servers share; each shows only its protocol.
+pub fn serve_reactor<P, F>(
+    mut reactor: Reactor,
+    addrs: &[Addr],
+    opts: &ListenOptions,
+    grace: Duration,
+    factory: F,
+) -> io::Result<()>
+where
+    P: Protocol,
+    // Cloned once per listener: each socket owns its factory.
+    F: FnMut(&Addr) -> P + Clone + 'static,
+{
+    let mut bound = Vec::new();
+    for addr in addrs {
+        let id = reactor.listen_with(addr, opts, factory.clone())?;
+        bound.push(reactor.listener_addr(id)?.to_string());
+    }
+    // Before the announcement: from then on a signal must find its handler.
+    reactor.stop_on_signals(grace)?;
+    announce(&bound)?;
+    reactor.run()
+}
+
 /// Parses a number of seconds such as `5` or `0.2` (for `--delay`), refusing
 /// what `Duration` cannot hold (negative, NaN, infinite) instead of panicking.
 pub fn seconds(text: &str) -> Result<Duration, String> {
@@ -105,6 +195,19 @@ pub fn stamped(data: &[u8]) -> Vec<u8> {
     reply.extend_from_slice(data);
     reply.extend_from_slice(format!(" at {}", ctime(SystemTime::now())).as_bytes());
     reply
+}
+
+/// Answers one read of `request` with [`stamped`], as the classic servers
+/// do; `false` once the client has closed. A read is whatever arrived, up to
+/// 1024 bytes (Python's `recv(1024)`), not a line.
+pub fn reply_stamped(request: &mut Request) -> io::Result<bool> {
+    let mut data = [0; 1024];
+    let n = request.rfile().read(&mut data)?;
+    if n == 0 {
+        return Ok(false);
+    }
+    request.wfile().write_all(&stamped(&data[..n]))?;
+    Ok(true)
 }
 
 /// `time.ctime()`'s format, `Mon Nov 23 16:58:22 2026`, in UTC: local time
