@@ -287,6 +287,16 @@ impl Stream {
         }
     }
 
+    /// One buffer, as `send(2)` with `MSG_NOSIGNAL`.
+    pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match self.sock().send_with_flags(buf, libc::MSG_NOSIGNAL) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
     pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.shutdown(how),
