@@ -11,7 +11,7 @@ use crate::reactor::{Source, TimerTarget};
 use crate::{Addr, CloseReason, ConnId, Reactor, TimerId};
 
 impl Reactor {
-    /// Queues a copy of `data` on connection `id` (see [`Context::write`]).
+    /// Queues a copy of `data` on connection `id` (see [`Context::write`](crate::Context::write)).
     pub fn write(&mut self, id: ConnId, data: &[u8]) -> io::Result<()> {
         // Copy into the staging buffer and split it off: no allocation while
         // the bytes of earlier writes have left (the buffer is reclaimed).
