@@ -40,6 +40,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod builder;
 mod fork;
 mod request;
 mod workers;
@@ -48,10 +49,11 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
-use std::sync::{mpsc, Arc, Condvar, Mutex};
-use std::thread::{self, JoinHandle, ThreadId};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
+pub use builder::{RunningServer, ServerBuilder};
 pub use request::{Request, RequestHandler};
 pub use workers::Mode;
 
@@ -158,220 +160,6 @@ impl ServerHandle {
     /// (`server_address`).
     pub fn server_address(&self) -> &[Addr] {
         &self.shared.addrs
-    }
-}
-
-/// Configures and binds a [`Server`] (socketserver's class attributes).
-///
-/// ```
-/// use std::time::Duration;
-/// use sockloop::server::{Family, Mode, Request, ServerBuilder};
-///
-/// // ForkingUDPServer on two ports, refusing nobody, logging timeouts.
-/// let server = ServerBuilder::new(Family::Udp)
-///     .bind("127.0.0.1:0".parse()?)
-///     .bind("127.0.0.1:0".parse()?)
-///     .mode(Mode::Forking { max_children: 8, block_on_close: true, reap_on_sigchld: true })
-///     .max_packet_size(1500)
-///     .timeout(Some(Duration::from_secs(1)))
-///     .handle_timeout(|| log::info!("no request for a second"))
-///     .build(|| |request: &mut Request| {
-///         let packet = request.packet().unwrap_or_default().to_vec();
-///         request.wfile().write_all(&packet)
-///     })?;
-/// assert_eq!(server.server_address().len(), 2);
-/// # Ok::<(), std::io::Error>(())
-/// ```
-pub struct ServerBuilder {
-    family: Family,
-    addrs: Vec<Addr>,
-    mode: Mode,
-    request_queue_size: u32,
-    allow_reuse_address: bool,
-    allow_reuse_port: bool,
-    timeout: Option<Duration>,
-    max_packet_size: usize,
-    verify_request: VerifyHook,
-    handle_error: ErrorHook,
-    handle_timeout: LoopHook,
-    service_actions: LoopHook,
-}
-
-impl ServerBuilder {
-    /// A server of `family`, in [`Mode::Sync`], with socketserver's hooks.
-    pub fn new(family: Family) -> ServerBuilder {
-        ServerBuilder {
-            family,
-            addrs: Vec::new(),
-            mode: Mode::Sync,
-            request_queue_size: 1024,
-            allow_reuse_address: true,
-            allow_reuse_port: false,
-            timeout: None,
-            max_packet_size: 8192,
-            verify_request: Box::new(|_| true),
-            handle_error: Box::new(|peer, e| {
-                log::error!("exception during processing of request from {peer}: {e}")
-            }),
-            handle_timeout: Box::new(|| {}),
-            service_actions: Box::new(|| {}),
-        }
-    }
-
-    /// Adds an address to serve (repeatable: one server, several ports).
-    pub fn bind(mut self, addr: Addr) -> ServerBuilder {
-        self.addrs.push(addr);
-        self
-    }
-
-    /// Where requests run (default [`Mode::Sync`]).
-    pub fn mode(mut self, mode: Mode) -> ServerBuilder {
-        self.mode = mode;
-        self
-    }
-
-    /// The listen backlog (default 1024).
-    pub fn request_queue_size(mut self, backlog: u32) -> ServerBuilder {
-        self.request_queue_size = backlog;
-        self
-    }
-
-    /// `SO_REUSEADDR` (default on, unlike Python: a restarted server should
-    /// not wait for TIME_WAIT to pass).
-    pub fn allow_reuse_address(mut self, on: bool) -> ServerBuilder {
-        self.allow_reuse_address = on;
-        self
-    }
-
-    /// `SO_REUSEPORT` (default off; TCP and UDP only).
-    pub fn allow_reuse_port(mut self, on: bool) -> ServerBuilder {
-        self.allow_reuse_port = on;
-        self
-    }
-
-    /// How long [`Server::handle_request`] waits (default: forever).
-    pub fn timeout(mut self, timeout: Option<Duration>) -> ServerBuilder {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The largest datagram taken whole; longer ones are cut (default 8192).
-    pub fn max_packet_size(mut self, size: usize) -> ServerBuilder {
-        self.max_packet_size = size;
-        self
-    }
-
-    /// Decides, on the serving thread, whether a client is served at all; a
-    /// refused stream is shut down at once and no handler is made.
-    pub fn verify_request(
-        mut self,
-        hook: impl Fn(&Addr) -> bool + Send + Sync + 'static,
-    ) -> ServerBuilder {
-        self.verify_request = Box::new(hook);
-        self
-    }
-
-    /// Called with the client's address when a handler fails or panics (on
-    /// the thread or in the child that ran it). Default: an error log line.
-    pub fn handle_error(
-        mut self,
-        hook: impl Fn(&Addr, &io::Error) + Send + Sync + 'static,
-    ) -> ServerBuilder {
-        self.handle_error = Box::new(hook);
-        self
-    }
-
-    /// Called when [`Server::handle_request`] waited `timeout` for nothing.
-    pub fn handle_timeout(mut self, hook: impl FnMut() + Send + 'static) -> ServerBuilder {
-        self.handle_timeout = Box::new(hook);
-        self
-    }
-
-    /// Called on every turn of `serve_forever`.
-    pub fn service_actions(mut self, hook: impl FnMut() + Send + 'static) -> ServerBuilder {
-        self.service_actions = Box::new(hook);
-        self
-    }
-
-    /// Binds every address and returns the server, ready to serve requests
-    /// with handlers made by `factory`. Any failure closes what was bound.
-    pub fn build<H, F>(self, factory: F) -> io::Result<Server>
-    where
-        H: RequestHandler,
-        F: Fn() -> H + Send + Sync + 'static,
-    {
-        Server::new(self, Box::new(move || Box::new(factory())))
-    }
-
-    /// Builds the server on a new thread and serves it there until
-    /// [`RunningServer::shutdown`]; bind errors are returned here.
-    pub fn spawn<H, F>(self, factory: F) -> io::Result<RunningServer>
-    where
-        H: RequestHandler,
-        F: Fn() -> H + Send + Sync + 'static,
-    {
-        let (tx, rx) = mpsc::channel();
-        let thread = thread::Builder::new()
-            .name("server".into())
-            .spawn(move || {
-                let mut server = match self.build(factory) {
-                    Ok(server) => server,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return Ok(());
-                    }
-                };
-                let _ = tx.send(Ok(server.handle()));
-                server.serve_forever()
-            })?;
-        let handle = rx
-            .recv()
-            .map_err(|_| io::Error::other("server thread died while binding"))??;
-        Ok(RunningServer {
-            handle,
-            thread: Some(thread),
-        })
-    }
-}
-
-/// A server serving on a thread of its own (from [`ServerBuilder::spawn`]).
-/// Dropping it shuts the server down and waits for it.
-pub struct RunningServer {
-    handle: ServerHandle,
-    thread: Option<JoinHandle<io::Result<()>>>,
-}
-
-impl RunningServer {
-    /// A handle to the server.
-    pub fn handle(&self) -> ServerHandle {
-        self.handle.clone()
-    }
-
-    /// The bound addresses.
-    pub fn server_address(&self) -> &[Addr] {
-        self.handle.server_address()
-    }
-
-    /// Shuts the server down, closes it (`server_close`: waits for threads
-    /// or children per `block_on_close`) and returns `serve_forever`'s result.
-    pub fn shutdown(mut self) -> io::Result<()> {
-        self.stop()
-    }
-
-    fn stop(&mut self) -> io::Result<()> {
-        let Some(thread) = self.thread.take() else {
-            return Ok(());
-        };
-        self.handle.shutdown();
-        thread
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("server thread panicked")))
-    }
-}
-
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        let _ = self.stop();
     }
 }
 
