@@ -105,12 +105,7 @@ impl Reactor {
             d.proto = Some(proto);
         }
         if let Err(panic) = result {
-            let msg = crate::reactor::panic_message(&*panic);
-            log::error!("{id}: datagram callback panicked: {msg}; closing the socket");
-            // Not again if it panicked in `on_close` itself.
-            if self.datagram_at(key).is_some_and(|d| d.closing.is_none()) {
-                self.close_datagram(key, CloseReason::Panicked(msg));
-            }
+            self.panicked(id, &*panic);
         }
     }
 
@@ -231,6 +226,11 @@ impl Reactor {
         let Some(d) = datagram_in(&mut self.sources, key) else {
             return;
         };
+        // Already closing with nothing left to send: this is a call from its
+        // own `on_close` (a panic there, or a close request); once is enough.
+        if d.closing.is_some() && d.queue.is_empty() {
+            return;
+        }
         let final_close = matches!(
             reason,
             CloseReason::ReactorStopped | CloseReason::Panicked(_)

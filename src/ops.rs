@@ -180,9 +180,7 @@ impl Reactor {
             f(&mut crate::Context::new(self, id));
         }));
         if let Err(panic) = result {
-            let msg = crate::reactor::panic_message(&*panic);
-            log::error!("{id}: completion callback panicked: {msg}; closing this connection");
-            self.close_id(id, Closing::AfterFlush(CloseReason::Panicked(msg)));
+            self.panicked(id, &*panic);
         }
         true
     }

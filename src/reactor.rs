@@ -372,19 +372,20 @@ impl Reactor {
         if let Some(conn) = self.conn_at(key) {
             conn.proto = Some(proto);
         }
-        match result {
-            Ok(r) => Some(r),
-            Err(panic) => {
-                self.stats.panics += 1;
-                let msg = panic_message(&*panic);
-                let peer = self
-                    .peer_addr(id)
-                    .map_or_else(|e| e.to_string(), |a| a.to_string());
-                log::error!("{id} ({peer}): callback panicked: {msg}; closing this connection");
-                self.close_id(id, Closing::AfterFlush(CloseReason::Panicked(msg)));
-                None
-            }
-        }
+        result.map_err(|panic| self.panicked(id, &*panic)).ok()
+    }
+
+    /// The one place a panic of user code (a callback, a completion, a
+    /// datagram handler) is dealt with: counted, logged with the peer, and its
+    /// connection or socket closed, after sending what it had queued.
+    pub(crate) fn panicked(&mut self, id: ConnId, panic: &(dyn Any + Send)) {
+        self.stats.panics += 1;
+        let msg = panic_message(panic);
+        let peer = self
+            .peer_addr(id)
+            .map_or_else(|_| "no peer".to_string(), |a| a.to_string());
+        log::error!("{id} ({peer}): callback panicked: {msg}; closing it");
+        self.close_id(id, Closing::AfterFlush(CloseReason::Panicked(msg)));
     }
 
     /// Carries out what callbacks queued: flushes, closes, and the callbacks

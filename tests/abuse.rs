@@ -241,3 +241,32 @@ fn graceful_shutdown_closes_stragglers_at_the_deadline() {
     assert!(asked.elapsed() >= Duration::from_millis(300));
     assert!(read_to_eof(&mut idle).unwrap_or_default().is_empty());
 }
+
+/// Panics on every datagram.
+struct FragileDatagram;
+
+impl sockloop::DatagramProtocol for FragileDatagram {
+    fn on_datagram(&mut self, _: &mut sockloop::DatagramContext<'_>, _: &[u8], _: &sockloop::Addr) {
+        panic!("bad datagram");
+    }
+}
+
+#[test]
+fn panics_in_datagram_handlers_and_completions_are_counted_too() {
+    let (tx, handles) = mpsc::channel();
+    let server = Server::start(move |r| {
+        let id = r.bind_datagram(&any_port(), FragileDatagram).unwrap();
+        tx.send(r.handle()).unwrap();
+        vec![r.local_addr(id).unwrap()]
+    });
+    let handle = recv(&handles);
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.send_to(b"x", server.inet(0)).unwrap();
+    wait_until("the panic to be counted", || {
+        let (tx, rx) = mpsc::channel();
+        handle
+            .post(move |r| tx.send(r.stats().panics).unwrap())
+            .unwrap();
+        recv(&rx) == 1
+    });
+}
