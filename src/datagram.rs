@@ -7,7 +7,6 @@
 use std::collections::VecDeque;
 use std::io;
 use std::mem;
-use std::panic::{self, AssertUnwindSafe};
 
 use bytes::Bytes;
 use mio::event::Event;
@@ -98,9 +97,7 @@ impl Reactor {
         let Some(mut proto) = d.proto.take() else {
             return;
         };
-        let result = panic::catch_unwind(AssertUnwindSafe(|| {
-            f(&mut *proto, &mut DatagramContext::new(self, id));
-        }));
+        let result = self.enter_callback(|r| f(&mut *proto, &mut DatagramContext::new(r, id)));
         if let Some(d) = self.datagram_at(key) {
             d.proto = Some(proto);
         }
@@ -199,15 +196,8 @@ impl Reactor {
         let Some(d) = datagram_in(&mut self.sources, key) else {
             return;
         };
-        while let Some((data, to)) = d.queue.front() {
-            match d.socket.send_to(data, to) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => log::warn!("datagram socket {key}: queued datagram to {to} dropped: {e}"),
-                Ok(_) => {}
-            }
-            d.queued -= data.len();
-            d.queue.pop_front();
+        if !d.send_queued(key) {
+            return;
         }
         if d.writable_interest {
             d.writable_interest = false;
@@ -221,11 +211,20 @@ impl Reactor {
         }
     }
 
-    /// Closes a datagram socket once its queue is sent (at once if empty).
+    /// Closes a datagram socket once its queue is sent (at once if empty;
+    /// after the running callback, if one runs, as `on_close` is user code).
     pub(crate) fn close_datagram(&mut self, key: usize, reason: CloseReason) {
         let Some(d) = datagram_in(&mut self.sources, key) else {
             return;
         };
+        if self.nesting.is_active() {
+            let gen = d.gen;
+            return self.after_callback(move |r| {
+                if r.gen_of(key) == Some(gen) {
+                    r.close_datagram(key, reason);
+                }
+            });
+        }
         // Already closing with nothing left to send: this is a call from its
         // own `on_close` (a panic there, or a close request); once is enough.
         if d.closing.is_some() && d.queue.is_empty() {
@@ -235,6 +234,14 @@ impl Reactor {
             reason,
             CloseReason::ReactorStopped | CloseReason::Panicked(_)
         );
+        if final_close {
+            // One last nonblocking attempt, as a stream gets.
+            d.send_queued(key);
+        }
+        let unsent = d.queue.len();
+        if final_close && unsent > 0 {
+            log::warn!("datagram socket {key}: {reason}; {unsent} queued datagrams were not sent");
+        }
         if !d.queue.is_empty() && !final_close {
             d.closing.get_or_insert(reason);
             return;
@@ -281,6 +288,24 @@ impl Reactor {
                 format!("{id} is not open"),
             )),
         }
+    }
+}
+
+impl DatagramSocket {
+    /// Sends queued datagrams until the socket is full (false) or the queue
+    /// is empty (true). A datagram the socket refuses is dropped and logged.
+    fn send_queued(&mut self, key: usize) -> bool {
+        while let Some((data, to)) = self.queue.front() {
+            match self.socket.send_to(data, to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => log::warn!("datagram socket {key}: queued datagram to {to} dropped: {e}"),
+                Ok(_) => {}
+            }
+            self.queued -= data.len();
+            self.queue.pop_front();
+        }
+        true
     }
 }
 

@@ -56,6 +56,7 @@ mod conn;
 mod context;
 mod datagram;
 mod framing;
+mod guard;
 mod handle;
 mod id;
 mod listener;

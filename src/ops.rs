@@ -97,7 +97,13 @@ impl Reactor {
     /// flush is done. [`run`](Reactor::run) returns when none is left.
     ///
     /// [`Protocol::on_shutdown`]: crate::Protocol::on_shutdown
+    ///
+    /// Called from a callback, it takes effect when the callback has
+    /// returned (the caller's own `on_shutdown` included).
     pub fn shutdown_graceful(&mut self, grace: Duration) {
+        if self.in_callback() {
+            return self.after_callback(move |r| r.shutdown_graceful(grace));
+        }
         if self.draining {
             return;
         }
@@ -164,21 +170,25 @@ impl Reactor {
 
     /// Runs `f` with a `Context` for connection `id` if it is still open
     /// (false otherwise). A panic in `f` closes that connection, as a panic
-    /// in one of its callbacks does.
+    /// in one of its callbacks does. From inside a callback, `f` runs when
+    /// that callback has returned (if `id` is still open then).
     pub(crate) fn with_context(
         &mut self,
         id: ConnId,
-        f: impl FnOnce(&mut crate::Context<'_>),
+        f: impl FnOnce(&mut crate::Context<'_>) + 'static,
     ) -> bool {
-        if self
-            .conn(id)
-            .is_none_or(|c| !matches!(c.closing, Closing::No))
-        {
+        if self.is_closing(id) {
             return false;
         }
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            f(&mut crate::Context::new(self, id));
-        }));
+        if self.in_callback() {
+            self.after_callback(move |r| {
+                if !r.with_context(id, f) {
+                    log::debug!("{id} closed before a completion could run; dropped");
+                }
+            });
+            return true;
+        }
+        let result = self.enter_callback(|r| f(&mut crate::Context::new(r, id)));
         if let Err(panic) = result {
             self.panicked(id, &*panic);
         }

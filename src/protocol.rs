@@ -18,6 +18,14 @@ use crate::{Addr, Context, DatagramContext, TimerId};
 /// socket. A panic in a callback is caught; that connection is closed with
 /// [`CloseReason::Panicked`] and the loop goes on.
 ///
+/// **Callbacks never nest.** While one callback runs, no other callback of
+/// any connection or socket runs: what it asks for that would call user
+/// code (another connection's `on_close` after a close, the `on_open` of a
+/// connection it [adopts](crate::Reactor::adopt), every `on_shutdown` after
+/// [`shutdown_graceful`](crate::Reactor::shutdown_graceful), its own
+/// included) is carried out when it has returned, in the order asked, before
+/// the loop handles anything else. Writes are sent then too.
+///
 /// [`Reactor::connect`]: crate::Reactor::connect
 /// [`on_data`]: Protocol::on_data
 pub trait Protocol: 'static {

@@ -4,8 +4,9 @@
 //! serves the *ready list* (connections that still had input when their read
 //! budget ran out, or that were just allowed to read again), fires expired
 //! timers and runs commands from other threads. Callbacks never nest: work a
-//! callback causes on other connections (a write, a close) is queued and
-//! carried out when the callback has returned, by [`Reactor::settle`].
+//! callback causes elsewhere (a write, a close, another connection's
+//! `on_open`, a shutdown) is queued and carried out when the callback has
+//! returned, by [`Reactor::settle`] (see `guard.rs`).
 //!
 //! This file holds the loop; a stream connection's life is in `stream.rs`,
 //! operations by id in `ops.rs`, accepting in `listener.rs`, datagram
@@ -14,7 +15,6 @@
 use std::any::Any;
 use std::io;
 use std::mem;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,7 @@ pub struct Stats {
 /// sockets. See the [crate documentation](crate) for an example.
 pub struct Reactor {
     pub(crate) poll: Poll,
-    events: Option<Events>,
+    pub(crate) events: Option<Events>,
     pub(crate) sources: Slab<Source>,
     pub(crate) timers: Timers<TimerTarget>,
     shared: Arc<Shared>,
@@ -115,7 +115,9 @@ pub struct Reactor {
     /// (the deadline closes the stragglers).
     pub(crate) draining: bool,
     stopping: bool,
-    running: bool,
+    pub(crate) running: bool,
+    /// Running user code and operations postponed until it returns.
+    pub(crate) nesting: crate::guard::Nesting,
 }
 
 impl Reactor {
@@ -146,6 +148,7 @@ impl Reactor {
             draining: false,
             stopping: false,
             running: false,
+            nesting: Default::default(),
         })
     }
 
@@ -178,10 +181,10 @@ impl Reactor {
             ));
         }
         self.running = true;
-        let result = self.turn(timeout);
-        self.running = false;
-        result?;
-        Ok(mem::take(&mut self.stopping))
+        // Puts the loop's state back even if something unwinds out of the turn.
+        let guard = crate::guard::TurnGuard { reactor: self };
+        guard.reactor.turn(timeout)?;
+        Ok(mem::take(&mut guard.reactor.stopping))
     }
 
     /// The reactor's counters.
@@ -289,7 +292,7 @@ impl Reactor {
                     self.close_id(id, Closing::Now(CloseReason::ConnectFailed(err)));
                 }
                 TimerTarget::ResumeAccept(id) => self.resume_accept(id),
-                TimerTarget::Call(f) => f(self),
+                TimerTarget::Call(f) => self.guarded("a call_later closure", f),
             }
             self.settle();
         }
@@ -300,7 +303,7 @@ impl Reactor {
         let mut commands = self.shared.take_commands(spare);
         for command in commands.drain(..) {
             match command {
-                Command::Post(f) => f(self),
+                Command::Post(f) => self.guarded("a posted closure", f),
                 Command::Write(id, data) => {
                     if let Err(e) = self.write_bytes(id, data) {
                         log::debug!("write from another thread to {id} dropped: {e}");
@@ -365,10 +368,7 @@ impl Reactor {
         let conn = self.conn_at(key)?;
         let id = ConnId::new(key, conn.gen);
         let mut proto = conn.proto.take()?;
-        let result = panic::catch_unwind(AssertUnwindSafe(|| {
-            let mut cx = Context::new(self, id);
-            f(&mut *proto, &mut cx)
-        }));
+        let result = self.enter_callback(|r| f(&mut *proto, &mut Context::new(r, id)));
         if let Some(conn) = self.conn_at(key) {
             conn.proto = Some(proto);
         }
@@ -388,12 +388,20 @@ impl Reactor {
         self.close_id(id, Closing::AfterFlush(CloseReason::Panicked(msg)));
     }
 
-    /// Carries out what callbacks queued: flushes, closes, and the callbacks
-    /// those cause (`on_drained`, `on_close`), until nothing is left.
+    /// Carries out what callbacks queued: postponed operations (first, so
+    /// that a connection's `on_open` comes before anything else of it), then
+    /// flushes and closes, and the callbacks those cause (`on_drained`,
+    /// `on_close`), until nothing is left.
     pub(crate) fn settle(&mut self) {
-        while let Some((key, gen)) = self.to_flush.pop() {
-            if self.gen_of(key) == Some(gen) {
-                self.flush_conn(key);
+        loop {
+            if let Some(op) = self.take_deferred() {
+                op(self);
+            } else if let Some((key, gen)) = self.to_flush.pop() {
+                if self.gen_of(key) == Some(gen) {
+                    self.flush_conn(key);
+                }
+            } else {
+                return;
             }
         }
     }
@@ -410,17 +418,33 @@ impl Drop for Reactor {
         self.stop_offload();
         self.shared.set_gone();
         self.settle();
-        let keys: Vec<usize> = self.sources.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            match self.sources.get_mut(key) {
-                Some(Source::Conn(conn)) => {
-                    let _ = conn.flush();
-                    conn.closing = Closing::Now(CloseReason::ReactorStopped);
-                    self.finish_close(key);
-                }
-                Some(Source::Datagram(_)) => self.close_datagram(key, CloseReason::ReactorStopped),
-                _ => {}
+        // An `on_close` may open or adopt another connection (a process
+        // pool replacing a worker): close those too, a bounded number of rounds.
+        for _ in 0..4 {
+            let keys: Vec<usize> = self
+                .sources
+                .iter()
+                .filter(|(_, s)| matches!(s, Source::Conn(_) | Source::Datagram(_)))
+                .map(|(k, _)| k)
+                .collect();
+            if keys.is_empty() {
+                break;
             }
+            for key in keys {
+                match self.sources.get_mut(key) {
+                    Some(Source::Conn(conn)) => {
+                        let _ = conn.flush();
+                        conn.closing = Closing::Now(CloseReason::ReactorStopped);
+                        self.finish_close(key);
+                    }
+                    // It sends what it can first, as a stream does.
+                    Some(Source::Datagram(_)) => {
+                        self.close_datagram(key, CloseReason::ReactorStopped)
+                    }
+                    _ => {}
+                }
+            }
+            self.settle();
         }
         self.to_flush.clear();
     }

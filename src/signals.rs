@@ -66,7 +66,7 @@ impl Reactor {
             return;
         };
         for signal in arrived {
-            handler(self, signal);
+            self.guarded("a signal handler", |r| handler(r, signal));
         }
         if let Some(Source::Signals(s)) = self.sources.get_mut(key) {
             s.handler = Some(handler);

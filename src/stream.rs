@@ -52,7 +52,12 @@ impl Reactor {
             self.conn_at(key).expect("just inserted").idle_timer = Some(timer);
         }
         if !connecting {
-            self.call(key, |p, cx| p.on_open(cx));
+            // From a callback (`adopt`), after it: callbacks never nest.
+            self.after_callback(move |r| {
+                if r.gen_of(key) == Some(gen) {
+                    r.call(key, |p, cx| p.on_open(cx));
+                }
+            });
         }
         Ok(id)
     }
@@ -90,7 +95,7 @@ impl Reactor {
 
     /// Serves an already connected stream with `proto`: one end of a
     /// socketpair, a socket inherited from a parent or a service manager.
-    /// `on_open` runs at once.
+    /// `on_open` runs at once, or, called from a callback, when it returns.
     pub fn adopt(
         &mut self,
         stream: BlockingStream,
