@@ -61,6 +61,12 @@ pub(crate) struct Conn {
     pub(crate) last_active: Instant,
     pub(crate) idle_timer: Option<TimerId>,
     pub(crate) connect_timer: Option<TimerId>,
+    /// Bytes read and dropped since `close()` (bounded by `close_discard`).
+    pub(crate) discarded: usize,
+    /// The queue is sent and the write side shut down: waiting (at most
+    /// `close_linger`) for the peer's end of stream.
+    pub(crate) lingering: bool,
+    pub(crate) linger_timer: Option<TimerId>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,17 +106,33 @@ impl Conn {
             last_active: now,
             idle_timer: None,
             connect_timer: None,
+            discarded: 0,
+            lingering: false,
+            linger_timer: None,
         }
     }
 
     /// True when input should be read now.
     pub(crate) fn wants_read(&self) -> bool {
-        !(self.paused_by_user
-            || self.paused_by_offload
-            || self.over_high_water
-            || self.eof
-            || self.connecting
-            || !matches!(self.closing, Closing::No))
+        match self.closing {
+            Closing::No => {
+                !(self.paused_by_user
+                    || self.paused_by_offload
+                    || self.over_high_water
+                    || self.eof
+                    || self.connecting)
+            }
+            // Input after a close is read and dropped whatever the pauses:
+            // a socket closed with unread input resets the connection, and
+            // the reset throws away what the peer has not read yet.
+            Closing::AfterFlush(_) => !(self.eof || self.connecting),
+            Closing::Now(_) => false,
+        }
+    }
+
+    /// True when input is read only to be dropped (after `close()`).
+    pub(crate) fn discards_input(&self) -> bool {
+        matches!(self.closing, Closing::AfterFlush(_))
     }
 
     /// True when a protocol may still queue bytes.

@@ -50,7 +50,12 @@ impl<'a> Context<'a> {
     }
 
     /// Closes after everything queued has been sent (asynchat's
-    /// `close_when_done`). Reading stops now.
+    /// `close_when_done`), in order: `on_data` is not called any more (what
+    /// the peer still sends is read and dropped, as unread input would make
+    /// the final close reset the connection), the queue is sent, the write
+    /// side shut down, and the socket closed once the peer closes its side
+    /// or [`ConnOptions::close_linger`](crate::ConnOptions::close_linger) has passed.
+    /// `on_close` runs then.
     pub fn close(&mut self) {
         self.reactor.close(self.id);
     }

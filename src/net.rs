@@ -97,6 +97,22 @@ pub struct ConnOptions {
     ///
     /// [`CloseReason::ConnectFailed`]: crate::CloseReason::ConnectFailed
     pub connect_timeout: Option<Duration>,
+    /// After `close()` has sent the queue, how long to wait for the peer to
+    /// close its side (default 2 s). Meanwhile the write side is shut down
+    /// (the peer reads to a clean end of stream) and whatever the peer still
+    /// sends is read and dropped: closing a socket with unread input resets
+    /// the connection, and a reset throws away what the peer has not read
+    /// yet. A peer still sending when the time is up is closed with
+    /// [`CloseReason::PeerKeptSending`].
+    ///
+    /// [`CloseReason::PeerKeptSending`]: crate::CloseReason::PeerKeptSending
+    pub close_linger: Duration,
+    /// How many bytes the peer may send after `close()` before the
+    /// connection is closed anyway with [`CloseReason::PeerKeptSending`]
+    /// (default 1 MiB): the bound on input read only to be dropped.
+    ///
+    /// [`CloseReason::PeerKeptSending`]: crate::CloseReason::PeerKeptSending
+    pub close_discard: usize,
 }
 
 impl Default for ConnOptions {
@@ -108,6 +124,8 @@ impl Default for ConnOptions {
             idle_timeout: None,
             nodelay: true,
             connect_timeout: Some(Duration::from_secs(30)),
+            close_linger: Duration::from_secs(2),
+            close_discard: 1024 * 1024,
         }
     }
 }

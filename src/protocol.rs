@@ -119,6 +119,17 @@ pub enum CloseReason {
     Error(io::Error),
     /// The reactor was dropped while the connection was open.
     ReactorStopped,
+    /// After our close the peer went on sending past
+    /// [`ConnOptions::close_discard`] bytes or [`ConnOptions::close_linger`]:
+    /// the socket was closed with input unread, which resets the connection,
+    /// so the peer may have lost the end of what was sent.
+    ///
+    /// [`ConnOptions::close_discard`]: crate::ConnOptions::close_discard
+    /// [`ConnOptions::close_linger`]: crate::ConnOptions::close_linger
+    PeerKeptSending {
+        /// Bytes read and dropped after the close.
+        discarded: usize,
+    },
 }
 
 impl CloseReason {
@@ -156,6 +167,10 @@ impl fmt::Display for CloseReason {
             CloseReason::Protocol(msg) => write!(f, "protocol error: {msg}"),
             CloseReason::Error(e) => write!(f, "socket error: {e}"),
             CloseReason::ReactorStopped => f.write_str("reactor stopped"),
+            CloseReason::PeerKeptSending { discarded } => write!(
+                f,
+                "peer kept sending after close ({discarded} bytes dropped); connection reset"
+            ),
         }
     }
 }

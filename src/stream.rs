@@ -170,6 +170,9 @@ impl Reactor {
             if !conn.wants_read() {
                 return;
             }
+            if conn.discards_input() {
+                return self.discard_input(key, trust_short_read);
+            }
             let own = conn.rbuf.is_some();
             let mut buf = match conn.rbuf.take() {
                 Some(buf) => buf,
@@ -211,6 +214,111 @@ impl Reactor {
             }
         }
         self.schedule_read(key);
+    }
+
+    /// Reads and drops what the peer sends after `close()`, so that the
+    /// final close finds no unread input (which would reset the connection
+    /// and discard what the peer has not read yet). The peer's end of stream
+    /// ends a lingering close; more than `close_discard` bytes end it at once.
+    fn discard_input(&mut self, key: usize, trust_short_read: bool) {
+        for _ in 0..READ_BUDGET {
+            let Some(conn) = conn_in(&mut self.sources, key) else {
+                return;
+            };
+            if !conn.wants_read() {
+                return;
+            }
+            // What the protocol left unconsumed is not its business any more.
+            conn.rbuf = None;
+            let mut buf = mem::take(&mut self.scratch);
+            if buf.capacity() < READ_SIZE {
+                buf.reserve(READ_SIZE);
+            }
+            let offered = buf.capacity();
+            let result = conn.stream.read_into(&mut buf);
+            buf.clear();
+            self.scratch = buf;
+            match result {
+                Ok(0) => {
+                    conn.eof = true;
+                    if conn.lingering {
+                        self.finish_close(key);
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    conn.discarded += n;
+                    if conn.discarded > conn.opts.close_discard {
+                        return self.give_up_linger(key);
+                    }
+                    if n < offered && trust_short_read {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => return self.close_at(key, Closing::Now(CloseReason::from_io(e))),
+            }
+        }
+        self.schedule_read(key);
+    }
+
+    /// The queue is sent after `close()`: shut down the write side (the peer
+    /// reads to a clean end of stream) and wait, reading and dropping its
+    /// input, for its end of stream, at most `close_linger`.
+    fn linger(&mut self, key: usize) {
+        let Some(conn) = conn_in(&mut self.sources, key) else {
+            return;
+        };
+        if conn.lingering {
+            return;
+        }
+        conn.lingering = true;
+        if conn.shutdown_write != ShutdownWrite::Done {
+            conn.shutdown_write = ShutdownWrite::Done;
+            if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
+                return self.close_at(key, Closing::Now(CloseReason::from_io(e)));
+            }
+        }
+        let id = ConnId::new(key, conn.gen);
+        let limit = conn.opts.close_linger;
+        let timer = self.call_later(limit, move |r| r.linger_expired(id));
+        if let Some(conn) = self.conn_at(key) {
+            conn.linger_timer = Some(timer);
+        }
+        // Input (or the end of stream) may be waiting without a new edge.
+        self.schedule_read(key);
+    }
+
+    /// `close_linger` passed without the peer's end of stream. With nothing
+    /// unread the close is still orderly (our FIN is sent); a peer still
+    /// sending is cut off.
+    fn linger_expired(&mut self, id: ConnId) {
+        let Some(conn) = self.conn(id) else {
+            return;
+        };
+        conn.linger_timer = None;
+        self.discard_input(id.key(), false);
+        let Some(conn) = self.conn(id) else {
+            return; // its end of stream came, or an error
+        };
+        if conn.read_scheduled {
+            self.give_up_linger(id.key());
+        } else {
+            self.finish_close(id.key());
+        }
+    }
+
+    fn give_up_linger(&mut self, key: usize) {
+        let Some(conn) = self.conn_at(key) else {
+            return;
+        };
+        let discarded = conn.discarded;
+        let id = ConnId::new(key, conn.gen);
+        log::info!("{id}: peer kept sending after close ({discarded} bytes dropped); closing");
+        self.close_at(
+            key,
+            Closing::Now(CloseReason::PeerKeptSending { discarded }),
+        );
     }
 
     /// Puts a read buffer back after `on_data`: what the protocol left stays
@@ -304,7 +412,8 @@ impl Reactor {
                     return self.close_at(key, Closing::Now(CloseReason::from_io(e)));
                 }
             }
-            if matches!(conn.closing, Closing::AfterFlush(_)) {
+            // After the peer's end of stream nothing can arrive unread.
+            if matches!(conn.closing, Closing::AfterFlush(_)) && conn.eof {
                 return self.finish_close(key);
             }
         }
@@ -322,6 +431,9 @@ impl Reactor {
             {
                 return self.close_at(key, Closing::Now(CloseReason::Error(e)));
             }
+        }
+        if flushed && matches!(conn.closing, Closing::AfterFlush(_)) {
+            return self.linger(key);
         }
         if conn.crossed_low_water() {
             self.call(key, |p, cx| p.on_drained(cx));
@@ -356,6 +468,9 @@ impl Reactor {
             _ => return,
         }
         self.schedule_flush(key);
+        // Input that waits unread (the connection was paused) sends no new
+        // edge: look now, to drop it.
+        self.schedule_read(key);
     }
 
     /// Deregisters, calls `on_close` exactly once and frees the slot.
@@ -368,9 +483,13 @@ impl Reactor {
             Closing::No => CloseReason::Closed,
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        for timer in [conn.idle_timer.take(), conn.connect_timer.take()]
-            .into_iter()
-            .flatten()
+        for timer in [
+            conn.idle_timer.take(),
+            conn.connect_timer.take(),
+            conn.linger_timer.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             self.timers.cancel(timer);
         }

@@ -287,6 +287,46 @@ fn line_echo_with_crlf_terminator_echoes_records_and_says_bye() {
     );
 }
 
+/// A client that pipelines lines, `QUIT` and more bytes, then reads: it gets
+/// every echo, `bye` and a clean end of stream, never a reset (the old close
+/// left the bytes after `QUIT` unread in the kernel, and closing such a
+/// socket resets the connection and drops the echoes still queued).
+#[test]
+fn line_echo_pipelined_quit_with_trailing_bytes_gets_every_echo_and_no_reset() {
+    let mut server = Program::start("line_echo", &["--port", "0"]);
+    let addr = server.listening_one();
+    for trailing in [8, 256 * 1024] {
+        let mut stream = connect(&addr);
+        let mut lines = Vec::new();
+        for i in 0..20_000 {
+            lines.extend_from_slice(format!("line {i}\n").as_bytes());
+        }
+        let mut expected = lines.clone();
+        expected.extend_from_slice(b"bye\n");
+        let mut writer = stream.try_clone().expect("clone");
+        let sender = thread::spawn(move || {
+            lines.extend_from_slice(b"QUIT\n");
+            writer.write_all(&lines).expect("send the lines");
+            // Separate writes: these come after QUIT, in later segments.
+            let _ = writer.write_all(&vec![b'x'; trailing]);
+        });
+        let mut got = Vec::new();
+        let result = stream.read_to_end(&mut got);
+        sender.join().expect("sender");
+        assert!(
+            result.is_ok(),
+            "trailing {trailing}: {result:?} after {} bytes",
+            got.len()
+        );
+        assert!(
+            got == expected,
+            "trailing {trailing}: {} of {} bytes",
+            got.len(),
+            expected.len()
+        );
+    }
+}
+
 #[test]
 fn line_echo_disconnects_a_record_over_max_frame() {
     let mut server = Program::start("line_echo", &["--max-frame", "16", "--port", "0"]);
