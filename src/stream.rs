@@ -276,7 +276,12 @@ impl Reactor {
         if conn.shutdown_write != ShutdownWrite::Done {
             conn.shutdown_write = ShutdownWrite::Done;
             if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
-                return self.close_at(key, Closing::Now(CloseReason::from_io(e)));
+                // Not connected any more: the peer reset it after the last send.
+                let reason = match e.kind() {
+                    io::ErrorKind::NotConnected => CloseReason::Reset,
+                    _ => CloseReason::from_io(e),
+                };
+                return self.close_at(key, Closing::Now(reason));
             }
         }
         let id = ConnId::new(key, conn.gen);
