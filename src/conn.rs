@@ -33,8 +33,10 @@ pub(crate) struct Conn {
     /// so the callback can borrow the reactor).
     pub(crate) proto: Option<Box<dyn Protocol>>,
     pub(crate) gen: u32,
-    /// The listener that accepted it, for the per-listener connection count.
-    pub(crate) listener: Option<usize>,
+    /// The listener that accepted it, for the per-listener connection count
+    /// (generation-checked: the slot may hold another listener by the time
+    /// this connection closes).
+    pub(crate) listener: Option<crate::ListenerId>,
     pub(crate) opts: ConnOptions,
     /// Bytes a protocol left for later (an incomplete frame). Absent while
     /// there are none, so an idle connection holds no read buffer.
@@ -67,6 +69,8 @@ pub(crate) struct Conn {
     /// `close_linger`) for the peer's end of stream.
     pub(crate) lingering: bool,
     pub(crate) linger_timer: Option<TimerId>,
+    /// Timers its protocol set and that have not fired: closing cancels them.
+    pub(crate) user_timers: Vec<TimerId>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +113,7 @@ impl Conn {
             discarded: 0,
             lingering: false,
             linger_timer: None,
+            user_timers: Vec::new(),
         }
     }
 

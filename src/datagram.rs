@@ -34,6 +34,8 @@ pub(crate) struct DatagramSocket {
     writable_interest: bool,
     closing: Option<CloseReason>,
     paused: bool,
+    /// Timers its protocol set and that have not fired: closing cancels them.
+    pub(crate) user_timers: Vec<TimerId>,
 }
 
 impl Reactor {
@@ -70,6 +72,7 @@ impl Reactor {
             writable_interest: false,
             closing: None,
             paused: false,
+            user_timers: Vec::new(),
         }));
         self.ready.push((key, gen));
         Ok(ConnId::new(key, gen))
@@ -249,7 +252,9 @@ impl Reactor {
         d.closing = Some(CloseReason::Closed);
         let _ = self.poll.registry().deregister(&mut d.socket);
         self.call_datagram(key, |p, cx| p.on_close(cx, &reason));
-        self.release_slot(key);
+        if let Source::Datagram(d) = self.release_slot(key) {
+            self.cancel_user_timers(d.user_timers);
+        }
     }
 
     /// Stops (`false`) or resumes (`true`) receiving on datagram socket `id`;

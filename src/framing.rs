@@ -37,7 +37,8 @@ pub enum Terminator<'a> {
     Count(usize),
     /// A 4-byte big-endian length, then that many bytes (the frame).
     LengthPrefixed,
-    /// No framing: whatever arrived is one frame.
+    /// No framing: whatever arrived is one frame, split into frames of at
+    /// most [`max_frame`](FrameHandler::max_frame) bytes when more arrived.
     None,
 }
 
@@ -275,7 +276,8 @@ impl FrameDecoder {
                         Ok(Some(frame))
                     }
                     Some(_) => Err(format!("frame longer than the {max}-byte limit")),
-                    None if buf.len() >= max + delim.len() => {
+                    // Saturating: a limit of usize::MAX means "unbounded".
+                    None if buf.len() >= max.saturating_add(delim.len()) => {
                         Err(format!("no delimiter within the {max}-byte frame limit"))
                     }
                     None => {
@@ -304,7 +306,11 @@ impl FrameDecoder {
                 buf.advance(4);
                 Ok(Some(buf.split_to(n).freeze()))
             }
-            Terminator::None => Ok((!buf.is_empty()).then(|| buf.split().freeze())),
+            Terminator::None if max == 0 => Err("max_frame is 0: no frame can be delivered".into()),
+            // Bounded like every frame: what arrived, in pieces of at most `max`.
+            Terminator::None => {
+                Ok((!buf.is_empty()).then(|| buf.split_to(buf.len().min(max)).freeze()))
+            }
         }
     }
 }
@@ -459,5 +465,22 @@ mod tests {
             1
         );
         assert!(frames(&long, 7, Terminator::Count(51), 50).is_err());
+    }
+
+    #[test]
+    fn raw_frames_are_bounded_by_max_frame() {
+        let data = b"abcdefghijklmnopqrstuvwxyz";
+        let raw = frames(data, 26, Terminator::None, 2).unwrap();
+        assert!(raw.iter().all(|f| f.len() <= 2), "{raw:?}");
+        assert_eq!(raw.concat(), data.to_vec(), "nothing lost");
+        assert!(frames(data, 26, Terminator::None, 0).is_err());
+    }
+
+    #[test]
+    fn an_unbounded_limit_does_not_wrap() {
+        // `max + delim.len()` wrapped to 1: every line that came in pieces was refused.
+        let line = b"hello world\r\n";
+        let got = frames(line, 3, Terminator::Delimiter(b"\r\n"), usize::MAX).unwrap();
+        assert_eq!(got, vec!["hello world"]);
     }
 }

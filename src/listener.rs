@@ -197,6 +197,12 @@ impl Reactor {
             };
             if global_full || l.opts.max_connections.is_some_and(|cap| l.open >= cap) {
                 l.paused = Pause::AtCap;
+                if global_full {
+                    let id = ListenerId::new(key, l.gen);
+                    if !self.at_global_cap.contains(&id) {
+                        self.at_global_cap.push(id);
+                    }
+                }
                 return;
             }
             l.paused = Pause::No;
@@ -247,7 +253,7 @@ impl Reactor {
                     l.backoff = (delay * 2).min(MAX_BACKOFF);
                     let id = ListenerId::new(key, l.gen);
                     self.timers
-                        .insert(self.now + delay, TimerTarget::ResumeAccept(id));
+                        .insert(self.now, delay, TimerTarget::ResumeAccept(id));
                     return;
                 }
             }
@@ -276,7 +282,8 @@ impl Reactor {
                 };
                 l.open += 1;
                 let opts = l.opts.conn.clone();
-                if let Err(e) = self.add_conn(stream, proto, opts, Some(key), false) {
+                let id = ListenerId::new(key, l.gen);
+                if let Err(e) = self.add_conn(stream, proto, opts, Some(id), false) {
                     log::error!("cannot register connection from {peer}: {e}");
                     if let Some(l) = self.listener_at(key) {
                         l.open -= 1;
@@ -317,30 +324,33 @@ impl Reactor {
         }
     }
 
-    /// A connection closed (from listener `key`, if any): one more may be
-    /// accepted, by that listener or, under a global cap, by any.
-    pub(crate) fn connection_closed(&mut self, key: Option<usize>) {
-        if let Some(l) = key.and_then(|key| self.listener_at(key)) {
-            l.open -= 1;
+    /// A connection closed (from `listener`, if any; a listener closed since
+    /// is not touched): one more may be accepted, by that listener or, under
+    /// a global cap, by those paused at it. O(1) in the open connections.
+    pub(crate) fn connection_closed(&mut self, listener: Option<ListenerId>) {
+        if let Some(id) = listener {
+            if let Some(l) = self.listener_at(id.key()).filter(|l| l.gen == id.gen) {
+                l.open -= 1;
+                if l.paused == Pause::AtCap {
+                    l.paused = Pause::No;
+                    self.ready.push((id.key(), id.gen));
+                }
+            }
         }
         let global_full = self
             .max_connections
             .is_some_and(|cap| self.stats.open >= cap);
-        if global_full {
+        if global_full || self.at_global_cap.is_empty() {
             return;
         }
-        let resume: Vec<(usize, u32)> = self
-            .sources
-            .iter_mut()
-            .filter_map(|(k, s)| match s {
-                Source::Listener(l) if l.paused == Pause::AtCap => {
+        for id in std::mem::take(&mut self.at_global_cap) {
+            if let Some(l) = self.listener_at(id.key()).filter(|l| l.gen == id.gen) {
+                if l.paused == Pause::AtCap {
                     l.paused = Pause::No;
-                    Some((k, l.gen))
+                    self.ready.push((id.key(), id.gen));
                 }
-                _ => None,
-            })
-            .collect();
-        self.ready.extend(resume);
+            }
+        }
     }
 
     /// Caps the connections open at once over all listeners; at the cap,

@@ -192,14 +192,37 @@ pub(crate) enum Listener {
     Unix(UnixListener, #[allow(dead_code)] UnlinkOnDrop),
 }
 
-/// Removes a Unix socket's file when the socket that created it goes away.
+/// Removes a Unix socket's file when the socket that created it goes away,
+/// if the file is still the one it created (same device and inode): after
+/// someone removed it and another server bound the same path, that server's
+/// file is left alone.
 #[derive(Debug)]
-pub(crate) struct UnlinkOnDrop(Option<PathBuf>);
+pub(crate) struct UnlinkOnDrop {
+    path: PathBuf,
+    /// Device and inode of the file just after binding (`None`: unknown, so
+    /// the file is never removed).
+    file: Option<(u64, u64)>,
+}
+
+impl UnlinkOnDrop {
+    /// Call right after binding `path`.
+    pub(crate) fn new(path: &Path) -> UnlinkOnDrop {
+        UnlinkOnDrop {
+            path: path.to_path_buf(),
+            file: file_id(path),
+        }
+    }
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
 
 impl Drop for UnlinkOnDrop {
     fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = fs::remove_file(path);
+        if self.file.is_some() && file_id(&self.path) == self.file {
+            let _ = fs::remove_file(&self.path);
         }
     }
 }
@@ -215,7 +238,7 @@ impl Listener {
             Addr::Unix(_) => {
                 let path = unix_path(addr)?;
                 unix_socket(path, Type::STREAM, opts.unix_mode).and_then(|s| {
-                    let guard = UnlinkOnDrop(Some(path.to_path_buf()));
+                    let guard = UnlinkOnDrop::new(path);
                     s.listen(backlog)?;
                     Ok(Listener::Unix(UnixListener::from_std(s.into()), guard))
                 })
@@ -363,7 +386,7 @@ impl Datagram {
             Addr::Unix(_) => {
                 let path = unix_path(addr)?;
                 unix_socket(path, Type::DGRAM, opts.unix_mode).map(|s| {
-                    let guard = UnlinkOnDrop(Some(path.to_path_buf()));
+                    let guard = UnlinkOnDrop::new(path);
                     Datagram::Unix(UnixDatagram::from_std(s.into()), guard)
                 })
             }

@@ -226,10 +226,46 @@ impl Reactor {
     }
 
     /// Sets a timer on connection or datagram socket `id`: its protocol's
-    /// `on_timer` is called after `delay`, unless cancelled or the id closed.
+    /// `on_timer` is called after `delay`, unless cancelled or the id closed
+    /// (closing cancels it). A delay too long to represent means never.
     pub fn set_timer(&mut self, id: ConnId, delay: Duration) -> TimerId {
-        self.timers
-            .insert(Instant::now() + delay, TimerTarget::User(id))
+        let timer = self
+            .timers
+            .insert(Instant::now(), delay, TimerTarget::User(id));
+        match self.user_timers(id) {
+            Some(timers) => timers.push(timer),
+            // Nothing to call: the id is closed.
+            None => {
+                self.timers.cancel(timer);
+            }
+        }
+        timer
+    }
+
+    /// The pending user timers of connection or datagram socket `id`, so that
+    /// closing it can cancel them.
+    fn user_timers(&mut self, id: ConnId) -> Option<&mut Vec<TimerId>> {
+        match self.sources.get_mut(id.key()) {
+            Some(Source::Conn(c)) if c.gen == id.gen => Some(&mut c.user_timers),
+            Some(Source::Datagram(d)) if d.gen == id.gen => Some(&mut d.user_timers),
+            _ => None,
+        }
+    }
+
+    /// Takes `timer` off its connection's list (it fired or was cancelled).
+    pub(crate) fn forget_user_timer(&mut self, id: ConnId, timer: TimerId) {
+        if let Some(timers) = self.user_timers(id) {
+            if let Some(at) = timers.iter().position(|t| *t == timer) {
+                timers.swap_remove(at);
+            }
+        }
+    }
+
+    /// Cancels every user timer of a closing connection or socket.
+    pub(crate) fn cancel_user_timers(&mut self, timers: Vec<TimerId>) {
+        for timer in timers {
+            self.timers.cancel(timer);
+        }
     }
 
     /// Calls `f` on the loop after `delay` (Twisted's `callLater`).
@@ -239,12 +275,19 @@ impl Reactor {
         f: impl FnOnce(&mut Reactor) + 'static,
     ) -> TimerId {
         self.timers
-            .insert(Instant::now() + delay, TimerTarget::Call(Box::new(f)))
+            .insert(Instant::now(), delay, TimerTarget::Call(Box::new(f)))
     }
 
     /// Cancels a timer; false if it already fired or was cancelled.
     pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        self.timers.cancel(timer).is_some()
+        match self.timers.cancel(timer) {
+            Some(TimerTarget::User(id)) => {
+                self.forget_user_timer(id, timer);
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
     }
 
     /// Number of open stream connections.

@@ -111,6 +111,8 @@ pub struct Reactor {
     pub(crate) stats: Stats,
     /// A cap on open stream connections over all listeners.
     pub(crate) max_connections: Option<usize>,
+    /// Listeners paused at the global cap: resumed when any connection closes.
+    pub(crate) at_global_cap: Vec<crate::ListenerId>,
     /// Set by a graceful shutdown: `run` returns once no connection is left
     /// (the deadline closes the stragglers).
     pub(crate) draining: bool,
@@ -145,6 +147,7 @@ impl Reactor {
             offload_options: crate::OffloadOptions::default(),
             stats: Stats::default(),
             max_connections: None,
+            at_global_cap: Vec::new(),
             draining: false,
             stopping: false,
             running: false,

@@ -24,7 +24,7 @@ impl Reactor {
         stream: Stream,
         proto: Box<dyn Protocol>,
         opts: ConnOptions,
-        listener: Option<usize>,
+        listener: Option<crate::ListenerId>,
         connecting: bool,
     ) -> io::Result<ConnId> {
         let gen = self.next_gen();
@@ -48,7 +48,7 @@ impl Reactor {
         self.stats.open += 1;
         let id = ConnId::new(key, gen);
         if let Some(idle) = idle {
-            let timer = self.timers.insert(self.now + idle, TimerTarget::Idle(id));
+            let timer = self.timers.insert(self.now, idle, TimerTarget::Idle(id));
             self.conn_at(key).expect("just inserted").idle_timer = Some(timer);
         }
         if !connecting {
@@ -87,7 +87,7 @@ impl Reactor {
         if let Some(limit) = opts.connect_timeout {
             let timer = self
                 .timers
-                .insert(self.now + limit, TimerTarget::ConnectTimeout(id));
+                .insert(self.now, limit, TimerTarget::ConnectTimeout(id));
             self.conn(id).expect("just added").connect_timer = Some(timer);
         }
         Ok(id)
@@ -500,6 +500,7 @@ impl Reactor {
         }
         let listener = conn.listener;
         let id = ConnId::new(key, conn.gen);
+
         match conn.queued {
             // Bytes a protocol handed over and the peer will never get: say so.
             0 if reason.is_clean() => {}
@@ -507,7 +508,10 @@ impl Reactor {
             unsent => log::warn!("{id}: {reason}; {unsent} queued bytes were not sent"),
         }
         self.call(key, |p, cx| p.on_close(cx, &reason));
-        self.release_slot(key);
+        // Its timers (those set in `on_close` too) would only linger.
+        if let Source::Conn(conn) = self.release_slot(key) {
+            self.cancel_user_timers(conn.user_timers);
+        }
         self.stats.open -= 1;
         self.stats.closed += 1;
         self.connection_closed(listener);
@@ -527,9 +531,7 @@ impl Reactor {
         }
         // Activity since the timer was set: re-arm for the rest, instead of
         // moving a heap entry on every read.
-        let timer = self
-            .timers
-            .insert(now + (limit - idle), TimerTarget::Idle(id));
+        let timer = self.timers.insert(now, limit - idle, TimerTarget::Idle(id));
         self.conn(id).expect("checked above").idle_timer = Some(timer);
     }
 
@@ -537,6 +539,7 @@ impl Reactor {
         if self.gen_of(id.key()) != Some(id.gen) {
             return;
         }
+        self.forget_user_timer(id, timer);
         match &self.sources[id.key()] {
             Source::Conn(_) => {
                 self.call(id.key(), |p, cx| p.on_timer(cx, timer));

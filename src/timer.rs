@@ -3,10 +3,14 @@
 //! Cancelling removes the slab entry and leaves the heap alone; a heap entry
 //! whose slab entry is gone (or was reused: the generation differs) is skipped
 //! when it reaches the top. That makes set and cancel O(log n) and O(1).
+//!
+//! Every deadline saturates: a delay so long that `now + delay` overflows
+//! `Instant` means "never" (the entry exists and can be cancelled, but is not
+//! in the heap), never a panic.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -33,12 +37,15 @@ impl<T> Timers<T> {
         }
     }
 
-    pub(crate) fn insert(&mut self, deadline: Instant, target: T) -> TimerId {
+    /// A timer that expires `delay` after `now` (never, if that overflows).
+    pub(crate) fn insert(&mut self, now: Instant, delay: Duration, target: T) -> TimerId {
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
         let key = self.entries.insert(Entry { gen, target });
         let id = TimerId::new(key, gen);
-        self.heap.push(Reverse((deadline, id)));
+        if let Some(deadline) = now.checked_add(delay) {
+            self.heap.push(Reverse((deadline, id)));
+        }
         // Cancelled entries linger in the heap until their deadline; keep them
         // from outnumbering the live ones when a protocol re-arms timers often.
         if self.heap.len() > 64 && self.heap.len() > 4 * self.entries.len() {
@@ -94,15 +101,14 @@ impl<T> Timers<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn fires_in_order_and_skips_cancelled() {
         let mut t = Timers::new();
         let now = Instant::now();
-        let a = t.insert(now + Duration::from_millis(30), "a");
-        let _b = t.insert(now + Duration::from_millis(10), "b");
-        let c = t.insert(now + Duration::from_millis(20), "c");
+        let a = t.insert(now, Duration::from_millis(30), "a");
+        let _b = t.insert(now, Duration::from_millis(10), "b");
+        let c = t.insert(now, Duration::from_millis(20), "c");
         assert_eq!(t.cancel(c), Some("c"));
         assert_eq!(t.cancel(c), None, "second cancel is a no-op");
         assert_eq!(t.pop_expired(now), None);
@@ -114,11 +120,21 @@ mod tests {
     }
 
     #[test]
+    fn a_deadline_past_the_end_of_time_is_never() {
+        let mut t = Timers::new();
+        let now = Instant::now();
+        let never = t.insert(now, Duration::MAX, "never");
+        assert_eq!(t.next_deadline(), None);
+        assert_eq!(t.pop_expired(now + Duration::from_secs(1 << 40)), None);
+        assert_eq!(t.cancel(never), Some("never"));
+    }
+
+    #[test]
     fn heap_stays_bounded_under_rearm() {
         let mut t = Timers::new();
         let now = Instant::now();
         for i in 0..10_000u64 {
-            let id = t.insert(now + Duration::from_secs(i), ());
+            let id = t.insert(now, Duration::from_secs(i), ());
             t.cancel(id);
         }
         assert!(

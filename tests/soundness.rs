@@ -286,3 +286,185 @@ fn dropping_the_reactor_sends_queued_datagrams() {
     );
     let _ = std::fs::remove_file(&target);
 }
+
+// ----- deadlines saturate ------------------------------------------------
+
+struct Quiet;
+impl Protocol for Quiet {
+    fn on_data(&mut self, _cx: &mut Context<'_>, data: &mut BytesMut) {
+        data.clear();
+    }
+}
+
+#[test]
+fn durations_past_the_end_of_time_mean_never() {
+    let mut reactor = Reactor::new().unwrap();
+    let mut opts = sockloop::ListenOptions::default();
+    opts.conn.idle_timeout = Some(Duration::MAX);
+    let l = reactor.listen_with(&any_port(), &opts, |_| Quiet).unwrap();
+    let addr = reactor.listener_addr(l).unwrap();
+    let _client = common::connect(addr.as_inet().unwrap());
+    turn_until(&mut reactor, "accept", |r| r.connection_count() == 1);
+
+    let conn_opts = ConnOptions {
+        connect_timeout: Some(Duration::MAX),
+        ..ConnOptions::default()
+    };
+    let out = reactor.connect_with(&addr, &conn_opts, Quiet).unwrap();
+    turn_until(&mut reactor, "connect", |r| r.connection_count() == 3);
+    let timer = reactor.set_timer(out, Duration::MAX);
+    reactor.call_later(Duration::MAX, |_| panic!("never"));
+    reactor
+        .handle()
+        .post(|r| r.shutdown_graceful(Duration::MAX))
+        .unwrap();
+    for _ in 0..3 {
+        reactor.run_once(Some(Duration::from_millis(1))).unwrap();
+    }
+    assert!(
+        reactor.cancel_timer(timer),
+        "a never-timer is pending until cancelled"
+    );
+    assert_eq!(reactor.stats().panics, 0);
+    assert_eq!(reactor.connection_count(), 3, "nothing timed out");
+
+    // The offload pool's grace at reactor drop.
+    reactor
+        .set_offload_options(sockloop::OffloadOptions {
+            grace: Duration::MAX,
+            ..Default::default()
+        })
+        .unwrap();
+    struct Offloads(Rc<RefCell<bool>>);
+    impl Protocol for Offloads {
+        fn on_open(&mut self, cx: &mut Context<'_>) {
+            let done = self.0.clone();
+            cx.offload(|| 1, move |_, r| *done.borrow_mut() = r.is_ok());
+        }
+        fn on_data(&mut self, _: &mut Context<'_>, _: &mut BytesMut) {}
+    }
+    let done = Rc::new(RefCell::new(false));
+    let (mine, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    reactor
+        .adopt(
+            BlockingStream::Unix(mine),
+            &ConnOptions::default(),
+            Offloads(done.clone()),
+        )
+        .unwrap();
+    turn_until(&mut reactor, "the offload job", |_| *done.borrow());
+    drop(reactor);
+}
+
+#[test]
+fn a_server_timeout_past_the_end_of_time_means_no_timeout() {
+    use sockloop::server::{Family, Request, ServerBuilder};
+    let mut server = ServerBuilder::new(Family::Tcp)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .timeout(Some(Duration::MAX))
+        .handle_timeout(|| panic!("timed out"))
+        .build(|| |_: &mut Request| Ok(()))
+        .unwrap();
+    let addr = server.server_address()[0].as_inet().unwrap();
+    let client = std::thread::spawn(move || {
+        let mut c = common::connect(addr);
+        c.write_all(b"x\n").unwrap();
+        let _ = c.read(&mut [0; 8]);
+    });
+    server.handle_request().unwrap();
+    client.join().unwrap();
+}
+
+// ----- ids never alias -----------------------------------------------------
+
+#[test]
+fn a_reused_listener_slot_keeps_its_own_count() {
+    let mut reactor = Reactor::new().unwrap();
+    let opts = sockloop::ListenOptions {
+        max_connections: Some(2),
+        ..Default::default()
+    };
+    let old = reactor.listen_with(&any_port(), &opts, |_| Quiet).unwrap();
+    let old_addr = reactor.listener_addr(old).unwrap().as_inet().unwrap();
+    let mut old_clients: Vec<TcpStream> = (0..2).map(|_| common::connect(old_addr)).collect();
+    turn_until(&mut reactor, "2 accepted", |r| r.connection_count() == 2);
+    reactor.close_listener(old);
+    reactor.run_once(Some(Duration::ZERO)).unwrap(); // frees the slot
+    let new = reactor.listen_with(&any_port(), &opts, |_| Quiet).unwrap();
+    assert_eq!(
+        format!("{new}").split('.').next(),
+        format!("{old}").split('.').next(),
+        "the test needs the slot to be reused"
+    );
+    // The old listener's connections close: the new listener's count must not move.
+    old_clients.clear();
+    turn_until(&mut reactor, "old closed", |r| r.connection_count() == 0);
+    let new_addr = reactor.listener_addr(new).unwrap().as_inet().unwrap();
+    let mut clients: Vec<TcpStream> = (0..3).map(|_| common::connect(new_addr)).collect();
+    turn_until(&mut reactor, "2 new accepted", |r| {
+        r.connection_count() == 2
+    });
+    for _ in 0..5 {
+        reactor.run_once(Some(Duration::from_millis(5))).unwrap();
+    }
+    assert_eq!(
+        reactor.connection_count(),
+        2,
+        "the new listener's cap of 2 holds"
+    );
+    clients.remove(0);
+    turn_until(&mut reactor, "the third accepted after one left", |r| {
+        r.stats().accepted == 5
+    });
+}
+
+// ----- closing cancels timers ---------------------------------------------
+
+#[test]
+fn closing_a_connection_cancels_its_timers() {
+    struct SetsTimer(Rc<RefCell<Option<sockloop::TimerId>>>);
+    impl Protocol for SetsTimer {
+        fn on_open(&mut self, cx: &mut Context<'_>) {
+            *self.0.borrow_mut() = Some(cx.set_timer(Duration::from_secs(3600)));
+            cx.abort();
+        }
+        fn on_data(&mut self, _: &mut Context<'_>, _: &mut BytesMut) {}
+    }
+    let mut reactor = Reactor::new().unwrap();
+    let timer = Rc::new(RefCell::new(None));
+    let (mine, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    reactor
+        .adopt(
+            BlockingStream::Unix(mine),
+            &ConnOptions::default(),
+            SetsTimer(timer.clone()),
+        )
+        .unwrap();
+    turn_until(&mut reactor, "close", |r| r.stats().closed == 1);
+    let timer = timer.borrow().expect("set");
+    assert!(
+        !reactor.cancel_timer(timer),
+        "the closed connection's timer was still pending"
+    );
+}
+
+// ----- a socket file is removed only by its owner ----------------------------
+
+#[test]
+fn a_server_leaves_another_servers_socket_file_alone() {
+    let path = temp_path("owner");
+    let addr = Addr::unix(&path).unwrap();
+    let mut first = Reactor::new().unwrap();
+    first.listen(&addr, |_| Quiet).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let mut second = Reactor::new().unwrap();
+    second.listen(&addr, |_| Quiet).unwrap();
+    drop(first);
+    assert!(
+        path.exists(),
+        "the first server deleted the second one's socket file"
+    );
+    std::os::unix::net::UnixStream::connect(&path).expect("the second server still reachable");
+    drop(second);
+    assert!(!path.exists(), "the owner removes its file");
+}

@@ -218,9 +218,10 @@ impl Reactor {
         };
         pool.cancelled.store(true, Ordering::Release);
         pool.queue = None; // threads leave once the queue is empty
-        let deadline = Instant::now() + pool.grace;
+                           // A grace past the end of time means: wait for the jobs.
+        let deadline = Instant::now().checked_add(pool.grace);
         for thread in pool.threads.drain(..) {
-            while !thread.is_finished() && Instant::now() < deadline {
+            while !thread.is_finished() && deadline.is_none_or(|d| Instant::now() < d) {
                 thread::sleep(Duration::from_millis(1));
             }
             if thread.is_finished() {

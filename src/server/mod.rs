@@ -380,7 +380,8 @@ impl Server {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn handle_request(&mut self) -> io::Result<()> {
-        let deadline = self.timeout.map(|t| Instant::now() + t);
+        // A timeout past the end of time means no timeout.
+        let deadline = self.timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             self.collect();
             let started = self.dispatch(1);
