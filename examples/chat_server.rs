@@ -44,7 +44,8 @@ fn main() -> ExitCode {
         // One room for all ports: each listener's factory holds a handle to it.
         let members = Members::default();
         // Everyone's lines pile up in the queue of a member who stops reading;
-        // past 1 MiB that member is dropped rather than buffered for without end.
+        // past 1 MiB that member is dropped rather than buffered for without
+        // end. Members who read hold talkers back instead (see `broadcast`).
         let conn = ConnOptions {
             max_queued: Some(1 << 20),
             ..ConnOptions::default()
@@ -83,7 +84,14 @@ impl Chatter {
         for &id in self.members.borrow().iter().filter(|&&id| id != me) {
             // Fails only for a member on its way out (closing, or just
             // dropped for a full queue): its `left` notice follows.
-            let _ = cx.write_to(id, line);
+            if cx.write_to(id, line).is_ok() {
+                // A talker faster than a member reads waits for that member
+                // (it is held back by TCP flow control meanwhile), so a burst
+                // does not fill the queues of members who read. A member
+                // that stopped reading altogether stops holding the talker
+                // after `stall_timeout` and is dropped at `max_queued`.
+                cx.pause_until_drained(id);
+            }
         }
     }
 }

@@ -3,18 +3,14 @@
 //!
 //! This module knows nothing of callbacks; the reactor drives it.
 
-use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::net::{ConnOptions, Stream};
-use crate::{CloseReason, Protocol, TimerId};
-
-/// How many queued buffers one `writev` takes at most (Linux's IOV_MAX is 1024;
-/// 64 already moves far more than a socket buffer holds).
-const MAX_IOVECS: usize = 64;
+use crate::wqueue::{TailPool, WriteQueue};
+use crate::{CloseReason, ConnId, Protocol, TimerId};
 
 /// How a connection is being wound down.
 #[derive(Debug)]
@@ -41,8 +37,8 @@ pub(crate) struct Conn {
     /// Bytes a protocol left for later (an incomplete frame). Absent while
     /// there are none, so an idle connection holds no read buffer.
     pub(crate) rbuf: Option<BytesMut>,
-    pub(crate) wqueue: VecDeque<Bytes>,
-    pub(crate) queued: usize,
+    /// What the protocol wrote and the socket has not taken yet.
+    pub(crate) wq: WriteQueue,
     pub(crate) closing: Closing,
     /// The outgoing connect has not completed yet.
     pub(crate) connecting: bool,
@@ -51,6 +47,16 @@ pub(crate) struct Conn {
     pub(crate) paused_by_offload: bool,
     /// The queue went over the high-water mark; reading waits for the low one.
     pub(crate) over_high_water: bool,
+    /// How many other connections this one waits for to drain
+    /// (`pause_until_drained`); reading waits while it is not zero.
+    pub(crate) waiting_for: u32,
+    /// Connections that wait for this one to drain.
+    pub(crate) producers: Vec<ConnId>,
+    /// Bytes the socket has taken in all: progress, for the stall check.
+    pub(crate) sent: u64,
+    /// Over high water and the socket took nothing for `stall_timeout`:
+    /// it holds back no producer until it takes something again.
+    pub(crate) stalled: bool,
     /// The peer sent FIN; nothing more to read.
     pub(crate) eof: bool,
     pub(crate) shutdown_write: ShutdownWrite,
@@ -95,13 +101,16 @@ impl Conn {
             listener: None,
             opts,
             rbuf: None,
-            wqueue: VecDeque::new(),
-            queued: 0,
+            wq: WriteQueue::default(),
             closing: Closing::No,
             connecting: false,
             paused_by_user: false,
             paused_by_offload: false,
             over_high_water: false,
+            waiting_for: 0,
+            producers: Vec::new(),
+            sent: 0,
+            stalled: false,
             eof: false,
             shutdown_write: ShutdownWrite::No,
             writable_interest: false,
@@ -124,6 +133,7 @@ impl Conn {
                 !(self.paused_by_user
                     || self.paused_by_offload
                     || self.over_high_water
+                    || self.waiting_for > 0
                     || self.eof
                     || self.connecting)
             }
@@ -145,68 +155,67 @@ impl Conn {
         matches!(self.closing, Closing::No) && self.shutdown_write == ShutdownWrite::No
     }
 
-    /// Appends to the write queue. Fails with the limit when the queue would
-    /// outgrow `max_queued`.
-    pub(crate) fn enqueue(&mut self, data: Bytes) -> Result<(), usize> {
-        if let Some(limit) = self.opts.max_queued {
-            if self.queued + data.len() > limit {
-                return Err(limit);
-            }
+    /// Checks a write of `len` more bytes against `max_queued`: the limit
+    /// when the queue would outgrow it.
+    fn check_limit(&self, len: usize) -> Result<(), usize> {
+        match self.opts.max_queued {
+            Some(limit) if self.wq.len() + len > limit => Err(limit),
+            _ => Ok(()),
         }
-        self.queued += data.len();
-        self.wqueue.push_back(data);
-        if self.queued >= self.opts.high_water {
+    }
+
+    fn note_queued(&mut self) {
+        if self.wq.len() >= self.opts.high_water {
             self.over_high_water = true;
         }
+    }
+
+    /// Appends a copy of `data` to the write queue. Fails with the limit when
+    /// the queue would outgrow `max_queued`.
+    pub(crate) fn enqueue_copy(&mut self, data: &[u8], pool: &mut TailPool) -> Result<(), usize> {
+        self.check_limit(data.len())?;
+        self.wq.push_copy(data, pool);
+        self.note_queued();
+        Ok(())
+    }
+
+    /// Appends `data` to the write queue, zero-copy unless it is small or
+    /// a small slice of the read buffer `read_block` (see [`WriteQueue`]).
+    pub(crate) fn enqueue(
+        &mut self,
+        data: Bytes,
+        read_block: Option<usize>,
+        pool: &mut TailPool,
+    ) -> Result<(), usize> {
+        self.check_limit(data.len())?;
+        self.wq.push_bytes(data, read_block, pool);
+        self.note_queued();
         Ok(())
     }
 
     /// Writes as much of the queue as the socket takes: `Ok(true)` when the
     /// queue is empty, `Ok(false)` when the socket is full (wait for WRITABLE).
-    pub(crate) fn flush(&mut self) -> io::Result<bool> {
-        while !self.wqueue.is_empty() {
-            // The common case, one buffer (an echo's reply), is a plain
-            // send: no iovec array to build (measured: the array was 29 % of
-            // the reactor's instructions per echoed message).
-            let written = if self.wqueue.len() == 1 {
-                self.stream.write(&self.wqueue[0])
-            } else {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let mut count = 0;
-                for (slot, buf) in slices.iter_mut().zip(self.wqueue.iter()) {
-                    *slot = IoSlice::new(buf);
-                    count += 1;
-                }
-                self.stream.write_vectored(&slices[..count])
-            };
-            match written {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.consume(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
-            }
+    pub(crate) fn flush(&mut self, pool: &mut TailPool) -> io::Result<bool> {
+        let before = self.wq.len();
+        let result = self.wq.flush(&mut self.stream, pool);
+        let sent = before - self.wq.len();
+        if sent > 0 {
+            self.sent += sent as u64;
+            self.stalled = false;
         }
-        Ok(true)
+        result
     }
 
-    fn consume(&mut self, mut n: usize) {
-        self.queued -= n;
-        while n > 0 {
-            let front = self.wqueue.front_mut().expect("wrote more than was queued");
-            if front.len() <= n {
-                n -= front.len();
-                self.wqueue.pop_front();
-            } else {
-                front.advance(n);
-                n = 0;
-            }
-        }
+    /// True while producers waiting for this connection should wait:
+    /// over high water, open, and its peer reading.
+    pub(crate) fn is_backed_up(&self) -> bool {
+        self.over_high_water && !self.stalled && matches!(self.closing, Closing::No)
     }
 
     /// Leaves the high-water state once the queue is down to the low-water
     /// mark; true when that just happened (time for `on_drained`).
     pub(crate) fn crossed_low_water(&mut self) -> bool {
-        if self.over_high_water && self.queued <= self.opts.low_water {
+        if self.over_high_water && self.wq.len() <= self.opts.low_water {
             self.over_high_water = false;
             return true;
         }

@@ -49,6 +49,40 @@ impl<'a> Context<'a> {
         self.reactor.write(other, data)
     }
 
+    /// True while `other`'s write queue is over its high-water mark and its
+    /// peer is reading (see [`Reactor::is_backed_up`]).
+    pub fn is_backed_up(&mut self, other: ConnId) -> bool {
+        self.reactor.is_backed_up(other)
+    }
+
+    /// Holds back this connection's input while `other` is backed up:
+    /// reading stops until `other`'s queue is down to its low-water mark,
+    /// it closes, or its peer stops reading for
+    /// [`ConnOptions::stall_timeout`](crate::ConnOptions::stall_timeout)
+    /// (Twisted's producer/consumer). True if reading stopped. A relay calls
+    /// it after each write to another connection:
+    ///
+    /// ```
+    /// # use sockloop::{ConnId, Context};
+    /// fn relay(cx: &mut Context<'_>, to: ConnId, line: &[u8]) {
+    ///     if cx.write_to(to, line).is_ok() {
+    ///         cx.pause_until_drained(to);
+    ///     }
+    /// }
+    /// ```
+    pub fn pause_until_drained(&mut self, other: ConnId) -> bool {
+        self.reactor.pause_until_drained(self.id, other)
+    }
+
+    /// True when this connection reads: not paused by the protocol, by its
+    /// own write queue's backpressure, by a connection it waits for, or by a
+    /// full offload pool, and not closing. A protocol that handles many
+    /// messages per read may stop when this turns false and leave the rest
+    /// in the buffer for later.
+    pub fn is_reading(&mut self) -> bool {
+        self.reactor.is_reading(self.id)
+    }
+
     /// Closes after everything queued has been sent (asynchat's
     /// `close_when_done`), in order: `on_data` is not called any more (what
     /// the peer still sends is read and dropped, as unread input would make

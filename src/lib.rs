@@ -50,6 +50,7 @@
 
 mod addr;
 mod allow;
+mod backpressure;
 mod blocking;
 mod child;
 mod conn;
@@ -70,6 +71,7 @@ pub mod server;
 mod signals;
 mod stream;
 mod timer;
+mod wqueue;
 
 pub use addr::Addr;
 pub use allow::AllowList;

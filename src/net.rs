@@ -87,6 +87,15 @@ pub struct ConnOptions {
     ///
     /// [`CloseReason::WriteQueueFull`]: crate::CloseReason::WriteQueueFull
     pub max_queued: Option<usize>,
+    /// A connection over its high-water mark holds back the producers that
+    /// asked to wait for it ([`Context::pause_until_drained`]) only while
+    /// its peer reads: once its socket has taken nothing for this long
+    /// (default 1 s) it counts as stalled, its producers go on, and it
+    /// meets `max_queued` if it never reads again. One peer that stopped
+    /// reading thus cannot stop the others.
+    ///
+    /// [`Context::pause_until_drained`]: crate::Context::pause_until_drained
+    pub stall_timeout: Duration,
     /// Close connections that neither read nor wrote for this long. Default: never.
     pub idle_timeout: Option<Duration>,
     /// `TCP_NODELAY` on accepted and connected TCP sockets. Default on: the
@@ -121,6 +130,7 @@ impl Default for ConnOptions {
             high_water: 64 * 1024,
             low_water: 16 * 1024,
             max_queued: Some(64 * 1024 * 1024),
+            stall_timeout: Duration::from_secs(1),
             idle_timeout: None,
             nodelay: true,
             connect_timeout: Some(Duration::from_secs(30)),

@@ -7,44 +7,50 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::conn::{Closing, ShutdownWrite};
+use slab::Slab;
+
 use crate::reactor::{Source, TimerTarget};
 use crate::{Addr, CloseReason, ConnId, Reactor, TimerId};
 
 impl Reactor {
     /// Queues a copy of `data` on connection `id` (see [`Context::write`](crate::Context::write)).
     pub fn write(&mut self, id: ConnId, data: &[u8]) -> io::Result<()> {
-        // Copy into the staging buffer and split it off: no allocation while
-        // the bytes of earlier writes have left (the buffer is reclaimed).
-        self.staging.reserve(data.len().max(16 * 1024));
-        self.staging.extend_from_slice(data);
-        let bytes = self.staging.split().freeze();
-        self.write_bytes(id, bytes)
+        if data.is_empty() {
+            return open_for_writes(&mut self.sources, id).map(drop);
+        }
+        let conn = open_for_writes(&mut self.sources, id)?;
+        // Copied into the connection's tail block, shared by small writes
+        // (no allocation in steady state: blocks come from a pool).
+        let queued = conn.enqueue_copy(data, &mut self.tails);
+        self.queued_or_full(id, queued)
     }
 
-    /// Queues `data` on connection `id` without copying it.
+    /// Queues `data` on connection `id`, without copying it when it is
+    /// large: a small `Bytes`, or a slice of the reactor's read buffer under
+    /// half of it, is copied instead, so that it does not keep a large block
+    /// alive (docs/design.md, "Memory follows the bytes held").
     ///
     /// Fails with `NotConnected` when `id` names no open connection (it
     /// closed, or the id is stale) or the connection is closing; the bytes are
     /// dropped. A write that would pass `max_queued` closes the connection with
     /// [`CloseReason::WriteQueueFull`] and fails too.
     pub fn write_bytes(&mut self, id: ConnId, data: impl Into<Bytes>) -> io::Result<()> {
-        let Some(conn) = self.conn(id) else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                format!("{id} is not open"),
-            ));
-        };
-        if !conn.accepts_writes() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                format!("{id} is closing"),
-            ));
-        }
         let data = data.into();
+        let at = data.as_ptr() as usize;
+        let (start, end) = self.read_block;
+        let read_block = (start <= at && at < end).then_some(end - start);
+        let conn = open_for_writes(&mut self.sources, id)?;
         if data.is_empty() {
             return Ok(());
         }
-        if let Err(limit) = conn.enqueue(data) {
+        let queued = conn.enqueue(data, read_block, &mut self.tails);
+        self.queued_or_full(id, queued)
+    }
+
+    /// After an enqueue: schedules the flush, or closes a connection whose
+    /// queue would have passed its limit.
+    fn queued_or_full(&mut self, id: ConnId, queued: Result<(), usize>) -> io::Result<()> {
+        if let Err(limit) = queued {
             log::warn!("{id}: write queue over {limit} bytes (peer not reading); closing");
             self.close_id(id, Closing::Now(CloseReason::WriteQueueFull { limit }));
             return Err(io::Error::new(
@@ -150,8 +156,8 @@ impl Reactor {
                 );
             }
             for key in left {
-                if let Some(conn) = r.conn_at(key) {
-                    let _ = conn.flush();
+                if let Some(conn) = crate::reactor::conn_in(&mut r.sources, key) {
+                    let _ = conn.flush(&mut r.tails);
                 }
                 r.close_at(key, Closing::Now(CloseReason::ReactorStopped));
             }
@@ -201,9 +207,24 @@ impl Reactor {
             .is_none_or(|c| !matches!(c.closing, Closing::No))
     }
 
+    /// True when connection `id` reads (see [`Context::is_reading`](crate::Context::is_reading)).
+    pub fn is_reading(&mut self, id: ConnId) -> bool {
+        self.conn(id)
+            .is_some_and(|c| c.wants_read() && !c.discards_input())
+    }
+
+    /// The memory connection `id`'s write queue holds, in bytes: its
+    /// buffers' sizes, and for a zero-copy piece of the read buffer the part
+    /// of that buffer it keeps alive. At most about twice
+    /// [`queued`](Reactor::queued) plus a few KiB, and no more than a
+    /// few array slots once the queue is empty (docs/design.md, "Memory follows the bytes held").
+    pub fn queued_memory(&mut self, id: ConnId) -> usize {
+        self.conn(id).map_or(0, |c| c.wq.held())
+    }
+
     /// Bytes queued on connection `id` and not yet taken by the socket.
     pub fn queued(&mut self, id: ConnId) -> usize {
-        self.conn(id).map_or(0, |c| c.queued)
+        self.conn(id).map_or(0, |c| c.wq.len())
     }
 
     /// The peer's address of connection `id`.
@@ -294,4 +315,21 @@ impl Reactor {
     pub fn connection_count(&self) -> usize {
         self.stats.open
     }
+}
+
+/// The connection `id` if it still accepts writes.
+fn open_for_writes(sources: &mut Slab<Source>, id: ConnId) -> io::Result<&mut crate::conn::Conn> {
+    let Some(conn) = crate::reactor::conn_in(sources, id.key()).filter(|c| c.gen == id.gen) else {
+        return Err(io::Error::new(
+            io::ErrorKind::NotConnected,
+            format!("{id} is not open"),
+        ));
+    };
+    if !conn.accepts_writes() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotConnected,
+            format!("{id} is closing"),
+        ));
+    }
+    Ok(conn)
 }

@@ -98,9 +98,15 @@ pub struct Reactor {
     /// The shared read buffer: every read lands here unless the connection
     /// holds a partial frame in a buffer of its own.
     pub(crate) scratch: BytesMut,
-    /// Where `write(&[u8])` copies to; split off as `Bytes`, so it is reused
-    /// once the socket has taken the bytes.
-    pub(crate) staging: BytesMut,
+    /// The address range of the shared read buffer's current block (set
+    /// when it is allocated): a `Bytes` written from inside it is copied
+    /// unless it is a large part of it, since it would keep all of it alive.
+    pub(crate) scratch_block: (usize, usize),
+    /// The range of the buffer the current `on_data` reads from (the shared
+    /// block, or the connection's own buffer).
+    pub(crate) read_block: (usize, usize),
+    /// Emptied tail blocks of write queues, for reuse (see `wqueue.rs`).
+    pub(crate) tails: crate::wqueue::TailPool,
     pub(crate) pool: Vec<BytesMut>,
     /// Receive buffer of datagram sockets.
     pub(crate) dgram_buf: Vec<u8>,
@@ -139,7 +145,9 @@ impl Reactor {
             to_flush: Vec::new(),
             closed: Vec::new(),
             scratch: BytesMut::new(),
-            staging: BytesMut::new(),
+            scratch_block: (0, 0),
+            read_block: (0, 0),
+            tails: Vec::new(),
             pool: Vec::new(),
             dgram_buf: Vec::new(),
             now: Instant::now(),
@@ -436,7 +444,7 @@ impl Drop for Reactor {
             for key in keys {
                 match self.sources.get_mut(key) {
                     Some(Source::Conn(conn)) => {
-                        let _ = conn.flush();
+                        let _ = conn.flush(&mut self.tails);
                         conn.closing = Closing::Now(CloseReason::ReactorStopped);
                         self.finish_close(key);
                     }

@@ -120,7 +120,7 @@ impl Reactor {
             }
             return;
         }
-        if event.is_writable() && !conn.wqueue.is_empty() {
+        if event.is_writable() && !conn.wq.is_empty() {
             self.flush_conn(key);
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -184,7 +184,17 @@ impl Reactor {
             let size = if own { OWN_READ_SIZE } else { READ_SIZE };
             if buf.capacity() - buf.len() < size / 4 {
                 buf.reserve(size);
+                if !own {
+                    let start = buf.as_ptr() as usize;
+                    self.scratch_block = (start, start + buf.capacity());
+                }
             }
+            self.read_block = if own {
+                let start = buf.as_ptr() as usize;
+                (start, start + buf.capacity())
+            } else {
+                self.scratch_block
+            };
             let offered = buf.capacity() - buf.len();
             let conn = conn_in(&mut self.sources, key).expect("checked above");
             let result = conn.stream.read_into(&mut buf);
@@ -201,6 +211,10 @@ impl Reactor {
                     if n < offered && trust_short_read {
                         return;
                     }
+                    // Fair turns: what this read produced goes out (or
+                    // raises backpressure) before the next read, so a burst
+                    // cannot pile up several reads' worth of output.
+                    self.settle();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.keep_unconsumed(key, buf, own);
@@ -402,8 +416,8 @@ impl Reactor {
         if conn.connecting {
             return;
         }
-        let had_queue = !conn.wqueue.is_empty();
-        let flushed = match conn.flush() {
+        let had_queue = !conn.wq.is_empty();
+        let flushed = match conn.flush(&mut self.tails) {
             Ok(flushed) => flushed,
             Err(e) => return self.close_at(key, Closing::Now(CloseReason::from_io(e))),
         };
@@ -441,6 +455,7 @@ impl Reactor {
             return self.linger(key);
         }
         if conn.crossed_low_water() {
+            self.release_producers(key);
             self.call(key, |p, cx| p.on_drained(cx));
             self.schedule_read(key);
         }
@@ -501,12 +516,13 @@ impl Reactor {
         let listener = conn.listener;
         let id = ConnId::new(key, conn.gen);
 
-        match conn.queued {
+        match conn.wq.len() {
             // Bytes a protocol handed over and the peer will never get: say so.
             0 if reason.is_clean() => {}
             0 => log::debug!("{id}: {reason}"),
             unsent => log::warn!("{id}: {reason}; {unsent} queued bytes were not sent"),
         }
+        self.release_producers(key);
         self.call(key, |p, cx| p.on_close(cx, &reason));
         // Its timers (those set in `on_close` too) would only linger.
         if let Source::Conn(conn) = self.release_slot(key) {
