@@ -1,6 +1,8 @@
 //! Heap use of the reactor thread, counted by a global allocator that tallies
-//! allocations per thread: an echo in steady state allocates nothing, and an
-//! idle connection costs well under 1 KiB of user-space memory.
+//! allocations and live bytes per thread: an echo in steady state allocates
+//! nothing, an idle connection costs well under 1 KiB of user-space memory,
+//! and a write queue holds at most about twice the bytes queued in it,
+//! whatever the pattern of writes (issue 9, cases 1 to 3).
 
 mod common;
 
@@ -9,9 +11,14 @@ use std::cell::Cell;
 use std::io::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use std::os::unix::net::UnixStream;
+
 use bytes::{Bytes, BytesMut};
 use common::*;
-use sockloop::{Context, FrameHandler, Framed, Protocol, Reactor};
+use socket2::SockRef;
+use sockloop::{
+    BlockingStream, ConnId, ConnOptions, Context, FrameHandler, Framed, Protocol, Reactor,
+};
 
 struct Counting;
 
@@ -164,4 +171,197 @@ fn an_idle_connection_costs_under_one_kib() {
     let per_conn = (after - before) / 500;
     eprintln!("reactor heap per idle connection: {per_conn} bytes");
     assert!(per_conn < 1024, "{per_conn} bytes per idle connection");
+}
+
+// ----- memory follows the bytes held (issue 9) ------------------------------
+
+static QUEUED: AtomicU64 = AtomicU64::new(0);
+static QUEUE_MEMORY: AtomicU64 = AtomicU64::new(0);
+static RELAYED_READS: AtomicU64 = AtomicU64::new(0);
+static TINY_READS: AtomicU64 = AtomicU64::new(0);
+static MAX_QUEUED: AtomicU64 = AtomicU64::new(0);
+
+/// The reactor thread's live heap bytes, and what connection `id`'s queue
+/// holds by the crate's own account (`queued`, `queued_memory`).
+fn probe_queue(server: &Server, id: ConnId) -> (i64, u64, u64) {
+    server
+        .handle
+        .post(move |r: &mut Reactor| {
+            QUEUED.store(r.queued(id) as u64, Ordering::Relaxed);
+            QUEUE_MEMORY.store(r.queued_memory(id) as u64, Ordering::Relaxed);
+        })
+        .unwrap();
+    let (_, live) = probe(server);
+    (
+        live,
+        QUEUED.load(Ordering::Relaxed),
+        QUEUE_MEMORY.load(Ordering::Relaxed),
+    )
+}
+
+/// Serves one end of a socketpair whose other end never reads, with a
+/// send buffer as small as the kernel allows, so that what the server
+/// writes to it piles up in its write queue after a few KiB. The client's
+/// end is returned (dropping it would close the connection).
+fn adopt_non_reader<P: Protocol + Send>(server: &Server, proto: P) -> (ConnId, UnixStream) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    SockRef::from(&theirs).set_send_buffer_size(1).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    server
+        .handle
+        .post(move |r: &mut Reactor| {
+            let id = r
+                .adopt(BlockingStream::Unix(theirs), &ConnOptions::default(), proto)
+                .unwrap();
+            tx.send(id).unwrap();
+        })
+        .unwrap();
+    (recv(&rx), ours)
+}
+
+/// The invariant of docs/design.md, checked against the allocator (the
+/// truth) and against the crate's own account: what the server thread holds
+/// beyond its baseline is at most twice the bytes queued plus `slack` (the
+/// shared pools and read buffers), and `queued_memory` is right about it.
+fn assert_memory_follows_queue(what: &str, grown: i64, queued: u64, memory: u64, slack: i64) {
+    eprintln!("{what}: {queued} bytes queued, queue holds {memory} bytes, heap grew {grown} bytes");
+    assert!(
+        queued > 1000,
+        "{what}: the test queued too little ({queued} bytes)"
+    );
+    assert!(
+        grown <= 2 * queued as i64 + slack,
+        "{what}: heap grew by {grown} bytes for {queued} bytes queued"
+    );
+    assert!(
+        memory <= 2 * queued + 12 * 1024,
+        "{what}: queued_memory {memory} for {queued} bytes queued"
+    );
+}
+
+/// Case 1: every small write to a connection that does not read used to
+/// pin a 16 KiB staging block (a chat member that receives many short lines).
+#[test]
+fn small_writes_to_a_non_reader_hold_about_their_size() {
+    struct Relay(ConnId);
+    impl Protocol for Relay {
+        fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+            for _ in 0..data.len() {
+                let _ = cx.write_to(self.0, b"x\n");
+            }
+            data.clear();
+            RELAYED_READS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = Server::start(move |r| {
+        let tx = std::sync::Mutex::new(tx);
+        let id = r
+            .listen(&any_port(), move |_| {
+                let (sink_tx, sink_rx) = std::sync::mpsc::channel();
+                tx.lock().unwrap().send(sink_tx).unwrap();
+                Relay(sink_rx.recv().unwrap())
+            })
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    let (sink, _sink_end) = adopt_non_reader(&server, ZeroCopyEcho);
+    let connector = std::thread::spawn({
+        let addr = server.inet(0);
+        move || connect(addr)
+    });
+    recv(&rx).send(sink).unwrap();
+    let mut talker = connector.join().unwrap();
+    talker.write_all(b"warm").unwrap();
+    wait_until("the warm-up read", || {
+        RELAYED_READS.load(Ordering::Relaxed) >= 1
+    });
+    let (before, _, _) = probe_queue(&server, sink);
+    // 3000 two-byte lines, in reads of various sizes.
+    let mut sent = 0;
+    for n in (1..).map(|i| i % 97 + 1) {
+        if sent + n > 3000 {
+            break;
+        }
+        let reads = RELAYED_READS.load(Ordering::Relaxed);
+        talker.write_all(&vec![b'.'; n]).unwrap();
+        sent += n;
+        wait_until("the relay", || {
+            RELAYED_READS.load(Ordering::Relaxed) > reads
+        });
+    }
+    let (after, queued, memory) = probe_queue(&server, sink);
+    assert_memory_follows_queue("small writes", after - before, queued, memory, 64 * 1024);
+}
+
+/// Case 2: a tiny echo used to be a zero-copy slice of the shared 64 KiB
+/// read buffer, and each one held for a non-reader kept a whole block alive
+/// while another client's large echoes moved the buffer on.
+#[test]
+fn tiny_echoes_do_not_pin_the_read_buffer() {
+    struct CountingEcho;
+    impl Protocol for CountingEcho {
+        fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+            cx.write_bytes(data.split().freeze());
+            TINY_READS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let server = server_with(|| ZeroCopyEcho);
+    let (tiny, mut tiny_end) = adopt_non_reader(&server, CountingEcho);
+    let mut bulk = connect(server.inet(0));
+    let block = pattern(48 * 1024);
+    assert_eq!(roundtrip(&mut bulk, &block), block);
+    let (before, _, _) = probe_queue(&server, tiny);
+    for i in 0..1200u64 {
+        tiny_end.write_all(b"!").unwrap();
+        wait_until("the tiny read", || TINY_READS.load(Ordering::Relaxed) > i);
+        assert!(roundtrip(&mut bulk, &block) == block);
+    }
+    // Bytes echoed to the non-reader: queued (the kernel holds only a few).
+    let (after, queued, memory) = probe_queue(&server, tiny);
+    assert_memory_follows_queue("tiny echoes", after - before, queued, memory, 256 * 1024);
+}
+
+/// Case 3: a write queue kept the array of its peak after a burst; an idle
+/// connection must hold what it held before the burst.
+#[test]
+fn a_connection_idle_after_a_burst_holds_what_it_held_before() {
+    struct MaxLineEcho;
+    impl FrameHandler for MaxLineEcho {
+        fn on_frame(&mut self, cx: &mut Context<'_>, line: Bytes) {
+            cx.write_bytes(line);
+            cx.write(b"\n");
+            MAX_QUEUED.fetch_max(cx.queued() as u64, Ordering::Relaxed);
+        }
+    }
+    let server = server_with(|| Framed::new(MaxLineEcho));
+    let mut clients: Vec<_> = (0..4).map(|_| connect(server.inet(0))).collect();
+    for c in clients.iter_mut() {
+        assert_eq!(roundtrip(c, b"hi\n"), b"hi\n");
+    }
+    let lines = b"ab\n".repeat(512 * 1024 / 3);
+    // The first burst fills the shared pools (kept for every connection).
+    let mut before = 0;
+    for (i, c) in clients.iter_mut().enumerate() {
+        if i == 1 {
+            before = probe(&server).1;
+        }
+        MAX_QUEUED.store(0, Ordering::Relaxed);
+        let mut writer = c.try_clone().unwrap();
+        let input = lines.clone();
+        let writing = std::thread::spawn(move || writer.write_all(&input).unwrap());
+        // Read only once the server's queue has backed up.
+        wait_until("the queue to back up", || {
+            MAX_QUEUED.load(Ordering::Relaxed) >= 32 * 1024
+        });
+        assert!(read_n(c, lines.len()) == lines);
+        writing.join().unwrap();
+    }
+    let (_, after) = probe(&server);
+    let per_conn = (after - before) / 3;
+    eprintln!("heap per connection after the burst, beyond before it: {per_conn} bytes");
+    assert!(
+        per_conn <= 1024,
+        "{per_conn} bytes per idle connection after a burst"
+    );
 }
