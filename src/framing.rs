@@ -5,7 +5,13 @@
 //! as zero-copy [`Bytes`]; [`Framed`] adapts it to a [`Protocol`]. Every
 //! frame is bounded by [`FrameHandler::max_frame`]: a peer that sends a line
 //! that never ends is disconnected with a reason, not buffered forever (the
-//! asynchat DoS of pyftpdlib #3, tokio's unbounded `LinesCodec` #186).
+//! asynchat DoS of pyftpdlib #3, tokio's unbounded `LinesCodec` #186), unless
+//! the handler's [`FrameHandler::on_oversized`] chooses to skip the frame and
+//! go on (Twisted's `lineLengthExceeded`).
+//!
+//! [`Terminator::Raw`] is LineReceiver's raw mode: the bytes go to
+//! [`FrameHandler::on_raw`] as they come, and what it leaves in the buffer is
+//! framed again by the next terminator (`setRawMode`, `setLineMode(rest)`).
 //!
 //! ```
 //! use sockloop::{Context, Framed, FrameHandler};
@@ -33,13 +39,49 @@ pub enum Terminator<'a> {
     /// The frame ends before these bytes (any length; `\n`, `\r\n`...). The
     /// delimiter is removed from the frame.
     Delimiter(&'a [u8]),
-    /// The frame is exactly this many bytes (must be at least 1).
+    /// The frame is exactly this many bytes (must be at least 1). It stays in
+    /// force for the frames after it until the handler changes it (asynchat's
+    /// integer terminator fires once); `Count(0)` closes the connection with
+    /// [`CloseReason::Protocol`], where asynchat collected everything: use
+    /// [`Terminator::None`] for that. An empty `Delimiter` is refused the same way.
     Count(usize),
     /// A 4-byte big-endian length, then that many bytes (the frame).
     LengthPrefixed,
     /// No framing: whatever arrived is one frame, split into frames of at
     /// most [`max_frame`](FrameHandler::max_frame) bytes when more arrived.
     None,
+    /// Raw mode (Twisted LineReceiver's `setRawMode`): the buffered bytes
+    /// are handed to [`FrameHandler::on_raw`], which takes what it wants and
+    /// may switch the terminator back; what it leaves is framed by the next
+    /// terminator at once (`setLineMode(rest)`). Bytes it leaves while still
+    /// in raw mode wait for more input, up to `max_frame` of them.
+    Raw,
+}
+
+impl Terminator<'_> {
+    /// Why no stream can be framed by this terminator, if so (not a matter
+    /// of the peer's input: skipping a frame would not help).
+    fn unusable(&self, max: usize) -> Option<&'static str> {
+        match self {
+            Terminator::Delimiter([]) => Some("empty delimiter"),
+            Terminator::Count(0) => Some("a Count terminator must be at least 1"),
+            Terminator::None | Terminator::Raw if max == 0 => Some("max_frame is 0"),
+            _ => None,
+        }
+    }
+}
+
+/// What [`Framed`] does with a frame over [`FrameHandler::max_frame`]: the
+/// answer of [`FrameHandler::on_oversized`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Oversized {
+    /// Close the connection (after what is queued is sent) with
+    /// [`CloseReason::Protocol`]. The default, as Twisted's.
+    Close,
+    /// Drop the frame, however long it turns out to be (the bytes still to
+    /// come are dropped as they arrive, up to its delimiter or announced
+    /// length), and go on with the next one.
+    Skip,
 }
 
 /// A protocol that thinks in frames instead of bytes (asynchat's
@@ -67,6 +109,26 @@ pub trait FrameHandler: 'static {
 
     /// One complete frame arrived.
     fn on_frame(&mut self, cx: &mut Context<'_>, frame: Bytes);
+
+    /// A frame is longer than [`max_frame`](FrameHandler::max_frame)
+    /// (Twisted's `lineLengthExceeded`). `head` is its start (at most
+    /// `max_frame` bytes, without a length prefix). The handler may answer
+    /// (`cx.write` an error line) and then says whether to close or to skip
+    /// the frame and go on. The default closes with [`CloseReason::Protocol`].
+    fn on_oversized(&mut self, cx: &mut Context<'_>, head: &[u8]) -> Oversized {
+        let _ = (cx, head);
+        Oversized::Close
+    }
+
+    /// Bytes arrived while the terminator is [`Terminator::Raw`]: take what
+    /// you use from the front of `data` (`split_to`, `advance`) and leave the
+    /// rest. After a switch of terminator (in this call) what is left is
+    /// framed by the new one at once; without a switch it waits for more
+    /// input. The default hands everything to
+    /// [`on_frame`](FrameHandler::on_frame) as one frame.
+    fn on_raw(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+        self.on_frame(cx, data.split().freeze());
+    }
 
     /// See [`Protocol::on_open`].
     fn on_open(&mut self, cx: &mut Context<'_>) {
@@ -137,6 +199,35 @@ impl<H: FrameHandler> Framed<H> {
     }
 }
 
+impl<H: FrameHandler> Framed<H> {
+    /// The decoder refused the frame at the front of `data`: a terminator
+    /// that cannot frame anything closes; a frame too long is the
+    /// handler's to judge (close, or skip it and go on).
+    fn oversized(&mut self, cx: &mut Context<'_>, data: &mut BytesMut, msg: String) {
+        let max = self.handler.max_frame();
+        let choice = if self.handler.terminator().unusable(max).is_some() {
+            Oversized::Close
+        } else {
+            let prefix = match self.handler.terminator() {
+                Terminator::LengthPrefixed => 4.min(data.len()),
+                _ => 0,
+            };
+            let end = data.len().min(prefix.saturating_add(max));
+            self.handler.on_oversized(cx, &data[prefix..end])
+        };
+        if choice == Oversized::Skip
+            && !cx.is_closing()
+            && self.decoder.skip_frame(data, self.handler.terminator())
+        {
+            log::debug!("{}: {msg}; skipped", cx.id());
+            return;
+        }
+        log::info!("{}: {msg}; closing", cx.id());
+        data.clear();
+        cx.close_with(CloseReason::Protocol(msg));
+    }
+}
+
 impl<H: FrameHandler> Protocol for Framed<H> {
     fn on_open(&mut self, cx: &mut Context<'_>) {
         self.handler.on_open(cx);
@@ -146,20 +237,36 @@ impl<H: FrameHandler> Protocol for Framed<H> {
         // Stop at a close: bytes after a QUIT are not the handler's business.
         let mut completed = false;
         while !cx.is_closing() {
-            let next =
-                self.decoder
-                    .next_frame(data, self.handler.terminator(), self.handler.max_frame());
+            let max = self.handler.max_frame();
+            if self.handler.terminator() == Terminator::Raw && !self.decoder.skipping() {
+                if data.is_empty() {
+                    break;
+                }
+                let before = data.len();
+                self.handler.on_raw(cx, data);
+                let switched = self.handler.terminator() != Terminator::Raw;
+                if data.len() < before {
+                    completed = true;
+                } else if !switched {
+                    // Kept for more input: bounded like any frame.
+                    if data.len() <= max {
+                        break;
+                    }
+                    let msg = format!("raw input kept over the {max}-byte frame limit");
+                    self.oversized(cx, data, msg);
+                }
+                continue;
+            }
+            let next = self
+                .decoder
+                .next_frame(data, self.handler.terminator(), max);
             match next {
                 Ok(Some(frame)) => {
                     completed = true;
                     self.handler.on_frame(cx, frame);
                 }
                 Ok(None) => break,
-                Err(msg) => {
-                    log::info!("{}: {msg}; closing", cx.id());
-                    data.clear();
-                    cx.close_with(CloseReason::Protocol(msg));
-                }
+                Err(msg) => self.oversized(cx, data, msg),
             }
         }
         self.partial = !data.is_empty();
@@ -234,6 +341,18 @@ pub struct FrameDecoder {
     /// terminator at any time (in `on_timer`, say), and an offset searched
     /// for another delimiter would skip a match.
     scanned_for: u64,
+    /// The rest of a refused frame still to drop (see `skip_frame`).
+    skip: Skip,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Skip {
+    #[default]
+    No,
+    /// Up to and including the next delimiter.
+    ToDelimiter,
+    /// This many more bytes.
+    Bytes(usize),
 }
 
 /// A cheap fingerprint of a delimiter (FNV-1a).
@@ -244,6 +363,71 @@ fn fingerprint(delim: &[u8]) -> u64 {
 }
 
 impl FrameDecoder {
+    /// Drops the frame at the front of `buf` that [`next_frame`] refused as
+    /// too long, however long it turns out: what is buffered now, and the
+    /// rest as it arrives (up to and including its delimiter, or up to its
+    /// count or announced length); then framing goes on with the next frame.
+    /// False when there is no such frame to drop (`buf` is left alone).
+    ///
+    /// [`next_frame`]: FrameDecoder::next_frame
+    pub fn skip_frame(&mut self, buf: &mut BytesMut, terminator: Terminator<'_>) -> bool {
+        self.skip = match terminator {
+            Terminator::Delimiter(d) if !d.is_empty() => Skip::ToDelimiter,
+            Terminator::Count(n) if n > 0 => Skip::Bytes(n),
+            Terminator::LengthPrefixed => match buf.get(..4) {
+                Some(header) => {
+                    let n = u32::from_be_bytes(header.try_into().expect("4 bytes"));
+                    buf.advance(4);
+                    Skip::Bytes(n as usize)
+                }
+                None => return false,
+            },
+            Terminator::None | Terminator::Raw if !buf.is_empty() => Skip::Bytes(buf.len()),
+            _ => return false,
+        };
+        self.scanned = 0;
+        self.skip_some(buf, terminator);
+        true
+    }
+
+    /// True while the rest of a refused frame is being dropped.
+    pub fn skipping(&self) -> bool {
+        self.skip != Skip::No
+    }
+
+    /// Drops what `buf` holds of a frame being skipped; true when it is all gone.
+    fn skip_some(&mut self, buf: &mut BytesMut, terminator: Terminator<'_>) -> bool {
+        match (self.skip, terminator) {
+            (Skip::No, _) => true,
+            (Skip::Bytes(n), _) => {
+                let k = n.min(buf.len());
+                buf.advance(k);
+                self.skip = if n == k { Skip::No } else { Skip::Bytes(n - k) };
+                n == k
+            }
+            (Skip::ToDelimiter, Terminator::Delimiter(d)) if !d.is_empty() => {
+                match memchr::memmem::find(buf, d) {
+                    Some(at) => {
+                        buf.advance(at + d.len());
+                        self.skip = Skip::No;
+                        true
+                    }
+                    None => {
+                        // Keep what could be the start of a delimiter.
+                        let keep = (d.len() - 1).min(buf.len());
+                        buf.advance(buf.len() - keep);
+                        false
+                    }
+                }
+            }
+            // The terminator changed meanwhile: the old frame is over.
+            (Skip::ToDelimiter, _) => {
+                self.skip = Skip::No;
+                true
+            }
+        }
+    }
+
     /// The next complete frame, `Ok(None)` if more bytes are needed, or why
     /// the stream cannot be framed (a frame over `max` bytes, a bad
     /// terminator). Bytes of an incomplete frame stay in `buf`.
@@ -253,6 +437,9 @@ impl FrameDecoder {
         terminator: Terminator<'_>,
         max: usize,
     ) -> Result<Option<Bytes>, String> {
+        if !self.skip_some(buf, terminator) {
+            return Ok(None);
+        }
         let print = match terminator {
             Terminator::Delimiter(delim) => fingerprint(delim),
             _ => 0,
@@ -306,9 +493,11 @@ impl FrameDecoder {
                 buf.advance(4);
                 Ok(Some(buf.split_to(n).freeze()))
             }
-            Terminator::None if max == 0 => Err("max_frame is 0: no frame can be delivered".into()),
+            Terminator::None | Terminator::Raw if max == 0 => {
+                Err("max_frame is 0: no frame can be delivered".into())
+            }
             // Bounded like every frame: what arrived, in pieces of at most `max`.
-            Terminator::None => {
+            Terminator::None | Terminator::Raw => {
                 Ok((!buf.is_empty()).then(|| buf.split_to(buf.len().min(max)).freeze()))
             }
         }
@@ -448,6 +637,51 @@ mod tests {
         assert!(frames(&huge, 4, Terminator::LengthPrefixed, 64)
             .unwrap_err()
             .contains("limit"));
+    }
+
+    /// Feeds `input` in chunks; a refused frame is skipped.
+    fn frames_skipping(input: &[u8], chunk: usize, term: Terminator<'_>, max: usize) -> Vec<Bytes> {
+        let mut decoder = FrameDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            loop {
+                match decoder.next_frame(&mut buf, term, max) {
+                    Ok(Some(frame)) => out.push(frame),
+                    Ok(None) => break,
+                    Err(_) => assert!(decoder.skip_frame(&mut buf, term)),
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn skipped_frames_end_at_their_delimiter_or_length() {
+        let input = b"ok\r\nxxxxxxxxxxxxxxxxxxxxxxxxx\r\nfine\r\nyyyyyyyyyy\r\r\n\r\nend\r\n";
+        for chunk in 1..=input.len() {
+            let got = frames_skipping(input, chunk, Terminator::Delimiter(b"\r\n"), 8);
+            assert_eq!(got, vec!["ok", "fine", "", "end"], "chunk {chunk}");
+        }
+        let input = b"abcd0123456789wxyz";
+        for chunk in 1..=input.len() {
+            // Every 6-byte frame is over the limit of 4: all skipped, exactly.
+            let got = frames_skipping(input, chunk, Terminator::Count(6), 4);
+            assert!(got.is_empty(), "chunk {chunk}");
+        }
+        let mut input = Vec::new();
+        for msg in [&b"abc"[..], &[b'q'; 40], b"", b"de"] {
+            input.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+            input.extend_from_slice(msg);
+        }
+        for chunk in 1..=input.len() {
+            let got = frames_skipping(&input, chunk, Terminator::LengthPrefixed, 8);
+            assert_eq!(got, vec!["abc", "", "de"], "chunk {chunk}");
+        }
+        let mut decoder = FrameDecoder::default();
+        assert!(!decoder.skip_frame(&mut BytesMut::new(), Terminator::Count(0)));
+        assert!(!decoder.skipping());
     }
 
     #[test]

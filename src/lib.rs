@@ -77,7 +77,7 @@ pub use addr::Addr;
 pub use allow::AllowList;
 pub use blocking::{BlockingDatagram, BlockingStream};
 pub use context::{Context, DatagramContext};
-pub use framing::{FrameDecoder, FrameHandler, Framed, Terminator};
+pub use framing::{FrameDecoder, FrameHandler, Framed, Oversized, Terminator};
 pub use handle::Handle;
 pub use id::{ConnId, ListenerId, TimerId};
 pub use multi::{Reactors, ReactorsHandle};
