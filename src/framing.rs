@@ -124,10 +124,14 @@ pub trait FrameHandler: 'static {
     /// you use from the front of `data` (`split_to`, `advance`) and leave the
     /// rest. After a switch of terminator (in this call) what is left is
     /// framed by the new one at once; without a switch it waits for more
-    /// input. The default hands everything to
-    /// [`on_frame`](FrameHandler::on_frame) as one frame.
+    /// input. The default hands the bytes to
+    /// [`on_frame`](FrameHandler::on_frame) in frames of at most `max_frame`
+    /// bytes, as [`Terminator::None`] does.
     fn on_raw(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
-        self.on_frame(cx, data.split().freeze());
+        let n = data.len().min(self.max_frame());
+        if n > 0 {
+            self.on_frame(cx, data.split_to(n).freeze());
+        }
     }
 
     /// See [`Protocol::on_open`].

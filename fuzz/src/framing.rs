@@ -76,7 +76,7 @@ enum Step {
 /// The error rule it encodes: a frame is refused once it is known to be over
 /// `max`: a delimiter found past `max`; `max + delimiter length` bytes
 /// buffered with no delimiter among them; a count over `max`; a length
-/// prefix over `max`. `None` frames are not limited (see docs/reliability.md).
+/// prefix over `max`. `None` frames are what arrived, cut at `max`.
 fn reference_step(buf: &[u8], term: &Term, max: usize) -> Step {
     match term {
         Term::Delimiter(d) => {
@@ -119,10 +119,12 @@ fn reference_step(buf: &[u8], term: &Term, max: usize) -> Step {
                 }
             }
         }
+        Term::None if max == 0 => Step::TooLong,
         Term::None if buf.is_empty() => Step::NeedMore,
+        // Whatever arrived, in frames of at most `max` (bounded like every frame).
         Term::None => Step::Frame {
             skip: 0,
-            len: buf.len(),
+            len: buf.len().min(max),
             after: 0,
         },
     }
