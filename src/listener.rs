@@ -143,6 +143,15 @@ impl Reactor {
         }
     }
 
+    /// Connections accepted by listener `id` that are open now (`None` if it
+    /// is not listening): what its `max_connections` is compared with.
+    pub fn listener_connections(&self, id: ListenerId) -> Option<usize> {
+        match self.sources.get(id.key()) {
+            Some(Source::Listener(l)) if l.gen == id.gen => Some(l.open),
+            _ => None,
+        }
+    }
+
     /// Stops listening; a Unix socket file is removed. Open connections stay.
     pub fn close_listener(&mut self, id: ListenerId) {
         if let Some(Source::Listener(l)) = self.sources.get_mut(id.key()) {
