@@ -42,6 +42,8 @@ pub(crate) struct Conn {
     pub(crate) closing: Closing,
     /// The outgoing connect has not completed yet.
     pub(crate) connecting: bool,
+    /// `on_open` has run (it may be pending after an `adopt` in a callback).
+    pub(crate) opened: bool,
     pub(crate) paused_by_user: bool,
     /// An offload pool it feeds is full; reading resumes as the pool drains.
     pub(crate) paused_by_offload: bool,
@@ -104,6 +106,7 @@ impl Conn {
             wq: WriteQueue::default(),
             closing: Closing::No,
             connecting: false,
+            opened: false,
             paused_by_user: false,
             paused_by_offload: false,
             over_high_water: false,

@@ -136,7 +136,9 @@ impl Reactor {
         let conns: Vec<usize> = self
             .sources
             .iter()
-            .filter(|(_, s)| matches!(s, Source::Conn(_)))
+            // One still connecting (or adopted in a callback) is told once it
+            // opens (`Reactor::opened`).
+            .filter(|(_, s)| matches!(s, Source::Conn(c) if c.opened))
             .map(|(key, _)| key)
             .collect();
         for key in conns {

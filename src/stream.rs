@@ -55,7 +55,7 @@ impl Reactor {
             // From a callback (`adopt`), after it: callbacks never nest.
             self.after_callback(move |r| {
                 if r.gen_of(key) == Some(gen) {
-                    r.call(key, |p, cx| p.on_open(cx));
+                    r.opened(key);
                 }
             });
         }
@@ -153,9 +153,23 @@ impl Reactor {
         if let Some(t) = conn.connect_timer.take() {
             self.timers.cancel(t);
         }
-        self.call(key, |p, cx| p.on_open(cx));
+        self.opened(key);
         self.schedule_flush(key);
         self.schedule_read(key);
+    }
+
+    /// `on_open`, then, if the reactor is shutting down, `on_shutdown`: a
+    /// connection that opens during a graceful shutdown (a connect that
+    /// completes, an adopted socket) is told as the others were, and none is
+    /// told before it opened.
+    fn opened(&mut self, key: usize) {
+        if let Some(conn) = self.conn_at(key) {
+            conn.opened = true;
+        }
+        self.call(key, |p, cx| p.on_open(cx));
+        if self.draining {
+            self.call(key, |p, cx| p.on_shutdown(cx));
+        }
     }
 
     /// Reads until the socket is drained, the budget is spent, or the
