@@ -565,7 +565,7 @@ fn cases(default: u32) -> ProptestConfig {
 }
 
 proptest! {
-    #![proptest_config(cases(48))]
+    #![proptest_config(cases(256))]
 
     #[test]
     fn the_loop_keeps_its_invariants(steps in prop::collection::vec(step(), 1..60)) {
