@@ -5,7 +5,7 @@
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::Addr;
 
@@ -162,9 +162,36 @@ impl AsRawFd for BlockingDatagram {
     }
 }
 
+impl AsFd for BlockingDatagram {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            BlockingDatagram::Udp(s) => s.as_fd(),
+            BlockingDatagram::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+/// The first pause between two tries of a datagram whose peer's queue is
+/// full; it doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(1);
+const MAX_RETRY: Duration = Duration::from_millis(50);
+
 impl BlockingDatagram {
-    /// Sends one datagram to `to`, waiting while the socket buffer is full.
+    /// Sends one datagram to `to`, waiting while there is no room, for as
+    /// long as it takes (see [`send_to_within`](Self::send_to_within)).
     pub fn send_to(&self, data: &[u8], to: &Addr) -> io::Result<()> {
+        self.send_to_within(data, to, Duration::MAX)
+    }
+
+    /// Sends one datagram to `to`, waiting at most `wait` for room; then
+    /// fails with [`io::ErrorKind::TimedOut`].
+    ///
+    /// A Unix datagram socket reports "writable" (POLLOUT) even while the
+    /// peer's queue is full, so waiting for it would spin; the send is
+    /// retried after a pause that doubles from 1 ms to 50 ms instead.
+    pub fn send_to_within(&self, data: &[u8], to: &Addr, wait: Duration) -> io::Result<()> {
+        let deadline = Instant::now().checked_add(wait);
+        let mut pause = FIRST_RETRY;
         loop {
             let sent = match (self, to) {
                 (BlockingDatagram::Udp(s), Addr::Inet(a)) => s.send_to(data, a),
@@ -186,34 +213,44 @@ impl BlockingDatagram {
             };
             match sent {
                 Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_writable()?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let now = Instant::now();
+                    let left = deadline.map_or(pause, |d| d.saturating_duration_since(now));
+                    if left.is_zero() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("no room to send to {to} for {wait:?}"),
+                        ));
+                    }
+                    self.wait_writable(pause.min(left))?;
+                    pause = (pause * 2).min(MAX_RETRY);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
     }
 
-    fn wait_writable(&self) -> io::Result<()> {
-        let fd = match self {
-            BlockingDatagram::Udp(s) => s.as_raw_fd(),
-            BlockingDatagram::Unix(s) => s.as_raw_fd(),
-        };
+    /// Waits up to `wait` for room: POLLOUT for UDP (where it means room), a
+    /// plain pause for Unix datagrams (where it does not).
+    fn wait_writable(&self, wait: Duration) -> io::Result<()> {
+        if matches!(self, BlockingDatagram::Unix(_)) {
+            std::thread::sleep(wait);
+            return Ok(());
+        }
         let mut pollfd = libc::pollfd {
-            fd,
+            fd: self.as_raw_fd(),
             events: libc::POLLOUT,
             revents: 0,
         };
+        let ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
         // SAFETY: one valid pollfd, for the duration of the call.
-        match unsafe { libc::poll(&mut pollfd, 1, -1) } {
-            -1 => {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
+        if unsafe { libc::poll(&mut pollfd, 1, ms) } == -1 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
             }
-            _ => Ok(()),
         }
+        Ok(())
     }
 }

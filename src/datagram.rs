@@ -38,6 +38,13 @@ pub(crate) struct DatagramSocket {
     pub(crate) user_timers: Vec<TimerId>,
 }
 
+impl DatagramSocket {
+    /// The socket's descriptor (for a forked process to close).
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.socket)
+    }
+}
+
 impl Reactor {
     /// Binds a UDP or Unix datagram socket at `addr`, served by `proto`.
     pub fn bind_datagram(

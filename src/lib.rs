@@ -56,6 +56,7 @@ mod child;
 mod conn;
 mod context;
 mod datagram;
+mod forkserver;
 mod framing;
 mod guard;
 mod handle;

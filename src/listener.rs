@@ -50,6 +50,13 @@ enum Pause {
     BackingOff,
 }
 
+impl ListenerState {
+    /// The listening socket's descriptor (for a forked process to close).
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.listener)
+    }
+}
+
 /// Errors after which accepting again at once would fail the same way.
 fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(

@@ -464,6 +464,12 @@ macro_rules! forward_source {
                 match self { $($ty::$variant($inner $(, $rest)?) => $inner.deregister(r)),+ }
             }
         }
+
+        impl std::os::fd::AsRawFd for $ty {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                match self { $($ty::$variant($inner $(, $rest)?) => $inner.as_raw_fd()),+ }
+            }
+        }
     };
 }
 

@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::forkserver::ForkServer;
 use crate::{
     BlockingStream, CloseReason, ConnId, ConnOptions, Context, FrameHandler, Framed, Reactor,
     Terminator,
@@ -31,8 +32,9 @@ const MAX_MESSAGE: usize = 64 << 20;
 
 /// A pool of worker processes serving one function, driven by a reactor.
 ///
-/// Start it early, before the program starts threads: a child is a copy of
-/// the process at the fork. Cloning gives another handle to the same pool
+/// Start it early, before the program starts threads: workers (also the
+/// ones that replace a crashed worker) are forked from a fork server forked
+/// here, a copy of the process at this moment. Cloning gives another handle to the same pool
 /// (for each listener's factory); dropping the reactor ends the workers.
 ///
 /// ```
@@ -50,7 +52,9 @@ pub struct ProcessPool {
 }
 
 struct PoolState {
+    #[allow(dead_code)] // held for the workers' fork server to copy
     work: WorkFn,
+    forks: ForkServer,
     workers: Vec<Worker>,
     /// Requests waiting for an idle worker.
     queue: VecDeque<Pending>,
@@ -81,8 +85,25 @@ impl ProcessPool {
         work: impl Fn(&[u8]) -> Vec<u8> + Send + Sync + 'static,
     ) -> io::Result<ProcessPool> {
         let workers = workers.max(1);
+        let work: WorkFn = Arc::new(work);
+        // Workers, first and replacements alike, come from a fork server
+        // forked now: a replacement forked later from this process would
+        // copy whatever locks its other threads hold at that moment.
+        let job = work.clone();
+        let forks = ForkServer::start(
+            &reactor.owned_fds(),
+            None,
+            true,
+            Box::new(move |fds, _, _| {
+                if let Some(fd) = fds.into_iter().next() {
+                    serve(UnixStream::from(fd), &*job);
+                }
+                0
+            }),
+        )?;
         let state = Rc::new(RefCell::new(PoolState {
-            work: Arc::new(work),
+            work,
+            forks,
             workers: Vec::with_capacity(workers),
             queue: VecDeque::new(),
             max_in_flight: 16 * workers,
@@ -186,20 +207,11 @@ fn spawn(
     index: usize,
 ) -> io::Result<Worker> {
     let (parent_end, child_end) = UnixStream::pair()?;
-    let work = state.borrow().work.clone();
-    // SAFETY: the child only serves its socket and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    match pid {
-        -1 => return Err(io::Error::last_os_error()),
-        0 => {
-            crate::child::restore_default_signals();
-            crate::child::close_fds_except(&[child_end.as_raw_fd()]);
-            serve(child_end, &*work);
-            // SAFETY: ends the child without the parent's destructors.
-            unsafe { libc::_exit(0) }
-        }
-        _ => {}
-    }
+    let pid = state
+        .borrow()
+        .forks
+        .fork(&[child_end.as_fd()], &[])
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot fork a worker process: {e}")))?;
     drop(child_end);
     let link = Framed::new(Link {
         state: Rc::downgrade(state),
@@ -218,7 +230,7 @@ fn spawn(
             busy: None,
         }),
         Err(e) => {
-            reap(pid, true);
+            state.borrow().forks.signal(pid, libc::SIGKILL);
             Err(e)
         }
     }
@@ -250,21 +262,6 @@ fn serve(mut socket: UnixStream, work: &(dyn Fn(&[u8]) -> Vec<u8> + Send + Sync)
         if socket.write_all(&frame).is_err() {
             return;
         }
-    }
-}
-
-/// Waits for a worker that is gone or going; `kill` ends one that is not.
-fn reap(pid: libc::pid_t, kill: bool) {
-    let mut status = 0;
-    // SAFETY: plain system calls on our own child.
-    unsafe {
-        if libc::waitpid(pid, &mut status, libc::WNOHANG) != 0 {
-            return;
-        }
-        if kill {
-            libc::kill(pid, libc::SIGKILL);
-        }
-        libc::waitpid(pid, &mut status, 0);
     }
 }
 
@@ -334,7 +331,9 @@ impl FrameHandler for Link {
 
     fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
         let Some(state) = self.state.upgrade() else {
-            return reap(self.pid, true);
+            // The pool is gone, and with it the fork server: the worker's
+            // socket is closed, so it ends on its own.
+            return;
         };
         let (pending, closing) = {
             let mut state = state.borrow_mut();
@@ -344,7 +343,8 @@ impl FrameHandler for Link {
             (state.workers[self.index].busy.take(), state.closing)
         };
         // Its socket is closed: the worker exits (or has crashed); make sure.
-        reap(self.pid, true);
+        // The fork server reaps it.
+        state.borrow().forks.signal(self.pid, libc::SIGKILL);
         let reactor = cx.reactor();
         if let Some(pending) = pending {
             let err = io::Error::new(

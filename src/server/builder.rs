@@ -7,7 +7,9 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use super::Family;
-use super::{ErrorHook, LoopHook, Mode, RequestHandler, Server, ServerHandle, VerifyHook};
+use super::{
+    ErrorHook, LoopHook, Mode, Prepared, RequestHandler, Server, ServerHandle, VerifyHook,
+};
 use crate::Addr;
 
 /// Configures and binds a [`Server`] (socketserver's class attributes).
@@ -39,6 +41,8 @@ pub struct ServerBuilder {
     pub(super) allow_reuse_address: bool,
     pub(super) allow_reuse_port: bool,
     pub(super) timeout: Option<Duration>,
+    pub(super) request_timeout: Option<Duration>,
+    pub(super) close_timeout: Duration,
     pub(super) max_packet_size: usize,
     pub(super) verify_request: VerifyHook,
     pub(super) handle_error: ErrorHook,
@@ -57,6 +61,8 @@ impl ServerBuilder {
             allow_reuse_address: true,
             allow_reuse_port: false,
             timeout: None,
+            request_timeout: None,
+            close_timeout: Duration::from_secs(30),
             max_packet_size: 8192,
             verify_request: Box::new(|_| true),
             handle_error: Box::new(|peer, e| {
@@ -104,6 +110,26 @@ impl ServerBuilder {
         self
     }
 
+    /// How long a request's reads and writes may wait (default: forever, as
+    /// in Python). A read or write that waits longer fails, and the
+    /// handler's error reaches `handle_error` as [`io::ErrorKind::TimedOut`]:
+    /// an idle client cannot hold a worker forever. A datagram's answer
+    /// waits for room in the socket for at most this long, and 1 s at most
+    /// (datagrams are lossy: an answer the peer does not take is dropped
+    /// with a log line).
+    pub fn request_timeout(mut self, timeout: Option<Duration>) -> ServerBuilder {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The longest [`Server::server_close`] waits for running requests when
+    /// `block_on_close` says to wait and no graceful shutdown set a deadline
+    /// (default 30 s); then they are unblocked.
+    pub fn close_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.close_timeout = timeout;
+        self
+    }
+
     /// The largest datagram taken whole; longer ones are cut (default 8192).
     pub fn max_packet_size(mut self, size: usize) -> ServerBuilder {
         self.max_packet_size = size;
@@ -144,26 +170,33 @@ impl ServerBuilder {
 
     /// Binds every address and returns the server, ready to serve requests
     /// with handlers made by `factory`. Any failure closes what was bound.
-    pub fn build<H, F>(self, factory: F) -> io::Result<Server>
+    ///
+    /// A forking server starts its fork server here: build it before the
+    /// program starts threads (see [`Mode::Forking`]).
+    pub fn build<H, F>(mut self, factory: F) -> io::Result<Server>
     where
         H: RequestHandler,
         F: Fn() -> H + Send + Sync + 'static,
     {
-        Server::new(self, Box::new(move || Box::new(factory())))
+        let prepared = Prepared::new(&mut self, Box::new(move || Box::new(factory())))?;
+        Server::new(self, prepared)
     }
 
     /// Builds the server on a new thread and serves it there until
-    /// [`RunningServer::shutdown`]; bind errors are returned here.
-    pub fn spawn<H, F>(self, factory: F) -> io::Result<RunningServer>
+    /// [`RunningServer::shutdown`]; bind errors are returned here. A forking
+    /// server's fork server is started on the calling thread, before the
+    /// new thread exists.
+    pub fn spawn<H, F>(mut self, factory: F) -> io::Result<RunningServer>
     where
         H: RequestHandler,
         F: Fn() -> H + Send + Sync + 'static,
     {
+        let prepared = Prepared::new(&mut self, Box::new(move || Box::new(factory())))?;
         let (tx, rx) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("server".into())
             .spawn(move || {
-                let mut server = match self.build(factory) {
+                let mut server = match Server::new(self, prepared) {
                     Ok(server) => server,
                     Err(e) => {
                         let _ = tx.send(Err(e));
@@ -171,7 +204,9 @@ impl ServerBuilder {
                     }
                 };
                 let _ = tx.send(Ok(server.handle()));
-                server.serve_forever()
+                let served = server.serve_forever();
+                server.server_close();
+                served
             })?;
         let handle = rx
             .recv()
@@ -204,6 +239,13 @@ impl RunningServer {
     /// Shuts the server down, closes it (`server_close`: waits for threads
     /// or children per `block_on_close`) and returns `serve_forever`'s result.
     pub fn shutdown(mut self) -> io::Result<()> {
+        self.stop()
+    }
+
+    /// [`ServerHandle::shutdown_graceful`], then waits for the server's
+    /// thread: running requests get `grace`, then are unblocked.
+    pub fn shutdown_graceful(mut self, grace: Duration) -> io::Result<()> {
+        self.handle.shutdown_graceful(grace);
         self.stop()
     }
 

@@ -1,86 +1,161 @@
-//! A process per request (`ForkingMixIn`), and reaping the children.
+//! A process per request (`ForkingMixIn`), forked by a fork server.
 //!
-//! Only the pids this server forked are waited for, one by one with
-//! `waitpid(pid, WNOHANG)`: never `waitpid(-1)`, which would steal the exit
-//! status of a child the application forked itself (CPython issue 1540386).
+//! The fork server (src/forkserver.rs) is forked when the server is built,
+//! before the server binds anything, so it holds none of the server's
+//! sockets; each request's socket is passed to it and on to the child.
+//! It reaps the children and reports each exit on a socket the server's
+//! loop reads; a child reaches its parent on the same socket (a handler's
+//! `request.server().shutdown()`). Only the children of this server are
+//! waited for: a child the application forked itself keeps its exit status
+//! (CPython issue 1540386).
 
-use std::io::{self, Write};
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
 use std::sync::Arc;
 
-use super::request::{process, Incoming};
-use super::Shared;
+use bytes::BytesMut;
+
+use super::request::{decode_incoming, encode_incoming, process, Incoming};
+use super::{Family, ServerHandle, Shared, SHUTDOWN_REQUEST};
+use crate::forkserver::{decode_report, ForkServer};
+use crate::{BlockingStream, ConnOptions, Context, Protocol, Reactor};
+
+/// Starts the fork server of a forking server, and the socket its reports
+/// (and the children's shutdown requests) come back on.
+pub(crate) fn start(
+    shared: &Arc<Shared>,
+    family: Family,
+) -> io::Result<(Arc<ForkServer>, UnixStream)> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let reports = theirs.as_raw_fd();
+    let child_shared = shared.clone();
+    let job = Box::new(move |fds, payload: &[u8], config: &[u8]| {
+        let shared = &child_shared;
+        let _ = shared.parent.set(reports);
+        let _ = shared.addrs.set(super::request::decode_addrs(config));
+        match decode_incoming(family, fds, payload) {
+            Some(incoming) => i32::from(!process(incoming, shared)),
+            None => 2,
+        }
+    });
+    let forks = ForkServer::start(&[ours.as_raw_fd()], Some(reports), false, job)?;
+    drop(theirs);
+    Ok((Arc::new(forks), ours))
+}
 
 pub(crate) struct Children {
+    forks: Arc<ForkServer>,
+    /// Pids the fork server reported as exited, not yet taken off `pids`.
+    exited: Rc<RefCell<Vec<libc::pid_t>>>,
     pids: Vec<libc::pid_t>,
     max: usize,
     block_on_close: bool,
 }
 
 impl Children {
-    pub(crate) fn new(max: usize, block_on_close: bool) -> Children {
-        Children {
+    /// Reads the fork server's reports on the loop, so that an exit wakes it.
+    pub(crate) fn new(
+        reactor: &mut Reactor,
+        forks: Arc<ForkServer>,
+        reports: UnixStream,
+        shared: &Arc<Shared>,
+    ) -> io::Result<Children> {
+        let exited = Rc::new(RefCell::new(Vec::new()));
+        let opts = ConnOptions {
+            max_queued: None,
+            idle_timeout: None,
+            ..ConnOptions::default()
+        };
+        let reader = Reports {
+            exited: exited.clone(),
+            handle: ServerHandle {
+                shared: shared.clone(),
+            },
+        };
+        reactor.adopt(BlockingStream::Unix(reports), &opts, reader)?;
+        Ok(Children {
+            forks,
+            exited,
             pids: Vec::new(),
-            max,
-            block_on_close,
-        }
+            max: usize::MAX,
+            block_on_close: true,
+        })
     }
 
-    pub(crate) fn has_room(&self) -> bool {
-        self.pids.len() < self.max
+    pub(crate) fn configure(&mut self, max: usize, block_on_close: bool) {
+        self.max = max;
+        self.block_on_close = block_on_close;
+    }
+
+    pub(crate) fn room(&self) -> usize {
+        self.max.saturating_sub(self.pids.len())
     }
 
     pub(crate) fn len(&self) -> usize {
         self.pids.len()
     }
 
-    /// Forks; the child serves `incoming` and exits, the parent keeps the
-    /// pid and closes its copy of the connection (dropping `incoming`).
+    pub(crate) fn blocks_on_close(&self) -> bool {
+        self.block_on_close
+    }
+
+    /// Has a child forked to serve `incoming`; our copy of the connection
+    /// closes when `incoming` is dropped.
     pub(crate) fn fork(&mut self, incoming: Incoming, shared: &Arc<Shared>) {
-        // SAFETY: fork has no memory-safety preconditions. The child only runs
-        // the request and leaves with `_exit`, never returning into the loop.
-        match unsafe { libc::fork() } {
-            -1 => {
-                let e = io::Error::last_os_error();
-                log::error!("fork failed: {e}; request from {} dropped", incoming.peer());
-                (shared.handle_error)(incoming.peer(), &e);
-            }
-            0 => {
-                crate::child::restore_default_signals();
-                crate::child::close_fds_except(&[incoming.raw_fd()]);
-                let ok = process(incoming, shared);
-                let _ = io::stdout().flush();
-                let _ = io::stderr().flush();
-                // SAFETY: ends the child without running the parent's
-                // destructors or atexit handlers on state it only copied.
-                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
-            }
-            pid => {
+        let payload = encode_incoming(&incoming);
+        let forked = match &incoming {
+            Incoming::Stream(stream, _) => self.forks.fork(&[stream.as_fd()], &payload),
+            Incoming::Datagram { socket, .. } => self.forks.fork(&[socket.as_fd()], &payload),
+        };
+        match forked {
+            Ok(pid) => {
                 log::debug!(target: "sockloop::server", "forked {pid} for {}", incoming.peer());
                 self.pids.push(pid);
+            }
+            Err(e) => {
+                log::error!("fork failed: {e}; request from {} dropped", incoming.peer());
+                (shared.handle_error)(incoming.peer(), &e);
+                incoming.refuse();
             }
         }
     }
 
-    /// Reaps children that exited (all of them, waiting, when `block`).
-    pub(crate) fn reap(&mut self, block: bool) {
-        let flags = if block { 0 } else { libc::WNOHANG };
-        self.pids.retain(|&pid| {
-            let mut status = 0;
-            loop {
-                // SAFETY: a plain system call on a pid we forked.
-                match unsafe { libc::waitpid(pid, &mut status, flags) } {
-                    0 => return true, // still running
-                    -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {
-                        continue
+    /// Takes note of the children that exited.
+    pub(crate) fn reap(&mut self) {
+        for pid in self.exited.borrow_mut().drain(..) {
+            self.pids.retain(|&p| p != pid);
+        }
+    }
+}
+
+/// The loop's end of the report socket: `[pid][wait status]` records.
+struct Reports {
+    exited: Rc<RefCell<Vec<libc::pid_t>>>,
+    handle: ServerHandle,
+}
+
+impl Protocol for Reports {
+    fn on_data(&mut self, _: &mut Context<'_>, data: &mut BytesMut) {
+        while data.len() >= 8 {
+            let record: [u8; 8] = data.split_to(8)[..].try_into().expect("8 bytes");
+            match decode_report(&record) {
+                (0, SHUTDOWN_REQUEST) => {
+                    log::info!("a forked handler asked the server to shut down");
+                    self.handle.shutdown();
+                }
+                (pid, status) => {
+                    if libc::WIFSIGNALED(status) {
+                        log::warn!(
+                            "request child {pid} killed by signal {}",
+                            libc::WTERMSIG(status)
+                        );
                     }
-                    // Reaped now, or (ECHILD) already gone: either way not ours to track.
-                    _ => return false,
+                    self.exited.borrow_mut().push(pid);
                 }
             }
-        });
-    }
-
-    pub(crate) fn close(&mut self) {
-        self.reap(self.block_on_close);
+        }
     }
 }

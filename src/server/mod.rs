@@ -46,10 +46,12 @@ mod request;
 mod workers;
 
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::os::fd::RawFd;
 use std::rc::Rc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -60,6 +62,7 @@ pub use workers::Mode;
 use request::Incoming;
 use workers::Workers;
 
+use crate::forkserver::ForkServer;
 use crate::{
     Addr, BlockingDatagram, ConnId, DatagramContext, DatagramProtocol, Handle, ListenOptions,
     ListenerId, Reactor,
@@ -93,14 +96,29 @@ type ErrorHook = Box<dyn Fn(&Addr, &io::Error) + Send + Sync>;
 type VerifyHook = Box<dyn Fn(&Addr) -> bool + Send + Sync>;
 type LoopHook = Box<dyn FnMut() + Send>;
 
+/// After running requests were unblocked (their sockets shut down, children
+/// sent SIGTERM), how long they get to end before children are killed and
+/// threads are left behind.
+const UNBLOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// What the serving thread, workers, children and handles share.
 pub(crate) struct Shared {
     pub(crate) factory: Factory,
     pub(crate) handle_error: ErrorHook,
-    addrs: Vec<Addr>,
-    reactor: Handle,
+    pub(crate) request_timeout: Option<Duration>,
+    addrs: OnceLock<Vec<Addr>>,
+    reactor: OnceLock<Handle>,
     state: Mutex<ServeState>,
     changed: Condvar,
+    /// Stream requests being served, by request id: what a shutdown past its
+    /// grace shuts down. An entry is removed before its socket closes, under
+    /// this lock, so a number here is always still the request's socket.
+    running: Mutex<HashMap<u64, RawFd>>,
+    next_request: AtomicU64,
+    /// A forking server's fork server, to signal children from any thread.
+    forks: OnceLock<Arc<ForkServer>>,
+    /// Set in a forked child: the socket its shutdown request goes to.
+    parent: OnceLock<RawFd>,
 }
 
 #[derive(Default)]
@@ -108,28 +126,108 @@ struct ServeState {
     /// The thread inside `serve_forever`, if any.
     serving: Option<ThreadId>,
     shutdown_requested: bool,
+    /// Set by `shutdown_graceful`: when running requests are unblocked.
+    deadline: Option<Instant>,
+    /// Running requests were unblocked: requests not yet started are refused.
+    unblocked: bool,
 }
 
 impl Shared {
+    pub(crate) fn new(
+        factory: Factory,
+        handle_error: ErrorHook,
+        request_timeout: Option<Duration>,
+    ) -> Shared {
+        Shared {
+            factory,
+            handle_error,
+            request_timeout,
+            addrs: OnceLock::new(),
+            reactor: OnceLock::new(),
+            state: Mutex::new(ServeState::default()),
+            changed: Condvar::new(),
+            running: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(0),
+            forks: OnceLock::new(),
+            parent: OnceLock::new(),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ServeState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake(&self) {
+        if let Some(reactor) = self.reactor.get() {
+            reactor.stop();
+        }
+    }
+
+    /// Notes a stream request's socket, to shut it down if the server must
+    /// stop before the request ends; `None` once the server unblocked its
+    /// requests (this one must not start).
+    pub(crate) fn enter(&self, fd: Option<RawFd>) -> Option<u64> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if self.lock().unblocked {
+            return None;
+        }
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        if let Some(fd) = fd {
+            running.insert(id, fd);
+        }
+        Some(id)
+    }
+
+    /// The request's socket is about to close.
+    pub(crate) fn leave(&self, id: u64) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// Ends the wait of every running request: their sockets are shut down
+    /// (a blocked read returns end-of-stream, a write fails), children get
+    /// SIGTERM, and requests not yet started are refused.
+    fn unblock(&self) {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        self.lock().unblocked = true;
+        if !running.is_empty() {
+            log::warn!(
+                "shutting down: unblocking {} running request(s)",
+                running.len()
+            );
+        }
+        for &fd in running.values() {
+            // SAFETY: the descriptor is open while it is listed (see `running`).
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+        drop(running);
+        if let Some(forks) = self.forks.get() {
+            forks.signal_all(libc::SIGTERM);
+        }
     }
 }
 
 /// A cloneable, `Send` handle to a [`Server`]: shut it down from any thread,
-/// including from one of its own handlers.
+/// including from one of its own handlers (also in a forked child).
 #[derive(Clone)]
 pub struct ServerHandle {
     shared: Arc<Shared>,
 }
+
+/// A report record a forked child sends to ask its parent to shut down.
+const SHUTDOWN_REQUEST: i32 = 0x5348_5554;
 
 impl ServerHandle {
     /// Stops `serve_forever` and returns once it has returned.
     ///
     /// Called on the serving thread itself (from a `Sync` handler or a hook),
     /// it only requests the stop and returns, instead of deadlocking as
-    /// Python's does. Called when the server is not serving, it makes the
-    /// next `serve_forever` return at once.
+    /// Python's does. Called in a forked child (a `Mode::Forking` handler),
+    /// it sends the request to the parent and returns. Called when the
+    /// server is not serving, it makes the next `serve_forever` return at
+    /// once.
     ///
     /// ```
     /// use sockloop::server::{Family, Request, ServerBuilder};
@@ -143,9 +241,12 @@ impl ServerHandle {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn shutdown(&self) {
+        if self.ask_parent() {
+            return;
+        }
         let mut state = self.shared.lock();
         state.shutdown_requested = true;
-        self.shared.reactor.stop();
+        self.shared.wake();
         let me = thread::current().id();
         while state.serving.is_some_and(|t| t != me) && state.shutdown_requested {
             state = self
@@ -156,10 +257,75 @@ impl ServerHandle {
         }
     }
 
+    /// A bounded shutdown: `serve_forever` stops accepting and returns, and
+    /// requests still running get `grace` to end. Past it they are unblocked
+    /// (their sockets shut down, children sent SIGTERM, SIGKILL 2 s later),
+    /// so that [`Server::server_close`] returns soon after. A second call
+    /// with a shorter grace (a second Ctrl-C) takes effect at once.
+    ///
+    /// Waits until `serve_forever` has returned, as [`shutdown`](Self::shutdown)
+    /// does, but never past the grace and the unblocking; from the serving
+    /// thread or a forked child it only requests.
+    pub fn shutdown_graceful(&self, grace: Duration) {
+        if self.ask_parent() {
+            return;
+        }
+        let now = Instant::now();
+        // A grace too long for the clock means "no deadline".
+        let deadline = now.checked_add(grace);
+        let mut state = self.shared.lock();
+        state.shutdown_requested = true;
+        if let Some(deadline) = deadline {
+            state.deadline = Some(state.deadline.map_or(deadline, |d| d.min(deadline)));
+        }
+        self.shared.wake();
+        let me = thread::current().id();
+        let mut unblocked_at = None;
+        while state.serving.is_some_and(|t| t != me) && state.shutdown_requested {
+            // A `Sync` server runs its request on the serving thread: only
+            // this thread can unblock it once the grace is over.
+            let now = Instant::now();
+            let until = match (unblocked_at, state.deadline) {
+                (Some(at), _) => at + UNBLOCK_WAIT,
+                (None, Some(deadline)) if now >= deadline => {
+                    drop(state);
+                    self.shared.unblock();
+                    unblocked_at = Some(now);
+                    state = self.shared.lock();
+                    continue;
+                }
+                (None, Some(deadline)) => deadline,
+                (None, None) => now + Duration::from_secs(3600),
+            };
+            if now >= until {
+                log::warn!("serve_forever did not return after its requests were unblocked");
+                return;
+            }
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// In a forked child: asks the parent to shut down. True if this is one.
+    fn ask_parent(&self) -> bool {
+        let Some(&fd) = self.shared.parent.get() else {
+            return false;
+        };
+        let record = crate::forkserver::encode_report(0, SHUTDOWN_REQUEST);
+        if let Err(e) = crate::forkserver::send_record(fd, &record) {
+            log::error!("cannot ask the server to shut down: {e}");
+        }
+        true
+    }
+
     /// The bound addresses, with the real ports when 0 was asked
     /// (`server_address`).
     pub fn server_address(&self) -> &[Addr] {
-        &self.shared.addrs
+        self.shared.addrs.get().map_or(&[], |a| a.as_slice())
     }
 }
 
@@ -186,14 +352,49 @@ impl DatagramProtocol for DatagramReceiver {
     }
 }
 
-/// How finished children are noticed.
-enum Reaping {
-    /// Threads and pools report themselves; nothing to do.
-    Reports,
-    /// A SIGCHLD arrived since the last sweep.
-    Signal(Rc<Cell<bool>>),
-    /// Sweep every turn; a timer (armed while children run) wakes the loop.
-    Sweep(Rc<Cell<bool>>),
+/// Pauses accepting as soon as the requests accepted fill the free room,
+/// from inside the accept loop: a listener accepts up to a budget per turn,
+/// and every connection past the room would sit in our descriptor table
+/// instead of the kernel's backlog.
+struct Gate {
+    room: Cell<usize>,
+    listeners: RefCell<Vec<ListenerId>>,
+    paused: Cell<bool>,
+}
+
+impl Gate {
+    fn set_paused(&self, reactor: &mut Reactor, paused: bool) {
+        if self.paused.replace(paused) == paused {
+            return;
+        }
+        for &id in self.listeners.borrow().iter() {
+            if paused {
+                reactor.pause_accepting(id);
+            } else {
+                reactor.resume_accepting(id);
+            }
+        }
+    }
+}
+
+/// What `build` (or `spawn`, on the caller's thread) prepares before the
+/// server's own thread binds: the shared state and, for a forking server,
+/// the fork server, forked while the caller is (ideally) still alone.
+pub(crate) struct Prepared {
+    shared: Arc<Shared>,
+    forking: Option<(Arc<ForkServer>, std::os::unix::net::UnixStream)>,
+}
+
+impl Prepared {
+    pub(crate) fn new(builder: &mut ServerBuilder, factory: Factory) -> io::Result<Prepared> {
+        let handle_error = std::mem::replace(&mut builder.handle_error, Box::new(|_, _| {}));
+        let shared = Arc::new(Shared::new(factory, handle_error, builder.request_timeout));
+        let forking = match builder.mode {
+            Mode::Forking { .. } => Some(fork::start(&shared, builder.family)?),
+            _ => None,
+        };
+        Ok(Prepared { shared, forking })
+    }
 }
 
 /// A socketserver-style server: binds, accepts on the reactor, runs each
@@ -206,20 +407,19 @@ pub struct Server {
     shared: Arc<Shared>,
     workers: Workers,
     pending: Rc<RefCell<VecDeque<Incoming>>>,
+    gate: Rc<Gate>,
     listeners: Vec<ListenerId>,
     datagrams: Vec<ConnId>,
     verify_request: VerifyHook,
     handle_timeout: LoopHook,
     service_actions: LoopHook,
     timeout: Option<Duration>,
-    reaping: Reaping,
-    /// Accepting is paused: requests wait for room.
-    paused: bool,
+    close_timeout: Duration,
     closed: bool,
 }
 
 impl Server {
-    fn new(builder: ServerBuilder, factory: Factory) -> io::Result<Server> {
+    fn new(builder: ServerBuilder, prepared: Prepared) -> io::Result<Server> {
         let family = builder.family;
         if builder.addrs.is_empty() {
             return Err(io::Error::new(
@@ -227,8 +427,14 @@ impl Server {
                 "no address to bind",
             ));
         }
+        let Prepared { shared, forking } = prepared;
         let mut reactor = Reactor::new()?;
         let pending = Rc::new(RefCell::new(VecDeque::new()));
+        let gate = Rc::new(Gate {
+            room: Cell::new(usize::MAX),
+            listeners: RefCell::new(Vec::new()),
+            paused: Cell::new(false),
+        });
         let opts = ListenOptions {
             backlog: builder.request_queue_size,
             reuse_address: builder.allow_reuse_address,
@@ -254,54 +460,50 @@ impl Server {
                 datagrams.push(id);
                 reactor.local_addr(id)?
             } else {
-                let queue = pending.clone();
-                let id = reactor.listen_accept(addr, &opts, move |_, stream, peer| {
-                    queue.borrow_mut().push_back(Incoming::Stream(stream, peer));
+                let (queue, room) = (pending.clone(), gate.clone());
+                let id = reactor.listen_accept(addr, &opts, move |reactor, stream, peer| {
+                    let mut queue = queue.borrow_mut();
+                    queue.push_back(Incoming::Stream(stream, peer));
+                    if queue.len() >= room.room.get() {
+                        room.set_paused(reactor, true);
+                    }
                 })?;
                 listeners.push(id);
+                gate.listeners.borrow_mut().push(id);
                 reactor.listener_addr(id)?
             };
             log::trace!(target: "sockloop::server", "server_activate {bound}");
             addrs.push(bound);
         }
-        let shared = Arc::new(Shared {
-            factory,
-            handle_error: builder.handle_error,
-            addrs,
-            reactor: reactor.handle(),
-            state: Mutex::new(ServeState::default()),
-            changed: Condvar::new(),
-        });
-        let reaping = match builder.mode {
-            Mode::Forking {
-                reap_on_sigchld: true,
-                ..
-            } => {
-                let flag = Rc::new(Cell::new(false));
-                let seen = flag.clone();
-                reactor.on_signal(&[signal_hook::consts::SIGCHLD], move |_, _| seen.set(true))?;
-                Reaping::Signal(flag)
+        let _ = shared.reactor.set(reactor.handle());
+        let children = match forking {
+            Some((forks, reports)) => {
+                forks.configure(&request::encode_addrs(&addrs))?;
+                let _ = shared.forks.set(forks.clone());
+                Some(fork::Children::new(&mut reactor, forks, reports, &shared)?)
             }
-            Mode::Forking { .. } => Reaping::Sweep(Rc::new(Cell::new(false))),
-            _ => Reaping::Reports,
+            None => None,
         };
-        let workers = Workers::new(&builder.mode, &shared);
-        Ok(Server {
+        let _ = shared.addrs.set(addrs);
+        let workers = Workers::new(&builder.mode, &shared, children);
+        let server = Server {
             family,
             reactor,
             shared,
             workers,
             pending,
+            gate,
             listeners,
             datagrams,
             verify_request: builder.verify_request,
             handle_timeout: builder.handle_timeout,
             service_actions: builder.service_actions,
             timeout: builder.timeout,
-            reaping,
-            paused: false,
+            close_timeout: builder.close_timeout,
             closed: false,
-        })
+        };
+        server.gate.room.set(server.workers.room());
+        Ok(server)
     }
 
     /// The kind of socket served.
@@ -318,17 +520,18 @@ impl Server {
 
     /// The bound addresses, with the real ports when 0 was asked.
     pub fn server_address(&self) -> &[Addr] {
-        &self.shared.addrs
+        self.shared.addrs.get().map_or(&[], |a| a.as_slice())
     }
 
-    /// Requests still running on threads, in the pool or in children (for a
-    /// threading server: the threads tracked for `block_on_close`).
+    /// Requests still running on threads (daemon or not), in the pool or in
+    /// children.
     pub fn active_requests(&self) -> usize {
         self.workers.running()
     }
 
-    /// Serves until [`ServerHandle::shutdown`]. The loop sleeps until a
-    /// client, a finished worker or the shutdown wakes it: no polling.
+    /// Serves until [`ServerHandle::shutdown`] (or `shutdown_graceful`).
+    /// The loop sleeps until a client, a finished worker or the shutdown
+    /// wakes it: no polling.
     pub fn serve_forever(&mut self) -> io::Result<()> {
         if self.closed {
             return Err(io::Error::new(
@@ -339,6 +542,7 @@ impl Server {
         {
             let mut state = self.shared.lock();
             if std::mem::take(&mut state.shutdown_requested) {
+                self.shared.changed.notify_all();
                 return Ok(()); // shut down before it started
             }
             state.serving = Some(thread::current().id());
@@ -353,14 +557,13 @@ impl Server {
 
     fn serve_until_shutdown(&mut self) -> io::Result<()> {
         loop {
-            self.reactor.run_once(None)?;
-            self.collect();
-            self.dispatch(usize::MAX);
-            self.arm_sweep();
-            (self.service_actions)();
             if self.shared.lock().shutdown_requested {
                 return Ok(());
             }
+            self.reactor.run_once(None)?;
+            self.workers.collect();
+            self.dispatch(usize::MAX);
+            (self.service_actions)();
         }
     }
 
@@ -383,13 +586,13 @@ impl Server {
         // A timeout past the end of time means no timeout.
         let deadline = self.timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
-            self.collect();
+            self.workers.collect();
             let started = self.dispatch(1);
-            self.arm_sweep();
             if started > 0 {
                 return Ok(());
             }
             let wait = match deadline {
+                None if self.timeout.is_some() => Some(Duration::from_secs(3600)),
                 None => None,
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
                     Some(left) if !left.is_zero() => Some(left),
@@ -403,35 +606,11 @@ impl Server {
         }
     }
 
-    /// Notes finished requests, so their room can be used again.
-    fn collect(&mut self) {
-        match &self.reaping {
-            Reaping::Reports | Reaping::Sweep(_) => self.workers.collect(),
-            Reaping::Signal(arrived) => {
-                if arrived.replace(false) {
-                    self.workers.collect();
-                }
-            }
-        }
-    }
-
-    /// Without SIGCHLD nothing wakes the loop when a child exits: while
-    /// children run, a timer does, so that none stays a zombie for long.
-    fn arm_sweep(&mut self) {
-        if let Reaping::Sweep(armed) = &self.reaping {
-            if self.workers.running() > 0 && !armed.replace(true) {
-                let armed = armed.clone();
-                self.reactor
-                    .call_later(Duration::from_millis(100), move |_| armed.set(false));
-            }
-        }
-    }
-
     /// Starts up to `limit` waiting requests while there is room; pauses
     /// accepting when requests must wait, resumes when they need not.
     fn dispatch(&mut self, limit: usize) -> usize {
         let mut started = 0;
-        while started < limit && self.workers.has_room() {
+        while started < limit && self.workers.room() > 0 {
             let Some(incoming) = self.pending.borrow_mut().pop_front() else {
                 break;
             };
@@ -449,23 +628,16 @@ impl Server {
             log::trace!(target: "sockloop::server", "process_request {peer}");
             self.workers.dispatch(incoming, &self.shared);
         }
-        let waiting = !self.pending.borrow().is_empty();
-        self.set_paused(waiting);
+        // Accept only what can start: the rest waits in the kernel's backlog.
+        let room = self.workers.room();
+        self.gate.room.set(room);
+        let waiting = self.pending.borrow().len();
+        self.set_paused(waiting >= room);
         started
     }
 
     fn set_paused(&mut self, paused: bool) {
-        if paused == self.paused {
-            return;
-        }
-        self.paused = paused;
-        for &id in &self.listeners {
-            if paused {
-                self.reactor.pause_accepting(id);
-            } else {
-                self.reactor.resume_accepting(id);
-            }
-        }
+        self.gate.set_paused(&mut self.reactor, paused);
         for &id in &self.datagrams {
             self.reactor.set_datagram_reading(id, !paused);
         }
@@ -473,7 +645,12 @@ impl Server {
 
     /// Closes the listening sockets (removing Unix socket files), refuses
     /// requests not yet started, then waits for running threads or children
-    /// as `block_on_close` says. Idempotent; also done on drop.
+    /// as `block_on_close` says, but never forever: until the deadline of a
+    /// [`ServerHandle::shutdown_graceful`], else for at most `close_timeout`
+    /// (default 30 s). Past it the requests are unblocked (their sockets
+    /// shut down, children sent SIGTERM, then SIGKILL 2 s later) and threads
+    /// that still do not end are left behind (logged). Idempotent; also done
+    /// on drop.
     pub fn server_close(&mut self) {
         if std::mem::replace(&mut self.closed, true) {
             return;
@@ -488,7 +665,59 @@ impl Server {
         for incoming in self.pending.borrow_mut().drain(..) {
             incoming.refuse();
         }
+        let graceful = self.shared.lock().deadline.is_some();
+        if graceful || self.workers.blocks_on_close() {
+            self.drain();
+        }
         self.workers.close();
+    }
+
+    /// Waits for running requests until the deadline, then unblocks them and
+    /// waits a little more; bounded whatever the requests do.
+    fn drain(&mut self) {
+        let fallback = Instant::now().checked_add(self.close_timeout);
+        let mut unblocked_at: Option<Instant> = None;
+        let mut killed = false;
+        loop {
+            self.workers.collect();
+            let running = self.workers.running();
+            if running == 0 {
+                return;
+            }
+            let now = Instant::now();
+            let deadline = self.shared.lock().deadline.or(fallback);
+            let next = match unblocked_at {
+                None if deadline.is_some_and(|d| now >= d) => {
+                    self.shared.unblock();
+                    unblocked_at = Some(now);
+                    continue;
+                }
+                None => deadline,
+                Some(at) if now >= at + UNBLOCK_WAIT && !killed => {
+                    if let Some(forks) = self.shared.forks.get() {
+                        log::warn!("children still running after SIGTERM: SIGKILL");
+                        forks.signal_all(libc::SIGKILL);
+                    }
+                    killed = true;
+                    continue;
+                }
+                Some(at) if now >= at + 2 * UNBLOCK_WAIT => {
+                    log::warn!(
+                        "{running} request(s) did not end when unblocked; not waiting for them"
+                    );
+                    return;
+                }
+                Some(at) if killed => Some(at + 2 * UNBLOCK_WAIT),
+                Some(at) => Some(at + UNBLOCK_WAIT),
+            };
+            let wait = next.map(|n| {
+                n.saturating_duration_since(now)
+                    .max(Duration::from_millis(1))
+            });
+            if self.reactor.run_once(wait).is_err() {
+                return;
+            }
+        }
     }
 }
 

@@ -4,10 +4,11 @@
 use std::any::Any;
 use std::io::{self, BufRead, BufReader, Cursor, Write};
 use std::net::Shutdown;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::{Addr, BlockingDatagram, BlockingStream};
 
@@ -82,15 +83,6 @@ impl Incoming {
         }
     }
 
-    /// The descriptor a forked child must keep to serve this request.
-    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
-        match self {
-            Incoming::Stream(stream, _) => stream.as_fd().as_raw_fd(),
-            Incoming::Datagram { socket, .. } => socket.as_raw_fd(),
-        }
-    }
-
     /// socketserver's `shutdown_request` for a request never handled: the
     /// client sees end-of-stream at once.
     pub(crate) fn refuse(self) {
@@ -112,7 +104,12 @@ pub struct Request {
     peer: Addr,
     io: Io,
     server: ServerHandle,
+    /// How long a datagram's answer may wait for room.
+    reply_wait: Duration,
 }
+
+/// The longest a datagram's answer waits for room in a peer's full queue.
+const MAX_REPLY_WAIT: Duration = Duration::from_secs(1);
 
 enum Io {
     Stream {
@@ -128,8 +125,13 @@ enum Io {
 
 impl Request {
     fn new(incoming: Incoming, server: ServerHandle) -> io::Result<Request> {
+        let timeout = server.shared.request_timeout;
+        let reply_wait = timeout.map_or(MAX_REPLY_WAIT, |t| t.min(MAX_REPLY_WAIT));
         Ok(match incoming {
             Incoming::Stream(stream, peer) => {
+                if timeout.is_some() {
+                    stream.set_timeout(timeout)?;
+                }
                 let rfile = BufReader::new(stream.try_clone()?);
                 Request {
                     peer,
@@ -138,6 +140,7 @@ impl Request {
                         wfile: stream,
                     },
                     server,
+                    reply_wait,
                 }
             }
             Incoming::Datagram {
@@ -150,7 +153,12 @@ impl Request {
                     wfile: Vec::new(),
                     socket,
                 };
-                Request { peer, io, server }
+                Request {
+                    peer,
+                    io,
+                    server,
+                    reply_wait,
+                }
             }
         })
     }
@@ -225,32 +233,82 @@ impl Request {
                 let _ = wfile.shutdown(Shutdown::Write); // the peer may be gone already
                 Ok(())
             }
-            Io::Datagram { wfile, socket, .. } => socket.send_to(&wfile, &self.peer),
+            Io::Datagram { wfile, socket, .. } => {
+                match socket.send_to_within(&wfile, &self.peer, self.reply_wait) {
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                        // Datagrams are lossy: the peer is not reading.
+                        log::warn!(
+                            "answer to {} dropped: its queue stayed full for {:?}",
+                            self.peer,
+                            self.reply_wait
+                        );
+                        Ok(())
+                    }
+                    sent => sent,
+                }
+            }
         }
     }
 }
 
 /// Serves one request from start to end on the calling thread; returns
-/// whether it went without error (a forked child's exit status).
+/// whether it went without error (a forked child's exit status). A panic in
+/// `handle_error` itself is caught and logged.
 pub(crate) fn process(incoming: Incoming, shared: &Arc<Shared>) -> bool {
     let peer = incoming.peer().clone();
+    let fd = match &incoming {
+        Incoming::Stream(stream, _) => Some(stream.as_fd().as_raw_fd()),
+        Incoming::Datagram { .. } => None,
+    };
+    // Listed while it runs, for a shutdown to unblock; refused once one did.
+    let Some(id) = shared.enter(fd) else {
+        incoming.refuse();
+        return false;
+    };
     let server = ServerHandle {
         shared: shared.clone(),
     };
+    let started = Instant::now();
     let outcome = Request::new(incoming, server).and_then(|mut request| {
         log::trace!(target: "sockloop::server", "finish_request {peer}");
-        let mut handler = guard(|| Ok((shared.factory)()))?;
-        let handled = run_handler(&mut *handler, &mut request, &peer);
+        let handled = guard(|| Ok((shared.factory)()))
+            .and_then(|mut handler| run_handler(&mut *handler, &mut request, &peer));
         log::trace!(target: "sockloop::server", "shutdown_request {peer}");
-        let completed = request.complete();
+        shared.leave(id);
+        let completed = request.complete(); // closes the socket
+        log::trace!(target: "sockloop::server", "close_request {peer}");
         handled.and(completed)
     });
+    shared.leave(id);
+    let outcome = outcome.map_err(|e| timed_out(e, shared.request_timeout, started));
     match outcome {
         Ok(()) => true,
         Err(e) => {
-            (shared.handle_error)(&peer, &e);
+            let reported =
+                panic::catch_unwind(AssertUnwindSafe(|| (shared.handle_error)(&peer, &e)));
+            if let Err(panic) = reported {
+                log::error!(
+                    "handle_error panicked on the error of {peer} ({e}): {}",
+                    message(&*panic)
+                );
+            }
             false
         }
+    }
+}
+
+/// A read or write past the request timeout fails with `WouldBlock` (the
+/// socket's own timeout): said plainly for `handle_error`.
+fn timed_out(e: io::Error, timeout: Option<Duration>, started: Instant) -> io::Error {
+    match timeout {
+        Some(t) if e.kind() == io::ErrorKind::WouldBlock => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "request timed out: no progress for {t:?} ({:.1} s into the request)",
+                started.elapsed().as_secs_f64()
+            ),
+        ),
+        _ => e,
     }
 }
 
@@ -280,4 +338,100 @@ fn guard<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
 
 fn message(panic: &(dyn Any + Send)) -> String {
     crate::reactor::panic_message(panic)
+}
+
+/// The bound addresses, for a forked child's `server_address()`.
+pub(crate) fn encode_addrs(addrs: &[Addr]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for addr in addrs {
+        encode_addr(addr, &mut out);
+    }
+    out
+}
+
+pub(crate) fn decode_addrs(mut data: &[u8]) -> Vec<Addr> {
+    let mut addrs = Vec::new();
+    while let Some((addr, rest)) = decode_addr(data) {
+        addrs.push(addr);
+        data = rest;
+    }
+    addrs
+}
+
+/// What a forked child needs besides the socket: the kind of request, the
+/// peer and, for a datagram, the packet.
+pub(crate) fn encode_incoming(incoming: &Incoming) -> Vec<u8> {
+    let mut out = Vec::new();
+    match incoming {
+        Incoming::Stream(_, peer) => {
+            out.push(0);
+            encode_addr(peer, &mut out);
+        }
+        Incoming::Datagram { packet, peer, .. } => {
+            out.push(1);
+            encode_addr(peer, &mut out);
+            out.extend_from_slice(packet);
+        }
+    }
+    out
+}
+
+pub(crate) fn decode_incoming(
+    family: super::Family,
+    fds: Vec<OwnedFd>,
+    data: &[u8],
+) -> Option<Incoming> {
+    let fd = fds.into_iter().next()?;
+    let (&kind, rest) = data.split_first()?;
+    let (peer, packet) = decode_addr(rest)?;
+    use super::Family::*;
+    Some(match (kind, family) {
+        (0, Tcp) => Incoming::Stream(BlockingStream::Tcp(fd.into()), peer),
+        (0, UnixStream) => Incoming::Stream(BlockingStream::Unix(fd.into()), peer),
+        (1, Udp) => Incoming::Datagram {
+            packet: packet.to_vec(),
+            peer,
+            socket: Arc::new(BlockingDatagram::Udp(fd.into())),
+        },
+        (1, UnixDatagram) => Incoming::Datagram {
+            packet: packet.to_vec(),
+            peer,
+            socket: Arc::new(BlockingDatagram::Unix(fd.into())),
+        },
+        _ => return None,
+    })
+}
+
+fn encode_addr(addr: &Addr, out: &mut Vec<u8>) {
+    let (tag, bytes): (u8, &[u8]) = match addr {
+        Addr::Inet(_) => (0, &[]),
+        Addr::Unix(_) => match addr.as_path() {
+            Some(path) => (1, path.as_os_str().as_bytes()),
+            None => (2, &[]),
+        },
+    };
+    let text = addr.as_inet().map(|a| a.to_string());
+    let bytes = text.as_deref().map_or(bytes, str::as_bytes);
+    out.push(tag);
+    out.extend_from_slice(&(bytes.len() as u32).to_ne_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn decode_addr(data: &[u8]) -> Option<(Addr, &[u8])> {
+    let (&tag, rest) = data.split_first()?;
+    let len = u32::from_ne_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let bytes = rest.get(4..4 + len)?;
+    let rest = &rest[4 + len..];
+    let addr = match tag {
+        0 => Addr::Inet(std::str::from_utf8(bytes).ok()?.parse().ok()?),
+        1 => Addr::unix(std::ffi::OsStr::from_bytes(bytes)).ok()?,
+        // An unnamed Unix peer: any unnamed address stands for it.
+        _ => Addr::Unix(
+            std::os::unix::net::UnixDatagram::unbound()
+                .ok()?
+                .local_addr()
+                .ok()?,
+        ),
+    };
+    Some((addr, rest))
 }

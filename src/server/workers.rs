@@ -17,7 +17,7 @@ use crate::Handle;
 /// ```
 /// use sockloop::server::Mode;
 /// // ThreadingMixIn with daemon threads: server_close does not wait for them.
-/// let daemon = Mode::Threading { daemon_threads: true, block_on_close: true };
+/// let daemon = Mode::Threading { daemon_threads: true, block_on_close: true, max_threads: 256 };
 /// assert_ne!(daemon, Mode::threading());
 /// assert_eq!(Mode::pool(4), Mode::Pool { workers: 4 });
 /// ```
@@ -29,23 +29,30 @@ pub enum Mode {
     /// A thread per request (`ThreadingMixIn`). Finished threads are joined
     /// as they end, so none accumulate.
     Threading {
-        /// Do not wait for these threads at `server_close` (and do not track them).
+        /// Do not wait for these threads at `server_close` (and do not join them).
         daemon_threads: bool,
         /// `server_close` waits for running (non-daemon) threads.
         block_on_close: bool,
+        /// At this many running requests the server stops accepting until
+        /// one ends; clients wait in the kernel's backlog
+        /// (`request_queue_size`). Python has no cap: 4,000 idle clients were
+        /// 4,000 threads. [`Mode::threading`] uses 256.
+        max_threads: usize,
     },
     /// A process per request (`ForkingMixIn`): the child gets the connection
-    /// or the datagram and exits 0, or 1 after a handler error. Children are
-    /// reaped by the loop; a child this server did not fork is never waited
-    /// for.
+    /// or the datagram and exits 0, or 1 after a handler error. Children
+    /// are forked by a fork server started when the server is built (so
+    /// build it before the program starts threads: the fork server is a
+    /// copy of the process at that moment, and every child a copy of it).
+    /// A child this server did not fork is never waited for.
     Forking {
         /// At this many running children the server stops accepting until
         /// one exits (the loop keeps running).
         max_children: usize,
         /// `server_close` waits for every child.
         block_on_close: bool,
-        /// Reap when SIGCHLD arrives (else: a sweep on every loop turn and at
-        /// least every 100 ms while children run).
+        /// Kept for compatibility: exits are reported by the fork server as
+        /// they happen, with or without it.
         reap_on_sigchld: bool,
     },
     /// A fixed pool of threads fed by the loop; when every worker is busy
@@ -56,17 +63,23 @@ pub enum Mode {
     },
 }
 
+/// The default cap of [`Mode::threading`]: far beyond what one core serves
+/// well with blocking handlers, far below what exhausts memory (a thread
+/// here costs its 2 MiB stack reservation and two descriptors).
+const DEFAULT_MAX_THREADS: usize = 256;
+
 impl Mode {
-    /// `Threading` with socketserver's defaults (non-daemon, block on close).
+    /// `Threading` with socketserver's defaults (non-daemon, block on close),
+    /// capped at 256 running requests.
     pub fn threading() -> Mode {
         Mode::Threading {
             daemon_threads: false,
             block_on_close: true,
+            max_threads: DEFAULT_MAX_THREADS,
         }
     }
 
-    /// `Forking` with socketserver's defaults (40 children, block on close),
-    /// reaping on SIGCHLD.
+    /// `Forking` with socketserver's defaults (40 children, block on close).
     pub fn forking() -> Mode {
         Mode::Forking {
             max_children: 40,
@@ -90,29 +103,44 @@ pub(crate) enum Workers {
 }
 
 impl Workers {
-    pub(crate) fn new(mode: &Mode, shared: &Arc<Shared>) -> Workers {
-        let wake = shared.reactor.clone();
+    pub(crate) fn new(mode: &Mode, shared: &Arc<Shared>, children: Option<Children>) -> Workers {
+        let wake = shared
+            .reactor
+            .get()
+            .expect("set before the workers")
+            .clone();
         match *mode {
             Mode::Sync => Workers::Sync,
             Mode::Threading {
                 daemon_threads,
                 block_on_close,
-            } => Workers::Threads(Threads::new(!daemon_threads && block_on_close, wake)),
+                max_threads,
+            } => Workers::Threads(Threads::new(
+                !daemon_threads,
+                !daemon_threads && block_on_close,
+                max_threads.max(1),
+                wake,
+            )),
             Mode::Pool { workers } => Workers::Pool(Pool::new(workers.max(1), wake, shared)),
             Mode::Forking {
                 max_children,
                 block_on_close,
                 ..
-            } => Workers::Children(Children::new(max_children.max(1), block_on_close)),
+            } => {
+                let mut children = children.expect("a forking server has a fork server");
+                children.configure(max_children.max(1), block_on_close);
+                Workers::Children(children)
+            }
         }
     }
 
-    /// Whether one more request may start now.
-    pub(crate) fn has_room(&self) -> bool {
+    /// How many more requests may start now.
+    pub(crate) fn room(&self) -> usize {
         match self {
-            Workers::Sync | Workers::Threads(_) => true,
-            Workers::Pool(p) => p.in_flight < p.capacity,
-            Workers::Children(c) => c.has_room(),
+            Workers::Sync => 1,
+            Workers::Threads(t) => t.max.saturating_sub(t.running),
+            Workers::Pool(p) => p.capacity.saturating_sub(p.in_flight),
+            Workers::Children(c) => c.room(),
         }
     }
 
@@ -134,7 +162,7 @@ impl Workers {
             Workers::Sync => {}
             Workers::Threads(t) => t.collect(),
             Workers::Pool(p) => p.collect(),
-            Workers::Children(c) => c.reap(false),
+            Workers::Children(c) => c.reap(),
         }
     }
 
@@ -142,19 +170,29 @@ impl Workers {
     pub(crate) fn running(&self) -> usize {
         match self {
             Workers::Sync => 0,
-            Workers::Threads(t) => t.running.len(),
+            Workers::Threads(t) => t.running,
             Workers::Pool(p) => p.in_flight,
             Workers::Children(c) => c.len(),
         }
     }
 
-    /// `server_close`'s part: waits for what `block_on_close` says to wait for.
+    /// Whether `server_close` waits for running requests.
+    pub(crate) fn blocks_on_close(&self) -> bool {
+        match self {
+            Workers::Sync => false,
+            Workers::Threads(t) => t.block_on_close,
+            Workers::Pool(_) => true,
+            Workers::Children(c) => c.blocks_on_close(),
+        }
+    }
+
+    /// `server_close`'s last part, once waiting is over: joins what ended,
+    /// leaves behind what did not.
     pub(crate) fn close(&mut self) {
         match self {
-            Workers::Sync => {}
-            Workers::Threads(t) => t.join_all(),
+            Workers::Sync | Workers::Children(_) => {}
+            Workers::Threads(t) => t.close(),
             Workers::Pool(p) => p.shut_down(),
-            Workers::Children(c) => c.close(),
         }
     }
 }
@@ -176,20 +214,27 @@ impl Done {
 
 /// A thread per request.
 pub(crate) struct Threads {
-    /// Track and join threads (non-daemon and block_on_close), as Python does.
+    /// Join threads as they end (non-daemon threads, as Python does).
     track: bool,
-    running: HashMap<u64, JoinHandle<()>>,
+    block_on_close: bool,
+    max: usize,
+    /// Requests running, daemon threads included.
+    running: usize,
+    handles: HashMap<u64, JoinHandle<()>>,
     next: u64,
     done: Done,
     finished: Receiver<u64>,
 }
 
 impl Threads {
-    fn new(track: bool, wake: Handle) -> Threads {
+    fn new(track: bool, block_on_close: bool, max: usize, wake: Handle) -> Threads {
         let (tx, finished) = mpsc::channel();
         Threads {
             track,
-            running: HashMap::new(),
+            block_on_close,
+            max,
+            running: 0,
+            handles: HashMap::new(),
             next: 0,
             done: Done { tx, wake },
             finished,
@@ -206,10 +251,12 @@ impl Threads {
                 done.send(id);
             });
         match spawned {
-            Ok(thread) if self.track => {
-                self.running.insert(id, thread);
+            Ok(thread) => {
+                self.running += 1;
+                if self.track {
+                    self.handles.insert(id, thread);
+                }
             }
-            Ok(_) => {}
             // Out of threads: the request is dropped (its client sees the close).
             Err(e) => log::error!("cannot start a request thread: {e}"),
         }
@@ -217,16 +264,21 @@ impl Threads {
 
     fn collect(&mut self) {
         while let Ok(id) = self.finished.try_recv() {
-            if let Some(thread) = self.running.remove(&id) {
+            self.running -= 1;
+            if let Some(thread) = self.handles.remove(&id) {
                 let _ = thread.join();
             }
         }
     }
 
-    fn join_all(&mut self) {
-        for (_, thread) in self.running.drain() {
-            let _ = thread.join();
+    /// Joins the threads that ended; the others (stuck past the unblocking)
+    /// are left to end on their own.
+    fn close(&mut self) {
+        self.collect();
+        if self.running > 0 && self.block_on_close {
+            log::warn!("{} request thread(s) left running", self.running);
         }
+        self.handles.clear();
     }
 }
 
@@ -299,12 +351,18 @@ impl Pool {
         }
     }
 
-    /// Lets the workers finish what is queued, then joins them.
+    /// Ends the workers: idle ones are joined (they return as the queue
+    /// closes); ones still stuck in a handler past the unblocking are left.
     fn shut_down(&mut self) {
         self.queue = None;
+        self.collect();
+        if self.in_flight > 0 {
+            log::warn!("{} pooled request(s) left running", self.in_flight);
+            self.threads.clear();
+            return;
+        }
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        self.collect();
     }
 }

@@ -401,6 +401,7 @@ fn block_on_close_waits_for_running_threads_or_not() {
             .mode(Mode::Threading {
                 daemon_threads: false,
                 block_on_close,
+                max_threads: 256,
             })
             .build(move || Slow(flag.clone()))
             .unwrap();

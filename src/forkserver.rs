@@ -1,0 +1,560 @@
+//! A fork server, as Python multiprocessing's `forkserver`: a small process
+//! forked once, early, that forks every later child on request.
+//!
+//! fork() copies only the calling thread. Any lock another thread held at
+//! that moment (the allocator's, `log`'s, stdout's, a user's mutex) stays
+//! held forever in the child, and the first child that takes it hangs. A
+//! server that forks a child per request, or replaces a crashed worker, does
+//! so long after the program started threads (a `spawn`ed server, offload
+//! threads, a logger's thread, the user's own). So the fork happens once, at
+//! start-up, into a process that never starts a thread and runs no user code
+//! of its own; every later child is forked from that quiet copy, and the
+//! sockets the child must serve are passed to it over a Unix socket with
+//! `SCM_RIGHTS`.
+//!
+//! Commands are `SOCK_SEQPACKET` messages (one command per message, its
+//! descriptors attached): `F` forks a child running the job with the
+//! descriptors and the payload, answered with the child's pid (or
+//! `-errno`); `C` replaces the configuration every later child gets; `K`
+//! signals one live child, `A` every live child. Children are reaped by the
+//! fork server (signalfd for SIGCHLD), which reports `[pid][status]` records
+//! on an optional stream socket. End of stream on the command socket ends
+//! the fork server; its children go on to finish their requests.
+
+use std::io::{self, Write};
+use std::mem;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// What a forked child runs: its descriptors, the payload of its `F`
+/// command and the last configuration; returns the exit status.
+pub(crate) type Job = Box<dyn Fn(Vec<OwnedFd>, &[u8], &[u8]) -> i32>;
+
+const FORK: u8 = b'F';
+const CONFIGURE: u8 = b'C';
+const SIGNAL: u8 = b'K';
+const SIGNAL_ALL: u8 = b'A';
+
+/// Descriptors one command may carry.
+const MAX_FDS: usize = 4;
+
+/// The exit status of a child whose job panicked (EX_SOFTWARE).
+const PANICKED: i32 = 70;
+
+/// How long the parent waits for the pid of a child it asked for. A fork
+/// takes milliseconds; a fork server that does not answer is broken.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The parent's side: the command socket and the fork server's pid.
+pub(crate) struct ForkServer {
+    /// Held while a fork is asked for and answered, so that two threads'
+    /// answers cannot cross (signals have no answer and need no lock).
+    ctl: Mutex<OwnedFd>,
+    pid: libc::pid_t,
+}
+
+impl ForkServer {
+    /// Forks the fork server. It first closes `close` (the descriptors the
+    /// crate owns in this process: sockets, the loop's own descriptors;
+    /// never anyone else's), and writes exit reports to `reports` if given.
+    ///
+    /// Call it while the process has no other thread if you can: this one
+    /// fork is the only one taken from the program itself. stdout and stderr
+    /// are locked across it, so that no other thread holds them at the fork.
+    ///
+    /// With `kill_children`, the fork server kills its children (SIGKILL)
+    /// and reaps them before it ends (a process pool's workers); without, it
+    /// leaves them to finish (a forking server's requests).
+    pub(crate) fn start(
+        close: &[RawFd],
+        reports: Option<RawFd>,
+        kill_children: bool,
+        job: Job,
+    ) -> io::Result<ForkServer> {
+        let (ours, theirs) = seqpacket_pair()?;
+        ours_timeout(&ours)?;
+        let out = io::stdout().lock();
+        let err = io::stderr().lock();
+        // SAFETY: fork has no memory-safety preconditions of its own. The
+        // child runs `serve`, which only forks, signals and reaps, and ends
+        // in `_exit` whatever happens: it never returns into our frames.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            drop((out, err));
+            let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+                drop(ours);
+                for &fd in close {
+                    // SAFETY: `close` lists descriptors the crate owns; the
+                    // objects that own them are never used in this process,
+                    // which runs only `serve` and leaves with `_exit`.
+                    unsafe { libc::close(fd) };
+                }
+                serve(theirs, reports, kill_children, &job)
+            }));
+            // SAFETY: ends the process without unwinding into, or running
+            // the destructors of, the parent's state it only copied.
+            unsafe { libc::_exit(if outcome.is_ok() { 0 } else { PANICKED }) }
+        }
+        drop((out, err));
+        if pid == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(ForkServer {
+            ctl: Mutex::new(ours),
+            pid,
+        })
+    }
+
+    /// Asks for a child that runs the job with `fds` and `payload`;
+    /// returns its pid. The descriptors stay open here: close them after.
+    pub(crate) fn fork(&self, fds: &[BorrowedFd<'_>], payload: &[u8]) -> io::Result<libc::pid_t> {
+        let mut message = Vec::with_capacity(1 + payload.len());
+        message.push(FORK);
+        message.extend_from_slice(payload);
+        let ctl = self.ctl.lock().unwrap_or_else(|p| p.into_inner());
+        send_message(ctl.as_raw_fd(), &message, fds)?;
+        let mut answer = [0u8; 4];
+        // SAFETY: reads into a buffer we own, of the length given.
+        let n = unsafe { libc::recv(ctl.as_raw_fd(), answer.as_mut_ptr().cast(), 4, 0) };
+        if n != 4 {
+            let e = if n < 0 {
+                io::Error::last_os_error()
+            } else {
+                io::Error::new(io::ErrorKind::BrokenPipe, "the fork server is gone")
+            };
+            return Err(io::Error::new(
+                e.kind(),
+                format!("fork server did not answer: {e}"),
+            ));
+        }
+        match i32::from_ne_bytes(answer) {
+            pid if pid > 0 => Ok(pid),
+            errno => Err(io::Error::from_raw_os_error(-errno)),
+        }
+    }
+
+    /// Replaces the configuration that every later child gets.
+    pub(crate) fn configure(&self, config: &[u8]) -> io::Result<()> {
+        let mut message = vec![CONFIGURE];
+        message.extend_from_slice(config);
+        send_message(self.raw_ctl(), &message, &[])
+    }
+
+    /// Sends `signal` to child `pid`, if it is still running (the fork
+    /// server only signals children it has not reaped: never a reused pid).
+    pub(crate) fn signal(&self, pid: libc::pid_t, signal: i32) {
+        let mut message = vec![SIGNAL];
+        message.extend_from_slice(&pid.to_ne_bytes());
+        message.extend_from_slice(&signal.to_ne_bytes());
+        let _ = send_message(self.raw_ctl(), &message, &[]);
+    }
+
+    /// Sends `signal` to every child still running.
+    pub(crate) fn signal_all(&self, signal: i32) {
+        let mut message = vec![SIGNAL_ALL];
+        message.extend_from_slice(&signal.to_ne_bytes());
+        let _ = send_message(self.raw_ctl(), &message, &[]);
+    }
+
+    /// The fork server's own pid.
+    #[allow(dead_code)]
+    pub(crate) fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    fn raw_ctl(&self) -> RawFd {
+        // The number is stable while `self` lives; a seqpacket send needs no
+        // lock (each message is whole).
+        self.ctl
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_raw_fd()
+    }
+}
+
+impl Drop for ForkServer {
+    /// Ends the fork server: end of stream on its command socket, a bounded
+    /// wait (it may be killing its children, or blocked writing reports
+    /// nobody reads), then SIGKILL; reaped either way.
+    fn drop(&mut self) {
+        let ctl = self.ctl.get_mut().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: ends our side of the stream; the descriptor stays ours.
+        unsafe { libc::shutdown(ctl.as_raw_fd(), libc::SHUT_RDWR) };
+        let mut pause = Duration::from_micros(100);
+        let mut waited = Duration::ZERO;
+        let mut status = 0;
+        loop {
+            // SAFETY: plain system calls on our own child.
+            let reaped = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+            if reaped != 0 {
+                return; // reaped, or not ours any more
+            }
+            if waited >= Duration::from_secs(1) {
+                break;
+            }
+            std::thread::sleep(pause);
+            waited += pause;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            while libc::waitpid(self.pid, &mut status, 0) == -1
+                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+            {}
+        }
+    }
+}
+
+/// Decodes an exit report: `(pid, wait status)`.
+pub(crate) fn decode_report(record: &[u8; 8]) -> (libc::pid_t, i32) {
+    let pid = i32::from_ne_bytes(record[..4].try_into().expect("4 bytes"));
+    let status = i32::from_ne_bytes(record[4..].try_into().expect("4 bytes"));
+    (pid, status)
+}
+
+/// Encodes a report (also what a child sends to reach its parent).
+pub(crate) fn encode_report(pid: libc::pid_t, status: i32) -> [u8; 8] {
+    let mut record = [0u8; 8];
+    record[..4].copy_from_slice(&pid.to_ne_bytes());
+    record[4..].copy_from_slice(&status.to_ne_bytes());
+    record
+}
+
+/// Writes `record` whole to a stream socket (MSG_NOSIGNAL: a vanished
+/// reader is an error, not a SIGPIPE).
+pub(crate) fn send_record(fd: RawFd, record: &[u8]) -> io::Result<()> {
+    let mut sent = 0;
+    while sent < record.len() {
+        // SAFETY: sends from a buffer we own, within its length.
+        let n = unsafe {
+            libc::send(
+                fd,
+                record[sent..].as_ptr().cast(),
+                record.len() - sent,
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        sent += n as usize;
+    }
+    Ok(())
+}
+
+fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: writes two descriptors into the array on success.
+    let done = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if done == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by no one else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn ours_timeout(fd: &OwnedFd) -> io::Result<()> {
+    socket2::SockRef::from(fd).set_read_timeout(Some(ANSWER_TIMEOUT))
+}
+
+fn send_message(fd: RawFd, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    assert!(fds.len() <= MAX_FDS);
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut _,
+        iov_len: data.len(),
+    };
+    let mut control = [0u64; 8]; // room for CMSG_SPACE(4 fds), aligned
+                                 // SAFETY: msghdr points at buffers that live across the call; the
+                                 // control message is written within `control` (CMSG_SPACE of at most
+                                 // MAX_FDS descriptors fits in 64 bytes).
+    unsafe {
+        let mut msg: libc::msghdr = mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if !raw.is_empty() {
+            let bytes = mem::size_of_val(raw.as_slice()) as u32;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(bytes) as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(bytes) as _;
+            ptr::copy_nonoverlapping(raw.as_ptr(), libc::CMSG_DATA(cmsg).cast(), raw.len());
+        }
+        loop {
+            if libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Receives one command: `None` at end of stream.
+fn recv_message(fd: RawFd) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    // SAFETY: a peek with no buffer; MSG_TRUNC makes it return the length.
+    let len = unsafe { libc::recv(fd, ptr::null_mut(), 0, libc::MSG_PEEK | libc::MSG_TRUNC) };
+    if len < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut data = vec![0u8; (len as usize).max(1)];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    let mut control = [0u64; 8];
+    let mut fds = Vec::new();
+    // SAFETY: msghdr points at buffers that live across the call; control
+    // messages are read only within the length the kernel reports, and each
+    // descriptor received is owned by nobody else yet.
+    let n = unsafe {
+        let mut msg: libc::msghdr = mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = mem::size_of_val(&control) as _;
+        let n = libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                for i in 0..bytes / mem::size_of::<RawFd>() {
+                    fds.push(OwnedFd::from_raw_fd(ptr::read_unaligned(data.add(i))));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        n
+    };
+    if n == 0 && len == 0 {
+        return Ok(None);
+    }
+    data.truncate(n as usize);
+    Ok(Some((data, fds)))
+}
+
+fn int_at(data: &[u8], at: usize) -> Option<i32> {
+    Some(i32::from_ne_bytes(data.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// The fork server's loop. Touches no lock another thread could have held
+/// at the fork (no logging, no stdout): it only allocates (the allocator is
+/// fork-safe: glibc takes its locks around fork), forks, signals and reaps.
+fn serve(ctl: OwnedFd, reports: Option<RawFd>, kill_children: bool, job: &Job) -> ! {
+    // SAFETY: signal dispositions and masks of this single-threaded process.
+    let (signals, old_mask) = unsafe {
+        // A Ctrl-C reaches the whole process group: the parent decides what
+        // becomes of the children, so the fork server must outlive it.
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        let mut set: libc::sigset_t = mem::zeroed();
+        let mut old: libc::sigset_t = mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+        if fd < 0 {
+            libc::_exit(1);
+        }
+        (OwnedFd::from_raw_fd(fd), old)
+    };
+    let mut live: Vec<libc::pid_t> = Vec::new();
+    let mut config: Vec<u8> = Vec::new();
+    loop {
+        let mut polled = [
+            libc::pollfd {
+                fd: ctl.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: signals.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds, for the duration of the call.
+        if unsafe { libc::poll(polled.as_mut_ptr(), 2, -1) } < 0 {
+            continue; // EINTR
+        }
+        if polled[1].revents != 0 {
+            let mut info = [0u8; 128];
+            // SAFETY: drains the signalfd into a buffer we own.
+            while unsafe { libc::read(signals.as_raw_fd(), info.as_mut_ptr().cast(), 128) } > 0 {}
+            reap(&mut live, reports);
+        }
+        if polled[0].revents == 0 {
+            continue;
+        }
+        let (command, fds) = match recv_message(ctl.as_raw_fd()) {
+            Ok(Some(message)) => message,
+            Ok(None) => {
+                if kill_children {
+                    for &pid in &live {
+                        // SAFETY: live children of ours, killed and reaped.
+                        unsafe {
+                            libc::kill(pid, libc::SIGKILL);
+                            libc::waitpid(pid, ptr::null_mut(), 0);
+                        }
+                    }
+                }
+                unsafe_exit(0)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => unsafe_exit(1),
+        };
+        match command.first() {
+            Some(&FORK) => {
+                let answer = fork_child(
+                    &command[1..],
+                    fds,
+                    &config,
+                    &ctl,
+                    &signals,
+                    reports,
+                    &old_mask,
+                    job,
+                );
+                if answer > 0 {
+                    live.push(answer);
+                }
+                // SAFETY: sends from a buffer we own.
+                unsafe {
+                    libc::send(
+                        ctl.as_raw_fd(),
+                        answer.to_ne_bytes().as_ptr().cast(),
+                        4,
+                        libc::MSG_NOSIGNAL,
+                    )
+                };
+            }
+            Some(&CONFIGURE) => config = command[1..].to_vec(),
+            Some(&SIGNAL) => {
+                if let (Some(pid), Some(signal)) = (int_at(&command, 1), int_at(&command, 5)) {
+                    if live.contains(&pid) {
+                        // SAFETY: a live child of ours, not yet reaped.
+                        unsafe { libc::kill(pid, signal) };
+                    }
+                }
+            }
+            Some(&SIGNAL_ALL) => {
+                if let Some(signal) = int_at(&command, 1) {
+                    for &pid in &live {
+                        // SAFETY: as above.
+                        unsafe { libc::kill(pid, signal) };
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn unsafe_exit(status: i32) -> ! {
+    // SAFETY: ends the fork server without running the parent's destructors.
+    unsafe { libc::_exit(status) }
+}
+
+/// Reaps every child that exited and reports it.
+fn reap(live: &mut Vec<libc::pid_t>, reports: Option<RawFd>) {
+    loop {
+        let mut status = 0;
+        // SAFETY: the fork server's only children are the ones it forked.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return;
+        }
+        live.retain(|&p| p != pid);
+        if let Some(fd) = reports {
+            if send_record(fd, &encode_report(pid, status)).is_err() {
+                unsafe_exit(0); // the parent is gone
+            }
+        }
+    }
+}
+
+/// Forks one child; returns its pid or `-errno`.
+#[allow(clippy::too_many_arguments)]
+fn fork_child(
+    payload: &[u8],
+    fds: Vec<OwnedFd>,
+    config: &[u8],
+    ctl: &OwnedFd,
+    signals: &OwnedFd,
+    reports: Option<RawFd>,
+    old_mask: &libc::sigset_t,
+    job: &Job,
+) -> libc::pid_t {
+    // SAFETY: the fork server is single-threaded: fork is safe here.
+    match unsafe { libc::fork() } {
+        -1 => -io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EAGAIN),
+        0 => {
+            // SAFETY: this child's own mask and dispositions; the closed
+            // descriptors are the fork server's own, never used again here.
+            unsafe {
+                libc::pthread_sigmask(libc::SIG_SETMASK, old_mask, ptr::null_mut());
+                libc::close(ctl.as_raw_fd());
+                libc::close(signals.as_raw_fd());
+            }
+            crate::child::restore_default_signals();
+            let _ = reports; // kept: the job may report through it
+            let status = panic::catch_unwind(AssertUnwindSafe(|| job(fds, payload, config)))
+                .unwrap_or(PANICKED);
+            let _ = panic::catch_unwind(|| {
+                let _ = io::stdout().flush();
+                let _ = io::stderr().flush();
+            });
+            unsafe_exit(status)
+        }
+        pid => pid, // dropping `fds` closes the fork server's copies
+    }
+}
+
+impl crate::Reactor {
+    /// The descriptors this reactor owns (its poll descriptor, listeners,
+    /// connections, datagram sockets), for a forked process to close: the
+    /// copies would keep ports bound and connections open after the parent
+    /// closed them. Anything else in the process is not ours to close.
+    pub(crate) fn owned_fds(&self) -> Vec<RawFd> {
+        use crate::reactor::Source;
+        let mut fds = vec![self.poll.as_raw_fd()];
+        for (_, source) in &self.sources {
+            match source {
+                Source::Listener(l) => fds.push(l.raw_fd()),
+                Source::Conn(c) => fds.push(c.stream.as_raw_fd()),
+                Source::Datagram(d) => fds.push(d.raw_fd()),
+                // The signal pipe's read end: the fork server resets the
+                // dispositions, so nothing writes to it there.
+                Source::Signals(_) | Source::Closed => {}
+            }
+        }
+        fds
+    }
+}
