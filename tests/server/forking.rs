@@ -2,11 +2,12 @@
 //! process's children: they run one at a time.
 
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sockloop::server::{Family, Mode, Request, RequestHandler, ServerBuilder};
+use sockloop::Addr;
 
 use super::common::*;
 use super::{concurrent_clients, echo_matrix, errors_reach_handle_error, EchoLine};
@@ -203,4 +204,209 @@ fn block_on_close_waits_for_children() {
     assert_eq!(zombies(), Vec::<i32>::new());
     assert_eq!(read_to_eof(&mut client).unwrap(), b"done\n");
     let _ = client.flush();
+}
+
+/// A handler holding a file it opened before the fork (issue 11, item 1):
+/// the child used to close every descriptor it did not serve, so the file's
+/// number was free, the request's second handle took it, and the handler's
+/// writes "to its file" went to the client's socket.
+#[test]
+fn a_child_keeps_the_descriptors_it_does_not_own() {
+    let _serial = serial();
+    let path = temp_path("handler-file");
+    let file = Arc::new(std::fs::File::create(&path).unwrap());
+    let handler_file = file.clone();
+    let server = ServerBuilder::new(Family::Tcp)
+        .bind(any_port())
+        .mode(Mode::forking())
+        .spawn(move || {
+            let file = handler_file.clone();
+            move |request: &mut Request| {
+                (&*file).write_all(b"written by the handler\n")?;
+                let mut line = Vec::new();
+                request.rfile().read_until(b'\n', &mut line)?;
+                request.wfile().write_all(&line)
+            }
+        })
+        .unwrap();
+    let addr = server.server_address()[0].as_inet().unwrap();
+    let mut client = connect(addr);
+    client.write_all(b"ping\n").unwrap();
+    assert_eq!(read_to_eof(&mut client).unwrap(), b"ping\n");
+    server.shutdown().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "written by the handler\n"
+    );
+    drop(file);
+    std::fs::remove_file(path).unwrap();
+}
+
+/// A panic in `handle_error` inside a child (issue 11, item 2) used to
+/// unwind into the parent's frames copied in the child: their destructors
+/// ran there, and `UnlinkOnDrop` removed the live server's socket file.
+#[test]
+fn a_panic_in_handle_error_in_a_child_ends_the_child_only() {
+    let _serial = serial();
+    let path = temp_path("panicking-hook");
+    let mut server = ServerBuilder::new(Family::UnixStream)
+        .bind(Addr::unix(&path).unwrap())
+        .mode(Mode::forking())
+        .handle_error(|_, e| panic!("handle_error fails too: {e}"))
+        .build(|| |_: &mut Request| Err(io::Error::other("the handler fails")))
+        .unwrap();
+    // Dropped in any process other than this one, it leaves a mark: the
+    // child unwound into this test's frames.
+    let marks = temp_path("unwound-into-the-parent");
+    let _witness = Witness(std::process::id(), marks.clone());
+    let handle = server.handle();
+    let client_path = path.clone();
+    let clients = std::thread::spawn(move || {
+        let mut replies = Vec::new();
+        for _ in 0..3 {
+            let served = std::os::unix::net::UnixStream::connect(&client_path).and_then(|mut c| {
+                c.set_read_timeout(Some(LIMIT))?;
+                read_to_eof(&mut c)
+            });
+            replies.push(served.map_err(|e| e.to_string()));
+            // Each child has ended (and, on the old code, unwound) before the next client.
+            wait_until("the child to end", || zombies().is_empty());
+        }
+        handle.shutdown();
+        replies
+    });
+    server.serve_forever().unwrap();
+    let replies = clients.join().unwrap();
+    assert!(path.exists(), "a child removed the server's socket file");
+    server.server_close();
+    assert!(!path.exists());
+    assert_eq!(replies, vec![Ok(Vec::new()); 3]);
+    let unwound = std::fs::read_to_string(&marks).unwrap_or_default();
+    assert_eq!(unwound, "", "children ran this test's destructors");
+}
+
+struct Witness(u32, std::path::PathBuf);
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        if std::process::id() != self.0 {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.1)
+                .unwrap();
+            writeln!(f, "{}", std::process::id()).unwrap();
+        } else {
+            let _ = std::fs::remove_file(&self.1);
+        }
+    }
+}
+
+/// `request.server().shutdown()` from a forked handler reaches the parent
+/// (issue 15, item 3): it used to change only the child's copy.
+#[test]
+fn a_forked_handler_can_shut_the_server_down() {
+    let _serial = serial();
+    let mut server = ServerBuilder::new(Family::Tcp)
+        .bind(any_port())
+        .mode(Mode::forking())
+        .build(|| {
+            |request: &mut Request| {
+                request.server().shutdown();
+                request.wfile().write_all(b"bye\n")
+            }
+        })
+        .unwrap();
+    let addr = server.server_address()[0].as_inet().unwrap();
+    let handle = server.handle();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut client = connect(addr);
+        let reply = read_to_eof(&mut client).unwrap();
+        tx.send(reply).unwrap();
+        // A watchdog, not a synchronisation: fails the test instead of hanging it.
+        std::thread::sleep(LIMIT);
+        handle.shutdown();
+    });
+    let started = Instant::now();
+    server.serve_forever().unwrap();
+    assert_eq!(recv(&rx), b"bye\n");
+    assert!(
+        started.elapsed() < LIMIT,
+        "serve_forever ran on after the child's shutdown()"
+    );
+    server.server_close();
+}
+
+/// fork() from a process whose other threads hold the allocator, `log` and
+/// stdout (issue 11, item 3): children forked directly from such a process
+/// hang on the lock a thread held at the fork. Children come from the fork
+/// server, forked at build time, before these threads existed.
+#[test]
+fn five_hundred_children_while_threads_hammer_the_allocator_log_and_stdout() {
+    let _serial = serial();
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut server = ServerBuilder::new(Family::Tcp)
+        .bind(any_port())
+        .mode(Mode::Forking {
+            max_children: 16,
+            block_on_close: true,
+            reap_on_sigchld: true,
+        })
+        .build(|| {
+            |request: &mut Request| {
+                // What handlers do: allocate, log, print.
+                let mut line = Vec::with_capacity(64);
+                request.rfile().read_until(b'\n', &mut line)?;
+                log::info!("child {} got {} bytes", std::process::id(), line.len());
+                println!("child {} answering", std::process::id());
+                request.wfile().write_all(&line)
+            }
+        })
+        .unwrap();
+    let addr = server.server_address()[0].as_inet().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let hammers: Vec<_> = (0..4)
+        .map(|n| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut rounds = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let v: Vec<u8> = vec![n; 1 + (rounds as usize % 4096)];
+                    log::info!("hammer {n} round {rounds} {}", v.len());
+                    println!("hammer {n} round {rounds}");
+                    rounds += 1;
+                }
+                rounds
+            })
+        })
+        .collect();
+    let handle = server.handle();
+    let clients = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut failures = Vec::new();
+        for i in 0..500 {
+            let mut client = connect(addr);
+            client.set_read_timeout(Some(LIMIT)).unwrap();
+            let msg = format!("request {i}\n");
+            client.write_all(msg.as_bytes()).unwrap();
+            match read_to_eof(&mut client) {
+                Ok(reply) if reply == msg.as_bytes() => {}
+                other => {
+                    failures.push(format!("request {i}: {other:?}"));
+                    break;
+                }
+            }
+        }
+        let elapsed = started.elapsed();
+        handle.shutdown_graceful(Duration::from_secs(1));
+        (failures, elapsed)
+    });
+    server.serve_forever().unwrap();
+    server.server_close();
+    stop.store(true, Ordering::Relaxed);
+    let rounds: u64 = hammers.into_iter().map(|h| h.join().unwrap()).sum();
+    let (failures, elapsed) = clients.join().unwrap();
+    eprintln!("500 forked requests in {elapsed:?} while 4 threads made {rounds} rounds");
+    assert_eq!(failures, Vec::<String>::new());
 }
