@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use common::process::{
     assert_ctime_is_now, assert_help_and_unknown_flag, assert_runtime_error, assert_usage_error,
-    children_of, echo_clients, group_members, read_line, read_to_eof, run, start_time,
-    taken_tcp_port, try_connect, LineClient, Program,
+    children_of, echo_clients, grandchildren_of, group_members, read_line, read_to_eof, run,
+    start_time, taken_tcp_port, try_connect, LineClient, Program,
 };
 
 // ----- offload_server: parallel work, a responsive loop --------------------------
@@ -206,18 +206,22 @@ fn offload_server_threads_work_in_parallel_while_the_loop_answers() {
 fn offload_server_processes_work_in_parallel_and_leave_no_worker_behind() {
     let _turn = timed();
     let server = offload_server_serves("processes");
-    // The pool is forked before the announcement: its workers are all
-    // there. A pid and a start time tell a process from a later one that
-    // gets the same pid.
-    let workers: Vec<(u32, u64)> = children_of(server.pid())
-        .into_iter()
-        .filter_map(|pid| Some((pid, start_time(pid)?)))
-        .collect();
+    // The pool is forked before the announcement: its workers (children
+    // of its fork server) are all there. A pid and a start time tell a
+    // process from a later one that gets the same pid.
+    let known = |pids: Vec<u32>| -> Vec<(u32, u64)> {
+        pids.into_iter()
+            .filter_map(|pid| Some((pid, start_time(pid)?)))
+            .collect()
+    };
+    let workers = known(grandchildren_of(server.pid()));
     assert_eq!(
         workers.len(),
         WORKERS,
         "{WORKERS} worker processes: {workers:?}"
     );
+    let mut workers = workers;
+    workers.extend(known(children_of(server.pid())));
 
     let stderr = stop(server, "processes");
     // The server reaps its workers before it exits: none is left, not even

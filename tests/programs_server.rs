@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::process::{
     assert_ctime_is_now, assert_help_and_unknown_flag, assert_runtime_error, assert_usage_error,
-    children_of, connect, read_line, read_to_eof, run, taken_tcp_port, taken_udp_port, text,
+    connect, grandchildren_of, read_line, read_to_eof, run, taken_tcp_port, taken_udp_port, text,
     Program, TempDir, TIMEOUT,
 };
 
@@ -214,11 +214,12 @@ fn fork_server_serves(extra: &[&str], reaped: bool) {
     if reaped {
         // Polled with a deadline, like an exit: the loop reaps on its own schedule.
         let deadline = Instant::now() + TIMEOUT;
-        while !children_of(pid).is_empty() {
+        // Children are the fork server's, which reaps them.
+        while !grandchildren_of(pid).is_empty() {
             assert!(
                 Instant::now() < deadline,
                 "fork_server {extra:?}: children not reaped: {:?}",
-                children_of(pid)
+                grandchildren_of(pid)
             );
             thread::sleep(Duration::from_millis(5));
         }
@@ -400,6 +401,7 @@ fn trace_echo_logs_the_request_life_cycle_in_order() {
             (lib, "finish"),
             (own, "finish"),
             (lib, "shutdown_request"),
+            (lib, "close_request"),
             (lib, "server_close"),
         ],
         "stderr:\n{stderr}"

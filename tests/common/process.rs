@@ -356,6 +356,15 @@ pub fn children_of(parent: u32) -> Vec<u32> {
     processes_with(4, parent.into())
 }
 
+/// The pids of `parent`'s children's children: what a fork server forked
+/// (request children, pool workers), zombies included.
+pub fn grandchildren_of(parent: u32) -> Vec<u32> {
+    children_of(parent)
+        .into_iter()
+        .flat_map(children_of)
+        .collect()
+}
+
 /// The pids in process group `pgid`, zombies included (Linux `/proc`).
 pub fn group_members(pgid: u32) -> Vec<u32> {
     processes_with(5, pgid.into())
