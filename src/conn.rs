@@ -76,6 +76,12 @@ pub(crate) struct Conn {
     /// The queue is sent and the write side shut down: waiting (at most
     /// `close_linger`) for the peer's end of stream.
     pub(crate) lingering: bool,
+    /// Producers and the writes queued behind them (boxed: most
+    /// connections never have one).
+    pub(crate) fifo: Option<Box<crate::producer::Fifo>>,
+    /// On the ready list to pump its producers next turn (its budget ran
+    /// out while the socket still took everything).
+    pub(crate) produce_scheduled: bool,
     pub(crate) linger_timer: Option<TimerId>,
     /// Timers its protocol set and that have not fired: closing cancels them.
     pub(crate) user_timers: Vec<TimerId>,
@@ -124,6 +130,8 @@ impl Conn {
             connect_timer: None,
             discarded: 0,
             lingering: false,
+            fifo: None,
+            produce_scheduled: false,
             linger_timer: None,
             user_timers: Vec::new(),
         }
@@ -160,9 +168,9 @@ impl Conn {
 
     /// Checks a write of `len` more bytes against `max_queued`: the limit
     /// when the queue would outgrow it.
-    fn check_limit(&self, len: usize) -> Result<(), usize> {
+    pub(crate) fn check_limit(&self, len: usize) -> Result<(), usize> {
         match self.opts.max_queued {
-            Some(limit) if self.wq.len() + len > limit => Err(limit),
+            Some(limit) if self.wq.len() + self.fifo_held() + len > limit => Err(limit),
             _ => Ok(()),
         }
     }

@@ -43,6 +43,39 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// Streams the bytes of `producer` after everything queued so far
+    /// (asynchat's `push_with_producer`): whenever the write queue is at or
+    /// below the low-water mark, the reactor asks it for more, until it
+    /// returns `None`. Later writes, and a `close`, wait their turn behind
+    /// it, as in asynchat's producer fifo. Whatever size its pieces, no more
+    /// than about the low-water mark (plus a piece) is queued at a time.
+    ///
+    /// ```
+    /// use bytes::{Bytes, BytesMut};
+    /// use sockloop::{Context, Protocol};
+    ///
+    /// /// Sends a million numbered lines, then closes.
+    /// struct Counter;
+    /// impl Protocol for Counter {
+    ///     fn on_open(&mut self, cx: &mut Context<'_>) {
+    ///         let mut n = 0u32;
+    ///         cx.write_producer(move || {
+    ///             n += 1;
+    ///             (n <= 1_000_000).then(|| Bytes::from(format!("{n}\n")))
+    ///         });
+    ///         cx.close(); // after the producer is done
+    ///     }
+    ///     fn on_data(&mut self, _: &mut Context<'_>, data: &mut BytesMut) {
+    ///         data.clear();
+    ///     }
+    /// }
+    /// ```
+    pub fn write_producer(&mut self, producer: impl crate::Producer) {
+        if let Err(e) = self.reactor.write_producer(self.id, producer) {
+            log::debug!("{}: producer dropped: {e}", self.id);
+        }
+    }
+
     /// Queues a copy of `data` on another connection (a chat server's
     /// broadcast). Fails with `NotConnected` if `other` has closed.
     pub fn write_to(&mut self, other: ConnId, data: &[u8]) -> io::Result<()> {

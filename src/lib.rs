@@ -66,6 +66,7 @@ mod multi;
 mod net;
 mod offload;
 mod ops;
+mod producer;
 mod protocol;
 mod reactor;
 pub mod server;
@@ -84,6 +85,7 @@ pub use id::{ConnId, ListenerId, TimerId};
 pub use multi::{Reactors, ReactorsHandle};
 pub use net::{ConnOptions, ListenOptions};
 pub use offload::{OffloadOptions, ProcessPool};
+pub use producer::Producer;
 pub use protocol::{CloseReason, DatagramProtocol, Protocol};
 pub use reactor::{Reactor, Stats};
 

@@ -19,6 +19,9 @@ impl Reactor {
             return open_for_writes(&mut self.sources, id).map(drop);
         }
         let conn = open_for_writes(&mut self.sources, id)?;
+        if let Some(held) = conn.hold_behind_producers(Bytes::copy_from_slice(data)) {
+            return self.queued_or_full(id, held);
+        }
         // Copied into the connection's tail block, shared by small writes
         // (no allocation in steady state: blocks come from a pool).
         let queued = conn.enqueue_copy(data, &mut self.tails);
@@ -42,6 +45,9 @@ impl Reactor {
         let conn = open_for_writes(&mut self.sources, id)?;
         if data.is_empty() {
             return Ok(());
+        }
+        if let Some(held) = conn.hold_behind_producers(data.clone()) {
+            return self.queued_or_full(id, held);
         }
         let queued = conn.enqueue(data, read_block, &mut self.tails);
         self.queued_or_full(id, queued)
@@ -226,7 +232,7 @@ impl Reactor {
 
     /// Bytes queued on connection `id` and not yet taken by the socket.
     pub fn queued(&mut self, id: ConnId) -> usize {
-        self.conn(id).map_or(0, |c| c.wq.len())
+        self.conn(id).map_or(0, |c| c.wq.len() + c.fifo_held())
     }
 
     /// The peer's address of connection `id`.
@@ -320,7 +326,10 @@ impl Reactor {
 }
 
 /// The connection `id` if it still accepts writes.
-fn open_for_writes(sources: &mut Slab<Source>, id: ConnId) -> io::Result<&mut crate::conn::Conn> {
+pub(crate) fn open_for_writes(
+    sources: &mut Slab<Source>,
+    id: ConnId,
+) -> io::Result<&mut crate::conn::Conn> {
     let Some(conn) = crate::reactor::conn_in(sources, id.key()).filter(|c| c.gen == id.gen) else {
         return Err(io::Error::new(
             io::ErrorKind::NotConnected,

@@ -41,7 +41,10 @@ pub trait Protocol: 'static {
     fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut);
 
     /// The write queue, after rising to the high-water mark, is down to the
-    /// low-water mark: a producer may write again.
+    /// low-water mark: a protocol that stopped writing there may write
+    /// again. Only after such a rise: to stream pieces of any size, give a
+    /// producer to [`Context::write_producer`] instead, which is asked for
+    /// more whenever the queue is at or below the low-water mark.
     fn on_drained(&mut self, cx: &mut Context<'_>) {
         let _ = cx;
     }

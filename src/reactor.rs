@@ -273,11 +273,16 @@ impl Reactor {
             }
             match &mut self.sources[key] {
                 Source::Conn(conn) => {
-                    conn.read_scheduled = false;
+                    let read = mem::take(&mut conn.read_scheduled);
+                    if mem::take(&mut conn.produce_scheduled) {
+                        self.flush_conn(key);
+                    }
                     // No edge vouches for this read (the connection was paused
                     // when its last one came, perhaps with the peer's FIN), so
                     // a short read proves nothing: read to WouldBlock or EOF.
-                    self.read_conn(key, false);
+                    if read {
+                        self.read_conn(key, false);
+                    }
                 }
                 Source::Listener(_) => self.accept_ready(key),
                 Source::Datagram(_) => self.read_datagrams(key),

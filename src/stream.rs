@@ -431,14 +431,44 @@ impl Reactor {
             return;
         }
         let had_queue = !conn.wq.is_empty();
-        let flushed = match conn.flush(&mut self.tails) {
-            Ok(flushed) => flushed,
-            Err(e) => return self.close_at(key, Closing::Now(CloseReason::from_io(e))),
+        // With producers: fill the queue to the low-water mark, send, and
+        // again while the socket takes it all, up to the budget.
+        let mut budget = crate::producer::PRODUCE_BUDGET;
+        let flushed = loop {
+            let producing = conn_in(&mut self.sources, key).is_some_and(|c| c.fifo.is_some());
+            if producing {
+                budget = budget.saturating_sub(self.pump(key, budget));
+            }
+            let Some(conn) = conn_in(&mut self.sources, key) else {
+                return;
+            };
+            let flushed = match conn.flush(&mut self.tails) {
+                Ok(flushed) => flushed,
+                Err(e) => return self.close_at(key, Closing::Now(CloseReason::from_io(e))),
+            };
+            if !flushed || conn.fifo.is_none() {
+                break flushed;
+            }
+            if budget == 0 {
+                // More to produce and a socket that takes it: next turn,
+                // after the others.
+                if !conn.produce_scheduled {
+                    conn.produce_scheduled = true;
+                    let gen = conn.gen;
+                    self.ready.push((key, gen));
+                }
+                break true;
+            }
+        };
+        let Some(conn) = conn_in(&mut self.sources, key) else {
+            return;
         };
         if had_queue {
             conn.last_active = self.now;
         }
-        if flushed {
+        // Everything sent, producers included: time for what waits on it.
+        let done = flushed && conn.fifo.is_none();
+        if done {
             if conn.shutdown_write == ShutdownWrite::Requested {
                 conn.shutdown_write = ShutdownWrite::Done;
                 if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
@@ -465,7 +495,7 @@ impl Reactor {
                 return self.close_at(key, Closing::Now(CloseReason::Error(e)));
             }
         }
-        if flushed && matches!(conn.closing, Closing::AfterFlush(_)) {
+        if done && matches!(conn.closing, Closing::AfterFlush(_)) {
             return self.linger(key);
         }
         if conn.crossed_low_water() {
@@ -530,7 +560,10 @@ impl Reactor {
         let listener = conn.listener;
         let id = ConnId::new(key, conn.gen);
 
-        match conn.wq.len() {
+        if conn.fifo.is_some() {
+            log::warn!("{id}: {reason}; a producer was not finished");
+        }
+        match conn.wq.len() + conn.fifo_held() {
             // Bytes a protocol handed over and the peer will never get: say so.
             0 if reason.is_clean() => {}
             0 => log::debug!("{id}: {reason}"),
