@@ -19,8 +19,9 @@ impl Reactor {
             return open_for_writes(&mut self.sources, id).map(drop);
         }
         let conn = open_for_writes(&mut self.sources, id)?;
-        if let Some(held) = conn.hold_behind_producers(Bytes::copy_from_slice(data)) {
-            return self.queued_or_full(id, held);
+        if conn.fifo.is_some() {
+            let held = conn.hold_behind_producers(Bytes::copy_from_slice(data));
+            return self.queued_or_full(id, held.unwrap_or(Ok(())));
         }
         // Copied into the connection's tail block, shared by small writes
         // (no allocation in steady state: blocks come from a pool).
@@ -46,8 +47,9 @@ impl Reactor {
         if data.is_empty() {
             return Ok(());
         }
-        if let Some(held) = conn.hold_behind_producers(data.clone()) {
-            return self.queued_or_full(id, held);
+        if conn.fifo.is_some() {
+            let held = conn.hold_behind_producers(data);
+            return self.queued_or_full(id, held.unwrap_or(Ok(())));
         }
         let queued = conn.enqueue(data, read_block, &mut self.tails);
         self.queued_or_full(id, queued)
