@@ -10,10 +10,8 @@
 //! cargo run --example offload_server -- --pool processes --workers 4 --delay 1
 //! ```
 
-use std::cell::Cell;
 use std::io;
 use std::process::ExitCode;
-use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -81,12 +79,9 @@ fn main() -> ExitCode {
             &ListenOptions::default(),
             args.shutdown.grace,
             move |_| {
-                let (waiting, shutting_down) = (Rc::default(), Rc::default());
                 Framed::new(Lines {
                     processes: processes.clone(),
                     delay,
-                    waiting,
-                    shutting_down,
                 })
             },
         )
@@ -104,29 +99,20 @@ fn slow_echo(line: &[u8], delay: Duration) -> Vec<u8> {
 struct Lines {
     processes: Option<ProcessPool>,
     delay: Duration,
-    /// Lines sent to workers and not answered yet, and whether a graceful
-    /// shutdown waits for them: the connection closes after the last answer.
-    waiting: Rc<Cell<usize>>,
-    shutting_down: Rc<Cell<bool>>,
 }
 
+/// The default `on_eof` and `on_shutdown` close once the answers still with
+/// workers are written: a client that half-closes after its lines, or a
+/// graceful stop, loses none.
 impl FrameHandler for Lines {
     fn on_frame(&mut self, cx: &mut Context<'_>, line: Bytes) {
         if &line[..] == b"ping" {
             return cx.write(b"pong\n");
         }
-        self.waiting.set(self.waiting.get() + 1);
-        let (waiting, shutting_down) = (self.waiting.clone(), self.shutting_down.clone());
         // Runs on the loop when the work is done, if the client is still there.
-        let reply = move |cx: &mut Context<'_>, result: io::Result<Vec<u8>>| {
-            match result {
-                Ok(reply) => cx.write_bytes(reply),
-                Err(e) => cx.write(format!("error: {e}\n").as_bytes()),
-            }
-            waiting.set(waiting.get() - 1);
-            if shutting_down.get() && waiting.get() == 0 {
-                cx.close();
-            }
+        let reply = |cx: &mut Context<'_>, result: io::Result<Vec<u8>>| match result {
+            Ok(reply) => cx.write_bytes(reply),
+            Err(e) => cx.write(format!("error: {e}\n").as_bytes()),
         };
         match &self.processes {
             Some(pool) => pool.submit(cx, line, reply),
@@ -134,13 +120,6 @@ impl FrameHandler for Lines {
                 let delay = self.delay;
                 cx.offload(move || slow_echo(&line, delay), reply);
             }
-        }
-    }
-
-    fn on_shutdown(&mut self, cx: &mut Context<'_>) {
-        self.shutting_down.set(true);
-        if self.waiting.get() == 0 {
-            cx.close();
         }
     }
 }

@@ -61,6 +61,15 @@ pub(crate) struct Conn {
     pub(crate) stalled: bool,
     /// The peer sent FIN; nothing more to read.
     pub(crate) eof: bool,
+    /// Bytes left in `rbuf` when reading was paused, which the protocol has
+    /// not been offered since: delivered again on resume, before any read.
+    pub(crate) redeliver: bool,
+    /// Offloaded answers still due (thread pool jobs, worker process
+    /// requests): a close after flush waits for them too.
+    pub(crate) pending_work: usize,
+    /// One of those answers is being delivered: it may still write after
+    /// the protocol called `close()`.
+    pub(crate) completing: bool,
     pub(crate) shutdown_write: ShutdownWrite,
     /// WRITABLE is in the registered interest (only while the queue is non-empty).
     pub(crate) writable_interest: bool,
@@ -121,6 +130,9 @@ impl Conn {
             sent: 0,
             stalled: false,
             eof: false,
+            redeliver: false,
+            pending_work: 0,
+            completing: false,
             shutdown_write: ShutdownWrite::No,
             writable_interest: false,
             flush_scheduled: false,
@@ -140,14 +152,7 @@ impl Conn {
     /// True when input should be read now.
     pub(crate) fn wants_read(&self) -> bool {
         match self.closing {
-            Closing::No => {
-                !(self.paused_by_user
-                    || self.paused_by_offload
-                    || self.over_high_water
-                    || self.waiting_for > 0
-                    || self.eof
-                    || self.connecting)
-            }
+            Closing::No => !(self.paused() || self.eof || self.connecting),
             // Input after a close is read and dropped whatever the pauses:
             // a socket closed with unread input resets the connection, and
             // the reset throws away what the peer has not read yet.
@@ -161,9 +166,30 @@ impl Conn {
         matches!(self.closing, Closing::AfterFlush(_))
     }
 
-    /// True when a protocol may still queue bytes.
+    /// True while reading is held back by the protocol or by backpressure
+    /// (as opposed to the end of input or a close).
+    pub(crate) fn paused(&self) -> bool {
+        self.paused_by_user
+            || self.paused_by_offload
+            || self.over_high_water
+            || self.waiting_for > 0
+    }
+
+    /// True when a protocol may still queue bytes: before a close, or, after
+    /// `close()`, an offloaded answer being delivered.
     pub(crate) fn accepts_writes(&self) -> bool {
-        matches!(self.closing, Closing::No) && self.shutdown_write == ShutdownWrite::No
+        let open = match self.closing {
+            Closing::No => true,
+            Closing::AfterFlush(_) => self.completing,
+            Closing::Now(_) => false,
+        };
+        open && self.shutdown_write == ShutdownWrite::No
+    }
+
+    /// True once a close after flush may complete: the queue is sent (the
+    /// caller knows) and no offloaded answer is due any more.
+    pub(crate) fn may_finish_close(&self) -> bool {
+        matches!(self.closing, Closing::AfterFlush(_)) && self.pending_work == 0
     }
 
     /// Checks a write of `len` more bytes against `max_queued`: the limit

@@ -28,7 +28,8 @@ impl<'a> Context<'a> {
     /// Queues a copy of `data`. It is sent when the callback returns, in
     /// order with everything queued before, as far as the socket takes it;
     /// the rest waits for the socket to become writable. Writes on a closing
-    /// connection are dropped (logged at debug level).
+    /// connection are dropped (logged at debug level), except those of an
+    /// offloaded answer that a `close()` waits for.
     pub fn write(&mut self, data: &[u8]) {
         if let Err(e) = self.reactor.write(self.id, data) {
             log::debug!("{}: write of {} bytes dropped: {e}", self.id, data.len());
@@ -119,10 +120,14 @@ impl<'a> Context<'a> {
     /// Closes after everything queued has been sent (asynchat's
     /// `close_when_done`), in order: `on_data` is not called any more (what
     /// the peer still sends is read and dropped, as unread input would make
-    /// the final close reset the connection), the queue is sent, the write
+    /// the final close reset the connection), the answers of work this
+    /// connection offloaded ([`offload`](Context::offload),
+    /// [`ProcessPool::submit`]) are delivered, the queue is sent, the write
     /// side shut down, and the socket closed once the peer closes its side
     /// or [`ConnOptions::close_linger`](crate::ConnOptions::close_linger) has passed.
     /// `on_close` runs then.
+    ///
+    /// [`ProcessPool::submit`]: crate::ProcessPool::submit
     pub fn close(&mut self) {
         self.reactor.close(self.id);
     }
@@ -150,9 +155,21 @@ impl<'a> Context<'a> {
         self.reactor.set_reading(self.id, false);
     }
 
-    /// Reads again after [`pause_reading`](Context::pause_reading).
+    /// Reads again after [`pause_reading`](Context::pause_reading). Bytes
+    /// left in the buffer when reading paused are offered to `on_data`
+    /// again first, without waiting for the peer to send more.
     pub fn resume_reading(&mut self) {
         self.reactor.set_reading(self.id, true);
+    }
+
+    /// True while reading is held back: by
+    /// [`pause_reading`](Context::pause_reading), a full offload pool, a
+    /// write queue over its high-water mark, or a consumer it waits for
+    /// ([`pause_until_drained`](Context::pause_until_drained)). A protocol that finds several
+    /// requests in one `on_data` should stop taking them while it is (as
+    /// [`Framed`](crate::Framed) does) and leave the rest in the buffer.
+    pub fn is_paused(&mut self) -> bool {
+        self.reactor.is_paused(self.id)
     }
 
     /// True once `close`, `close_with` or `abort` was called (or the

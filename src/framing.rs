@@ -139,15 +139,18 @@ pub trait FrameHandler: 'static {
         let _ = cx;
     }
 
-    /// See [`Protocol::on_eof`]. An incomplete last frame is discarded.
+    /// See [`Protocol::on_eof`]. An incomplete last frame is discarded. The
+    /// default closes once the answers still due (offloaded ones included)
+    /// are sent: a client that half-closes after its requests gets them all.
     fn on_eof(&mut self, cx: &mut Context<'_>) {
         cx.close();
     }
 
     /// The reactor is shutting down gracefully. Called between frames (at
-    /// once, or when the frame under way completes). The default closes once
-    /// the answers queued so far are sent; a handler still waiting for work
-    /// of its own (an offload answer) should close when that is done instead.
+    /// once, or when the frame under way completes, or when the frames held
+    /// back by a pause have been handled). The default closes once the
+    /// answers queued so far are sent and the offloaded ones still due
+    /// have been delivered and sent (see [`Context::close`]).
     fn on_shutdown(&mut self, cx: &mut Context<'_>) {
         cx.close();
     }
@@ -239,8 +242,16 @@ impl<H: FrameHandler> Protocol for Framed<H> {
 
     fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
         // Stop at a close: bytes after a QUIT are not the handler's business.
+        // Stop at a pause (the handler's, a full offload pool's, a full write
+        // queue's) before the next frame: the rest stays in the buffer and is
+        // offered again when reading resumes (Twisted's `pauseProducing`).
         let mut completed = false;
+        let mut paused = false;
         while !cx.is_closing() {
+            if cx.is_paused() {
+                paused = true;
+                break;
+            }
             let max = self.handler.max_frame();
             if self.handler.terminator() == Terminator::Raw && !self.decoder.skipping() {
                 if data.is_empty() {
@@ -275,13 +286,14 @@ impl<H: FrameHandler> Protocol for Framed<H> {
         }
         self.partial = !data.is_empty();
         // A frame started (or the one timed ended and another began): its
-        // clock starts; no frame under way: no clock.
-        if completed || !self.partial {
+        // clock starts; no frame under way: no clock. While paused the peer
+        // is not being read, so it is not to blame for a slow frame.
+        if completed || !self.partial || paused {
             if let Some(timer) = self.frame_timer.take() {
                 cx.cancel_timer(timer);
             }
         }
-        if self.partial && self.frame_timer.is_none() {
+        if self.partial && !paused && self.frame_timer.is_none() {
             if let Some(limit) = self.handler.frame_timeout() {
                 self.frame_timer = Some(cx.set_timer(limit));
             }

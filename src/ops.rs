@@ -93,7 +93,10 @@ impl Reactor {
 
     /// Stops (`false`) or resumes (`true`) reading from connection `id`
     /// (asyncore's `readable()`). Input waits in the kernel meanwhile, and the
-    /// peer's sending is held back by TCP flow control.
+    /// peer's sending is held back by TCP flow control. Bytes the protocol
+    /// left unconsumed when it paused are offered again on resume, before
+    /// anything more is read. A peer's reset or a socket error is still
+    /// noticed while paused: the connection closes at once.
     pub fn set_reading(&mut self, id: ConnId, reading: bool) {
         if let Some(conn) = self.conn(id) {
             conn.paused_by_user = !reading;
@@ -184,31 +187,72 @@ impl Reactor {
         }
     }
 
-    /// Runs `f` with a `Context` for connection `id` if it is still open
-    /// (false otherwise). A panic in `f` closes that connection, as a panic
-    /// in one of its callbacks does. From inside a callback, `f` runs when
-    /// that callback has returned (if `id` is still open then).
-    pub(crate) fn with_context(
+    /// An offloaded answer for connection `id` is now due: a close after
+    /// flush waits for it, and a close of any kind drops the work still
+    /// waiting (`forget_work`). False if `id` is not open.
+    pub(crate) fn work_started(&mut self, id: ConnId) -> bool {
+        match self.conn(id) {
+            // Closing at once (in its `on_close`, say): the work would be
+            // dropped unseen; better not start it.
+            Some(conn) if !matches!(conn.closing, Closing::Now(_)) => {
+                conn.pending_work += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Delivers an offloaded answer: runs `f` with a `Context` for
+    /// connection `id` if it is open, or closing after flush (its answers
+    /// may still be written then). False, and `f` dropped, if it is gone or
+    /// closing at once. A panic in `f` closes the connection, as a panic in
+    /// one of its callbacks does. From inside a callback, `f` runs when that
+    /// callback has returned.
+    pub(crate) fn work_done(
         &mut self,
         id: ConnId,
         f: impl FnOnce(&mut crate::Context<'_>) + 'static,
     ) -> bool {
-        if self.is_closing(id) {
+        let Some(conn) = self.conn(id) else {
+            return false;
+        };
+        if matches!(conn.closing, Closing::Now(_)) {
+            conn.pending_work = conn.pending_work.saturating_sub(1);
             return false;
         }
         if self.in_callback() {
+            // Still due: the count drops when it runs.
             self.after_callback(move |r| {
-                if !r.with_context(id, f) {
+                if !r.work_done(id, f) {
                     log::debug!("{id} closed before a completion could run; dropped");
                 }
             });
             return true;
         }
+        let conn = self.conn(id).expect("checked above");
+        conn.pending_work = conn.pending_work.saturating_sub(1);
+        conn.completing = true;
         let result = self.enter_callback(|r| f(&mut crate::Context::new(r, id)));
+        if let Some(conn) = self.conn(id) {
+            conn.completing = false;
+            // The last answer a close was waiting for.
+            if conn.may_finish_close() {
+                self.schedule_flush(id.key());
+            }
+        }
         if let Err(panic) = result {
             self.panicked(id, &*panic);
         }
         true
+    }
+
+    /// True while reading from connection `id` is held back: by
+    /// [`set_reading`](Reactor::set_reading), a full offload pool, a write
+    /// queue over its high-water mark, or a consumer it waits for
+    /// ([`pause_until_drained`](Reactor::pause_until_drained)). [`Framed`](crate::Framed)
+    /// delivers no further frame while it is.
+    pub fn is_paused(&mut self, id: ConnId) -> bool {
+        self.conn(id).is_some_and(|c| c.paused())
     }
 
     /// True when connection `id` is closing or gone.

@@ -50,9 +50,10 @@ pub trait Protocol: 'static {
     }
 
     /// The peer will send no more (it closed or shut down its writing side).
-    /// The default closes once everything queued has been sent; a protocol that
-    /// still has an answer to write may write it first, or keep the half-open
-    /// connection and close later.
+    /// The default closes once everything queued has been sent and the
+    /// answers of work still offloaded have been delivered and sent (see
+    /// [`Context::close`]); a protocol that still has an answer to write may
+    /// write it first, or keep the half-open connection and close later.
     fn on_eof(&mut self, cx: &mut Context<'_>) {
         cx.close();
     }

@@ -114,6 +114,8 @@ pub struct Reactor {
     /// The thread pool of `Context::offload`, started at its first use.
     pub(crate) offload: Option<crate::offload::ThreadPool>,
     pub(crate) offload_options: crate::OffloadOptions,
+    /// Process pools and the like, told when a connection with work closes.
+    pub(crate) work_holders: Vec<std::rc::Weak<dyn crate::offload::HoldsWork>>,
     pub(crate) stats: Stats,
     /// A cap on open stream connections over all listeners.
     pub(crate) max_connections: Option<usize>,
@@ -126,6 +128,8 @@ pub struct Reactor {
     pub(crate) running: bool,
     /// Running user code and operations postponed until it returns.
     pub(crate) nesting: crate::guard::Nesting,
+    /// Set by `stop_now`: dropping the reactor waits for nothing.
+    hurry: bool,
 }
 
 impl Reactor {
@@ -153,11 +157,13 @@ impl Reactor {
             now: Instant::now(),
             offload: None,
             offload_options: crate::OffloadOptions::default(),
+            work_holders: Vec::new(),
             stats: Stats::default(),
             max_connections: None,
             at_global_cap: Vec::new(),
             draining: false,
             stopping: false,
+            hurry: false,
             running: false,
             nesting: Default::default(),
         })
@@ -205,6 +211,16 @@ impl Reactor {
 
     /// Asks [`run`](Reactor::run) to return once the current turn is done.
     pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// Like [`stop`](Reactor::stop), for a program that must end at once
+    /// (a second Ctrl-C): dropping the reactor then waits for nothing. Offload
+    /// jobs still running are left behind (their threads end with the
+    /// process) instead of getting the pool's grace period; their
+    /// connections get the cancellation error, as queued jobs do.
+    pub fn stop_now(&mut self) {
+        self.hurry = true;
         self.stopping = true;
     }
 
@@ -425,13 +441,14 @@ impl Reactor {
 
 impl Drop for Reactor {
     /// Stops the offload pool (queued jobs are answered with an error,
-    /// running ones get the grace period), then closes every connection and
+    /// running ones get the grace period, unless [`Reactor::stop_now`] was
+    /// called), then closes every connection and
     /// datagram socket with [`CloseReason::ReactorStopped`] (each `on_close`
     /// runs, and worker processes are ended) after one last nonblocking
     /// attempt to send what they had queued.
     fn drop(&mut self) {
         // Offload answers come back as commands: before the handle is cut off.
-        self.stop_offload();
+        self.stop_offload(self.hurry);
         self.shared.set_gone();
         self.settle();
         // An `on_close` may open or adopt another connection (a process

@@ -129,6 +129,27 @@ impl Reactor {
             let trust_short_read = !event.is_read_closed() && !event.is_error();
             self.read_conn(key, trust_short_read);
         }
+        if event.is_error() {
+            self.error_event(key);
+        }
+    }
+
+    /// The socket reported an error (a reset peer) that no read may meet:
+    /// the connection is paused, or closing after flush, or its read paused
+    /// again before reaching the error (bytes offered again filled an offload
+    /// pool). The edge-triggered event does not come again, so act now, or a
+    /// reset peer holds its descriptor, and its offloaded work, until the
+    /// pause ends.
+    fn error_event(&mut self, key: usize) {
+        let Some(conn) = self.conn_at(key) else {
+            return;
+        };
+        if matches!(conn.closing, Closing::Now(_)) {
+            return;
+        }
+        if let Ok(Some(e)) | Err(e) = conn.stream.take_error() {
+            self.close_at(key, Closing::Now(CloseReason::from_io(e)));
+        }
     }
 
     fn finish_connect(&mut self, key: usize) {
@@ -177,6 +198,17 @@ impl Reactor {
     /// less than offered means the socket is empty (saves one `read` per
     /// wake-up, as tokio does); off after the peer's FIN or an error.
     pub(crate) fn read_conn(&mut self, key: usize, trust_short_read: bool) {
+        // Bytes the protocol left when it paused come first: no socket edge
+        // announces them, and the peer may be waiting for their answer.
+        if let Some(conn) = self.conn_at(key) {
+            if conn.redeliver && conn.wants_read() && !conn.discards_input() {
+                conn.redeliver = false;
+                if let Some(mut buf) = conn.rbuf.take() {
+                    self.call(key, |p, cx| p.on_data(cx, &mut buf));
+                    self.keep_unconsumed(key, buf, true);
+                }
+            }
+        }
         for _ in 0..READ_BUDGET {
             let Some(conn) = self.conn_at(key) else {
                 return;
@@ -377,6 +409,9 @@ impl Reactor {
             kept
         };
         if let Some(conn) = self.conn_at(key) {
+            // Left because the protocol paused (not an incomplete frame):
+            // offered again when reading resumes.
+            conn.redeliver = conn.paused();
             conn.rbuf = Some(kept);
         }
     }
@@ -476,7 +511,7 @@ impl Reactor {
                 }
             }
             // After the peer's end of stream nothing can arrive unread.
-            if matches!(conn.closing, Closing::AfterFlush(_)) && conn.eof {
+            if conn.may_finish_close() && conn.eof {
                 return self.finish_close(key);
             }
         }
@@ -495,7 +530,8 @@ impl Reactor {
                 return self.close_at(key, Closing::Now(CloseReason::Error(e)));
             }
         }
-        if done && matches!(conn.closing, Closing::AfterFlush(_)) {
+        // Answers of offloaded work still due keep the write side open.
+        if done && conn.may_finish_close() {
             return self.linger(key);
         }
         if conn.crossed_low_water() {
@@ -558,6 +594,7 @@ impl Reactor {
             self.timers.cancel(timer);
         }
         let listener = conn.listener;
+        let pending_work = mem::take(&mut conn.pending_work);
         let id = ConnId::new(key, conn.gen);
 
         if conn.fifo.is_some() {
@@ -574,6 +611,9 @@ impl Reactor {
         // Its timers (those set in `on_close` too) would only linger.
         if let Source::Conn(conn) = self.release_slot(key) {
             self.cancel_user_timers(conn.user_timers);
+        }
+        if pending_work > 0 {
+            self.forget_work(id);
         }
         self.stats.open -= 1;
         self.stats.closed += 1;

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use common::process::{
     assert_ctime_is_now, assert_help_and_unknown_flag, assert_runtime_error, assert_usage_error,
-    children_of, echo_clients, grandchildren_of, group_members, read_line, read_to_eof, run,
-    start_time, taken_tcp_port, try_connect, LineClient, Program,
+    children_of, echo_clients, grandchildren_of, group_members, open_fds, read_line, read_to_eof,
+    run, start_time, taken_tcp_port, try_connect, LineClient, Program, TIMEOUT,
 };
 
 // ----- offload_server: parallel work, a responsive loop --------------------------
@@ -267,6 +267,143 @@ fn offload_server_answers_the_line_under_way_before_it_stops() {
             read_to_eof(&mut client.reader).is_empty(),
             "{pool}: the close follows the answer"
         );
+    }
+}
+
+// ----- offload_server: work follows its connection (issue 9, cases 5 and 6) -------
+
+/// `ping` then 2 KB of lines, in one write: its `pong` says the server has
+/// read them all (the answer is written while the buffer is being framed).
+fn fill_the_pool(addr: &str) -> LineClient {
+    let mut client = LineClient::connect(addr);
+    let mut lines = b"ping\n".to_vec();
+    for i in 0..200 {
+        lines.extend_from_slice(format!("job{i:05}\n").as_bytes());
+    }
+    client.reader.get_mut().write_all(&lines).expect("send");
+    assert_eq!(client.line(), "pong");
+    client
+}
+
+/// Closes with a reset (SO_LINGER 0), as a crashed client does.
+fn reset(stream: std::net::TcpStream) {
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER");
+    drop(stream);
+}
+
+/// A client sends 2 KB of lines and leaves: the next client waits for the
+/// jobs already running, not for the departed client's queue (200 lines
+/// at 0.2 s on 4 workers: 10 s before the fix).
+#[test]
+fn offload_server_drops_the_work_of_a_departed_client() {
+    let _turn = timed();
+    for pool in ["threads", "processes"] {
+        let (server, addr) = start_offload_server(pool, WORKERS);
+        // It closes in order (FIN): the server learns it left at its first
+        // answer, which the client's kernel refuses with a reset.
+        drop(fill_the_pool(&addr));
+        let mut next = LineClient::connect(&addr);
+        let asked = Instant::now();
+        next.send("next");
+        let reply = next.line();
+        let took = asked.elapsed();
+        assert!(reply.starts_with("Echo=>next at "), "{pool}: {reply:?}");
+        // The round running when it left, one more that started before its
+        // reset came back, then the next client's own job: 0.6 s.
+        assert!(
+            took < Duration::from_millis(1500),
+            "{pool}: the next client waited {took:?} behind a departed one"
+        );
+        stop(server, pool);
+    }
+}
+
+/// Twenty clients fill the pool and reset while the server holds them
+/// paused: every descriptor of theirs is closed within a second.
+#[test]
+fn offload_server_closes_reset_clients_at_once() {
+    let _turn = timed();
+    for pool in ["threads", "processes"] {
+        let (server, addr) = start_offload_server(pool, WORKERS);
+        let before = open_fds(server.pid());
+        let clients: Vec<LineClient> = (0..20).map(|_| fill_the_pool(&addr)).collect();
+        assert!(open_fds(server.pid()) >= before + 20, "{pool}");
+        let reset_at = Instant::now();
+        for client in clients {
+            reset(client.reader.into_inner());
+        }
+        let deadline = reset_at + Duration::from_secs(1);
+        while open_fds(server.pid()) > before && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let left = open_fds(server.pid()) - before;
+        assert_eq!(
+            left, 0,
+            "{pool}: {left} descriptors of reset clients still open after a second"
+        );
+        stop(server, pool);
+    }
+}
+
+/// `ping`, two jobs, and a half-close: all three answers, then the close.
+#[test]
+fn offload_server_answers_every_line_before_a_half_close() {
+    for pool in ["threads", "processes"] {
+        let (server, addr) = start_offload_server(pool, WORKERS);
+        let mut client = LineClient::connect(&addr);
+        let stream = client.reader.get_mut();
+        stream.write_all(b"ping\njob1\njob2\n").expect("send");
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+        let answers = String::from_utf8(read_to_eof(&mut client.reader)).expect("text");
+        let answers: Vec<&str> = answers.lines().collect();
+        assert_eq!(answers.len(), 3, "{pool}: {answers:?}");
+        assert_eq!(answers[0], "pong", "{pool}");
+        for job in ["job1", "job2"] {
+            assert!(
+                answers[1..]
+                    .iter()
+                    .any(|a| a.starts_with(&format!("Echo=>{job} at "))),
+                "{pool}: no answer to {job}: {answers:?}"
+            );
+        }
+        stop(server, pool);
+    }
+}
+
+/// A second SIGTERM stops at once, even with a job running that the first
+/// one let finish (issue 15, item 2: 5.2 s, the pool's grace, before).
+#[test]
+fn offload_server_stops_at_once_on_a_second_signal() {
+    for pool in ["threads", "processes"] {
+        let args = ["--pool", pool, "--delay", "10", "--port", "0"];
+        let mut server = Program::start_in_group("offload_server", &args);
+        let addr = server.listening_one();
+        let mut client = LineClient::connect(&addr);
+        client.send("slow");
+        client.send("ping");
+        assert_eq!(client.line(), "pong", "{pool}: the job is with a worker");
+        server.signal(libc::SIGTERM);
+        // The first signal closes the listener: from then on a second one
+        // is a second one, not the same one reported twice.
+        let deadline = Instant::now() + TIMEOUT;
+        while try_connect(&addr).is_ok() {
+            assert!(Instant::now() < deadline, "{pool}: still accepting");
+            thread::sleep(Duration::from_millis(5));
+        }
+        let group = server.pid();
+        let signalled = Instant::now();
+        let stderr = server.stop_with(libc::SIGTERM);
+        let took = signalled.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "{pool}: the second SIGTERM took {took:?} to stop; stderr:\n{stderr}"
+        );
+        let left = group_members(group);
+        assert!(left.is_empty(), "{pool}: left behind: {left:?}");
     }
 }
 

@@ -114,6 +114,8 @@ impl ProcessPool {
             let worker = spawn(reactor, &state, index)?;
             state.borrow_mut().workers.push(worker);
         }
+        let holder: Weak<dyn super::HoldsWork> = Rc::downgrade(&state) as Weak<RefCell<PoolState>>;
+        reactor.work_holders.push(holder);
         Ok(ProcessPool { state })
     }
 
@@ -134,8 +136,11 @@ impl ProcessPool {
     }
 
     /// Sends `request` to an idle worker (or queues it) and calls `then` on
-    /// the loop with the answer, if the connection is still open. A worker
-    /// that dies mid-request answers with an error, and is replaced.
+    /// the loop with the answer, if the connection is still open or closing
+    /// after flush (a [`close`](Context::close) waits for it). When the
+    /// connection is gone, a request still queued is dropped (never sent to
+    /// a worker) and a running one's answer is discarded. A worker that
+    /// dies mid-request answers with an error, and is replaced.
     pub fn submit(
         &self,
         cx: &mut Context<'_>,
@@ -143,6 +148,10 @@ impl ProcessPool {
         then: impl FnOnce(&mut Context<'_>, io::Result<Vec<u8>>) + 'static,
     ) {
         let client = cx.id();
+        if !cx.reactor().work_started(client) {
+            log::debug!("{client} is closing: request dropped");
+            return;
+        }
         let pending = Pending {
             client,
             request: request.into(),
@@ -164,6 +173,29 @@ impl ProcessPool {
     }
 }
 
+impl super::HoldsWork for RefCell<PoolState> {
+    /// A client closed: its requests still queued go (no worker sees them);
+    /// the answer of one running is dropped when it comes.
+    fn forget(&self, reactor: &mut Reactor, id: ConnId) {
+        let dropped = {
+            let Ok(mut state) = self.try_borrow_mut() else {
+                // Only the pool's own code borrows it, never across a call
+                // that closes a connection; should that change, the requests
+                // are still dropped when their answer finds no connection.
+                return;
+            };
+            let before = state.queue.len();
+            state.queue.retain(|p| p.client != id);
+            state.paused.retain(|&p| p != id);
+            before - state.queue.len()
+        };
+        if dropped > 0 {
+            log::debug!("{id} closed: {dropped} requests dropped before a worker saw them");
+        }
+        dispatch(reactor, self);
+    }
+}
+
 impl PoolState {
     fn in_flight(&self) -> usize {
         self.queue.len() + self.workers.iter().filter(|w| w.busy.is_some()).count()
@@ -172,7 +204,7 @@ impl PoolState {
 
 /// Gives queued requests to idle workers; resumes paused submitters once
 /// the pool is below its bound.
-fn dispatch(reactor: &mut Reactor, state: &Rc<RefCell<PoolState>>) {
+fn dispatch(reactor: &mut Reactor, state: &RefCell<PoolState>) {
     let mut sends = Vec::new();
     let resume = {
         let mut state = state.borrow_mut();
@@ -309,7 +341,7 @@ impl FrameHandler for Link {
             )),
         };
         let reactor = cx.reactor();
-        if !reactor.with_context(pending.client, |client| (pending.then)(client, outcome)) {
+        if !reactor.work_done(pending.client, |client| (pending.then)(client, outcome)) {
             log::debug!(
                 "{} closed before its worker answered; answer dropped",
                 pending.client
@@ -354,7 +386,7 @@ impl FrameHandler for Link {
                     self.pid
                 ),
             );
-            reactor.with_context(pending.client, |client| (pending.then)(client, Err(err)));
+            reactor.work_done(pending.client, |client| (pending.then)(client, Err(err)));
         }
         if closing {
             return;

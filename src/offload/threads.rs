@@ -4,9 +4,7 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -43,18 +41,40 @@ type Outcome = io::Result<Box<dyn Any + Send>>;
 type Then = Box<dyn FnOnce(&mut Context<'_>, Outcome)>;
 
 struct Job {
+    /// The connection that submitted it: its jobs go when it closes.
+    id: ConnId,
     key: usize,
     work: Work,
 }
 
+/// Jobs handed to the threads and not started yet. A deque the loop can
+/// reach into (a channel could not): a closed connection's jobs are taken
+/// out before any thread starts them.
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Set at shutdown: threads leave once it is empty.
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A job's panic is caught outside the lock: poison is never ours.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The reactor's side of the pool.
 pub(crate) struct ThreadPool {
-    queue: Option<SyncSender<Job>>,
+    shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
-    /// Set at shutdown: queued jobs are answered with an error, not run.
-    cancelled: Arc<AtomicBool>,
-    /// Jobs handed to the threads and not yet answered; at most `capacity`,
-    /// which is also the channel's size, so a send never blocks the loop.
+    /// Jobs handed to the threads and not yet answered; at most `capacity`.
     in_flight: usize,
     capacity: usize,
     /// Jobs that found the pool full, in order.
@@ -70,43 +90,21 @@ impl ThreadPool {
     fn start(opts: &OffloadOptions, reactor: Handle) -> ThreadPool {
         let workers = opts.workers.max(1);
         let capacity = workers + opts.queue;
-        let (queue, receiver) = mpsc::sync_channel::<Job>(capacity);
-        let receiver = Arc::new(Mutex::new(receiver));
-        let cancelled = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared::default());
         let threads = (0..workers)
             .filter_map(|n| {
-                let (receiver, cancelled, reactor) =
-                    (receiver.clone(), cancelled.clone(), reactor.clone());
-                let spawned =
-                    thread::Builder::new()
-                        .name(format!("offload-{n}"))
-                        .spawn(move || loop {
-                            let next = receiver.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                            let Ok(job) = next else { return };
-                            let outcome = if cancelled.load(Ordering::Acquire) {
-                                Err(io::Error::new(
-                                    io::ErrorKind::Interrupted,
-                                    "offload job cancelled: the reactor stopped",
-                                ))
-                            } else {
-                                panic::catch_unwind(AssertUnwindSafe(job.work)).map_err(|panic| {
-                                    let msg = crate::reactor::panic_message(&*panic);
-                                    io::Error::other(format!("offload job panicked: {msg}"))
-                                })
-                            };
-                            let key = job.key;
-                            // Fails only once the reactor is gone; nobody waits then.
-                            let _ = reactor.post(move |r| r.offload_finished(key, outcome));
-                        });
+                let (shared, reactor) = (shared.clone(), reactor.clone());
+                let spawned = thread::Builder::new()
+                    .name(format!("offload-{n}"))
+                    .spawn(move || serve(&shared, &reactor));
                 spawned
                     .map_err(|e| log::error!("cannot start offload thread {n}: {e}"))
                     .ok()
             })
             .collect();
         ThreadPool {
-            queue: Some(queue),
+            shared,
             threads,
-            cancelled,
             in_flight: 0,
             capacity,
             overflow: VecDeque::new(),
@@ -122,20 +120,63 @@ impl ThreadPool {
             self.overflow.push_back(job);
             return false;
         }
-        let Some(queue) = &self.queue else {
-            return false;
-        };
-        match queue.try_send(job) {
-            Ok(()) => {
-                self.in_flight += 1;
-                true
-            }
-            Err(mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job)) => {
-                self.overflow.push_front(job);
-                false
-            }
+        self.shared.lock().jobs.push_back(job);
+        self.shared.ready.notify_one();
+        self.in_flight += 1;
+        true
+    }
+
+    /// Moves held jobs to the threads while they have room.
+    fn refill(&mut self) {
+        while self.in_flight < self.capacity {
+            let Some(job) = self.overflow.pop_front() else {
+                break;
+            };
+            self.submit(job);
         }
     }
+
+    /// The paused connections to resume: all of them once nothing is held.
+    fn take_resumable(&mut self) -> Vec<ConnId> {
+        if self.overflow.is_empty() {
+            std::mem::take(&mut self.paused)
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// A pool thread: runs jobs until the pool closes, and posts each result
+/// back to the loop.
+fn serve(shared: &Shared, reactor: &Handle) {
+    loop {
+        let job = {
+            let mut queue = shared.lock();
+            loop {
+                if let Some(job) = queue.jobs.pop_front() {
+                    break job;
+                }
+                if queue.closed {
+                    return;
+                }
+                queue = shared.ready.wait(queue).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let outcome = panic::catch_unwind(AssertUnwindSafe(job.work)).map_err(|panic| {
+            let msg = crate::reactor::panic_message(&*panic);
+            io::Error::other(format!("offload job panicked: {msg}"))
+        });
+        let key = job.key;
+        // Fails only once the reactor is gone; nobody waits then.
+        let _ = reactor.post(move |r| r.offload_finished(key, outcome));
+    }
+}
+
+fn cancelled() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Interrupted,
+        "offload job cancelled: the reactor stopped",
+    )
 }
 
 impl Reactor {
@@ -158,6 +199,10 @@ impl Reactor {
         J: FnOnce() -> T + Send + 'static,
         F: FnOnce(&mut Context<'_>, io::Result<T>) + 'static,
     {
+        if !self.work_started(id) {
+            log::debug!("{id} is closing: offload job dropped");
+            return;
+        }
         if self.offload.is_none() {
             self.offload = Some(ThreadPool::start(&self.offload_options, self.handle()));
         }
@@ -173,37 +218,70 @@ impl Reactor {
         });
         let key = pool.waiting.insert((id, then));
         let work: Work = Box::new(move || Box::new(job()));
-        if !pool.submit(Job { key, work }) && !pool.paused.contains(&id) {
+        if !pool.submit(Job { id, key, work }) && !pool.paused.contains(&id) {
             pool.paused.push(id);
             self.set_offload_paused(id, true);
         }
     }
 
-    /// A job's result arrived (through the waker): hand it to its `then`,
-    /// and let a waiting job take the freed place.
+    /// A job's result arrived (through the waker): hand it to its `then`
+    /// (unless its connection is gone: then it is dropped), and let a held
+    /// job take the freed place.
     pub(crate) fn offload_finished(&mut self, key: usize, outcome: Outcome) {
         let Some(pool) = self.offload.as_mut() else {
             return;
         };
         pool.in_flight -= 1;
-        let Some((id, then)) = pool.waiting.try_remove(key) else {
-            return;
-        };
-        while pool.in_flight < pool.capacity {
-            let Some(job) = pool.overflow.pop_front() else {
-                break;
-            };
-            if !pool.submit(job) {
-                break;
+        pool.refill();
+        let resume = pool.take_resumable();
+        if let Some((id, then)) = pool.waiting.try_remove(key) {
+            if !self.work_done(id, |cx| then(cx, outcome)) {
+                log::debug!("{id} closed before its offload job finished; result dropped");
             }
         }
-        let resume = if pool.overflow.is_empty() {
-            std::mem::take(&mut pool.paused)
-        } else {
-            Vec::new()
+        for id in resume {
+            self.set_offload_paused(id, false);
+        }
+    }
+
+    /// Connection `id` closed: its jobs not started yet are dropped (never
+    /// run), the results of its running ones will be.
+    pub(crate) fn offload_forget(&mut self, id: ConnId) {
+        let Some(pool) = self.offload.as_mut() else {
+            return;
         };
-        if !self.with_context(id, |cx| then(cx, outcome)) {
-            log::debug!("{id} closed before its offload job finished; result dropped");
+        // Jobs not started leave every queue with their `then`. A running
+        // job keeps its entry (its key must not be reused before its result
+        // comes back); the result then finds the connection gone.
+        let mut dropped: Vec<usize> = Vec::new();
+        pool.overflow.retain(|job| {
+            let keep = job.id != id;
+            if !keep {
+                dropped.push(job.key);
+            }
+            keep
+        });
+        {
+            let mut queue = pool.shared.lock();
+            let before = dropped.len();
+            queue.jobs.retain(|job| {
+                let keep = job.id != id;
+                if !keep {
+                    dropped.push(job.key);
+                }
+                keep
+            });
+            pool.in_flight -= dropped.len() - before;
+        }
+        for &key in &dropped {
+            drop(pool.waiting.remove(key));
+        }
+        pool.paused.retain(|&p| p != id);
+        pool.refill();
+        let resume = pool.take_resumable();
+        if !dropped.is_empty() {
+            let dropped = dropped.len();
+            log::debug!("{id} closed: {dropped} offload jobs dropped before they started");
         }
         for id in resume {
             self.set_offload_paused(id, false);
@@ -211,38 +289,40 @@ impl Reactor {
     }
 
     /// At reactor drop: jobs not started are answered with an error, running
-    /// ones get `grace` to finish, and every answer reaches its `then`.
-    pub(crate) fn stop_offload(&mut self) {
+    /// ones get `grace` to finish (none after [`stop_now`](Reactor::stop_now)),
+    /// and every answer reaches its `then`.
+    pub(crate) fn stop_offload(&mut self, hurry: bool) {
         let Some(mut pool) = self.offload.take() else {
             return;
         };
-        pool.cancelled.store(true, Ordering::Release);
-        pool.queue = None; // threads leave once the queue is empty
-                           // A grace past the end of time means: wait for the jobs.
-        let deadline = Instant::now().checked_add(pool.grace);
+        let mut answers: Vec<(ConnId, Then, Outcome)> = Vec::new();
+        let unstarted: Vec<Job> = {
+            let mut queue = pool.shared.lock();
+            queue.closed = true;
+            queue.jobs.drain(..).collect()
+        };
+        pool.shared.ready.notify_all();
+        for job in unstarted.into_iter().chain(pool.overflow.drain(..)) {
+            if let Some((id, then)) = pool.waiting.try_remove(job.key) {
+                answers.push((id, then, Err(cancelled())));
+            }
+        }
+        let grace = if hurry { Duration::ZERO } else { pool.grace };
+        // A grace past the end of time means: wait for the jobs.
+        let deadline = Instant::now().checked_add(grace);
         for thread in pool.threads.drain(..) {
             while !thread.is_finished() && deadline.is_none_or(|d| Instant::now() < d) {
                 thread::sleep(Duration::from_millis(1));
             }
             if thread.is_finished() {
                 let _ = thread.join();
+            } else if hurry {
+                log::info!("stopping now: an offload job still running is left behind");
             } else {
                 log::warn!(
                     "an offload job outlived the {:?} grace period; its thread is left running",
                     pool.grace
                 );
-            }
-        }
-        let cancelled = || {
-            io::Error::new(
-                io::ErrorKind::Interrupted,
-                "offload job cancelled: the reactor stopped",
-            )
-        };
-        let mut answers: Vec<(ConnId, Then, Outcome)> = Vec::new();
-        for job in pool.overflow.drain(..) {
-            if let Some((id, then)) = pool.waiting.try_remove(job.key) {
-                answers.push((id, then, Err(cancelled())));
             }
         }
         // Answers of the threads arrived as commands: run them with the pool
@@ -254,7 +334,7 @@ impl Reactor {
             answers.push((id, then, Err(cancelled())));
         }
         for (id, then, outcome) in answers {
-            self.with_context(id, |cx| then(cx, outcome));
+            self.work_done(id, |cx| then(cx, outcome));
         }
     }
 }

@@ -1,0 +1,356 @@
+//! Offloaded work follows its connection (issue 9, cases 5 and 6): a
+//! closed connection's queued work never runs, a paused connection still
+//! notices its peer's reset, a half-close gets every answer; and a pause
+//! holds back the frames already read (Twisted's `test_pausing`), which come
+//! when reading resumes, without waiting for the peer.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use common::*;
+use sockloop::{Context, FrameHandler, Framed, OffloadOptions, ProcessPool, Protocol, TimerId};
+
+/// Blocking work per job.
+const JOB: Duration = Duration::from_millis(200);
+
+/// Every line but `ping` is a job of `JOB` whose answer is the line; `ping`
+/// is answered on the loop. Counts the jobs that started.
+struct Jobs {
+    processes: Option<ProcessPool>,
+    started: Arc<AtomicUsize>,
+}
+
+impl FrameHandler for Jobs {
+    fn on_frame(&mut self, cx: &mut Context<'_>, line: Bytes) {
+        if &line[..] == b"ping" {
+            return cx.write(b"pong\n");
+        }
+        let answer = |cx: &mut Context<'_>, result: std::io::Result<Vec<u8>>| match result {
+            Ok(mut reply) => {
+                reply.push(b'\n');
+                cx.write_bytes(reply);
+            }
+            Err(e) => cx.write(format!("error: {e}\n").as_bytes()),
+        };
+        match &self.processes {
+            Some(pool) => pool.submit(cx, line, answer),
+            None => {
+                let started = self.started.clone();
+                cx.offload(
+                    move || {
+                        started.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(JOB);
+                        line.to_vec()
+                    },
+                    answer,
+                )
+            }
+        }
+    }
+}
+
+/// A worker process's job: `JOB` of work, then the request back.
+fn slow(request: &[u8]) -> Vec<u8> {
+    std::thread::sleep(JOB);
+    request.to_vec()
+}
+
+/// A server of [`Jobs`] with `workers` threads or worker processes; the
+/// counter of jobs started (threads only: a worker process cannot reach it).
+fn jobs_server(processes: bool, workers: usize) -> (Server, Arc<AtomicUsize>) {
+    let started = Arc::new(AtomicUsize::new(0));
+    let counter = started.clone();
+    let server = Server::start(move |r| {
+        let pool = if processes {
+            Some(ProcessPool::start(r, workers, slow).unwrap())
+        } else {
+            r.set_offload_options(OffloadOptions {
+                workers,
+                ..Default::default()
+            })
+            .unwrap();
+            None
+        };
+        let id = r
+            .listen(&any_port(), move |_| {
+                Framed::new(Jobs {
+                    processes: pool.clone(),
+                    started: counter.clone(),
+                })
+            })
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    (server, started)
+}
+
+/// 2 KB of job lines in one write.
+fn many_lines() -> Vec<u8> {
+    (0..200)
+        .flat_map(|i| format!("job{i:05}\n").into_bytes())
+        .collect()
+}
+
+/// Closes with a reset (SO_LINGER 0), as a crashed client does.
+fn reset(stream: TcpStream) {
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+}
+
+fn line(reader: &mut BufReader<TcpStream>) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    line.trim_end().to_string()
+}
+
+/// A client fills the pool, is paused, and resets: its queued jobs go at
+/// once, so the next client waits for no more than the job running.
+fn departed_client_leaves_no_work(processes: bool) {
+    let (server, started) = jobs_server(processes, 1);
+    let addr = server.inet(0);
+    // One write: the `pong` says the server has read the lines too (its
+    // answer is written while the buffer is being framed), and the first
+    // job has gone to the worker.
+    let mut first = BufReader::new(connect(addr));
+    let mut lines = b"ping\n".to_vec();
+    lines.extend_from_slice(&many_lines());
+    first.get_mut().write_all(&lines).unwrap();
+    assert_eq!(line(&mut first), "pong");
+    reset(first.into_inner());
+
+    let mut next = BufReader::new(connect(addr));
+    let asked = Instant::now();
+    next.get_mut().write_all(b"next\n").unwrap();
+    assert_eq!(line(&mut next), "next");
+    let took = asked.elapsed();
+    // Behind it: what is left of the one job running (at most `JOB`), then
+    // its own `JOB`. Before the fix: the 65 jobs the pool had taken (13 s).
+    assert!(
+        took < JOB * 4,
+        "processes={processes}: the next client waited {took:?} behind a departed one"
+    );
+    if !processes {
+        // The running job and the next client's: no job of the departed
+        // client started after its reset (one may have, in the instant
+        // between the reset and its being noticed).
+        let n = started.load(Ordering::SeqCst);
+        assert!(n <= 3, "{n} jobs started: the departed client's queue ran");
+    }
+}
+
+#[test]
+fn a_departed_clients_thread_jobs_never_start() {
+    departed_client_leaves_no_work(false);
+}
+
+#[test]
+fn a_departed_clients_process_requests_never_reach_a_worker() {
+    departed_client_leaves_no_work(true);
+}
+
+/// `ping`, two jobs, then a half-close: all three answers come, then the
+/// server's close.
+fn half_close_gets_every_answer(processes: bool) {
+    let (server, _) = jobs_server(processes, 2);
+    let mut client = BufReader::new(connect(server.inet(0)));
+    client.get_mut().write_all(b"ping\njob1\njob2\n").unwrap();
+    client.get_mut().shutdown(Shutdown::Write).unwrap();
+    let mut answers = Vec::new();
+    client.read_to_end(&mut answers).unwrap();
+    let mut answers: Vec<&str> = std::str::from_utf8(&answers).unwrap().lines().collect();
+    answers[1..].sort_unstable(); // the two jobs run in parallel
+    assert_eq!(answers, ["pong", "job1", "job2"], "processes={processes}");
+}
+
+#[test]
+fn a_half_close_gets_every_thread_answer() {
+    half_close_gets_every_answer(false);
+}
+
+#[test]
+fn a_half_close_gets_every_process_answer() {
+    half_close_gets_every_answer(true);
+}
+
+/// Many clients fill the pool and reset while paused: every one of their
+/// connections closes at once, though the pool is busy for seconds more.
+#[test]
+fn paused_connections_notice_a_reset_at_once() {
+    let (closed_tx, closed) = mpsc::channel();
+    let server = Server::start(move |r| {
+        r.set_offload_options(OffloadOptions {
+            workers: 1,
+            queue: 1,
+            ..Default::default()
+        })
+        .unwrap();
+        struct Tell(Jobs, mpsc::Sender<String>);
+        impl Protocol for Tell {
+            fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+                // Every line is a job, whatever the pool says: the pool's
+                // pause alone must hold the connection.
+                while let Some(at) = data.iter().position(|&b| b == b'\n') {
+                    let line = data.split_to(at).freeze();
+                    data.advance(1);
+                    self.0.on_frame(cx, line);
+                }
+            }
+            fn on_close(&mut self, _: &mut Context<'_>, reason: &sockloop::CloseReason) {
+                let _ = self.1.send(reason.to_string());
+            }
+        }
+        let id = r
+            .listen(&any_port(), move |_| {
+                Tell(
+                    Jobs {
+                        processes: None,
+                        started: Arc::default(),
+                    },
+                    closed_tx.clone(),
+                )
+            })
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    let addr = server.inet(0);
+    const CLIENTS: usize = 20;
+    let clients: Vec<TcpStream> = (0..CLIENTS)
+        .map(|i| {
+            let mut c = BufReader::new(connect(addr));
+            // The `pong` says the job line has been read too.
+            c.get_mut()
+                .write_all(format!("ping\nclient{i}\n").as_bytes())
+                .unwrap();
+            assert_eq!(line(&mut c), "pong");
+            c.into_inner()
+        })
+        .collect();
+    // All but the first two are paused (the pool holds two jobs), with
+    // 20 × 200 ms of work ahead.
+    let reset_at = Instant::now();
+    for c in clients {
+        reset(c);
+    }
+    for n in 0..CLIENTS {
+        let reason = closed
+            .recv_timeout(Duration::from_secs(2))
+            .unwrap_or_else(|_| panic!("only {n} of {CLIENTS} connections closed"));
+        assert!(
+            reason.contains("reset"),
+            "closed for another reason: {reason}"
+        );
+    }
+    let took = reset_at.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "{CLIENTS} resets took {took:?} to be noticed"
+    );
+}
+
+/// Frames and raw bytes after a pause wait for the resume, then come
+/// without the peer sending anything more.
+struct PauseEach {
+    seen: mpsc::Sender<String>,
+    resume: Option<TimerId>,
+}
+
+impl PauseEach {
+    fn pause(&mut self, cx: &mut Context<'_>, what: &str) {
+        self.seen.send(what.to_string()).unwrap();
+        cx.pause_reading();
+        self.resume = Some(cx.set_timer(Duration::from_millis(20)));
+    }
+
+    fn resume(&mut self, cx: &mut Context<'_>) {
+        self.seen.send("resumed".into()).unwrap();
+        cx.resume_reading();
+    }
+}
+
+/// A raw protocol that takes one line per pause (issue 15, item 10).
+impl Protocol for PauseEach {
+    fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+        if let Some(at) = memchr(data) {
+            let line = data.split_to(at + 2);
+            self.pause(cx, std::str::from_utf8(&line[..at]).unwrap());
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, _: TimerId) {
+        self.resume(cx);
+    }
+}
+
+fn memchr(data: &[u8]) -> Option<usize> {
+    data.windows(2).position(|w| w == b"\r\n")
+}
+
+/// A frame handler that pauses after every frame (Twisted's test_pausing).
+struct FramePause(PauseEach);
+
+impl FrameHandler for FramePause {
+    fn terminator(&self) -> sockloop::Terminator<'_> {
+        sockloop::Terminator::Delimiter(b"\r\n")
+    }
+
+    fn on_frame(&mut self, cx: &mut Context<'_>, frame: Bytes) {
+        self.0.pause(cx, std::str::from_utf8(&frame).unwrap());
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, _: TimerId) {
+        self.0.resume(cx);
+    }
+}
+
+fn pauses_hold_back_what_is_buffered(framed: bool) {
+    let (seen_tx, seen) = mpsc::channel();
+    let server = Server::start(move |r| {
+        let id = if framed {
+            r.listen(&any_port(), move |_| {
+                Framed::new(FramePause(PauseEach {
+                    seen: seen_tx.clone(),
+                    resume: None,
+                }))
+            })
+        } else {
+            r.listen(&any_port(), move |_| PauseEach {
+                seen: seen_tx.clone(),
+                resume: None,
+            })
+        }
+        .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    let mut client = connect(server.inet(0));
+    // One segment; the client then waits, as a request/response peer does.
+    client.write_all(b"hello\r\nworld\r\n").unwrap();
+    let events: Vec<String> = (0..4)
+        .map(|n| {
+            seen.recv_timeout(Duration::from_secs(2))
+                .unwrap_or_else(|_| panic!("framed={framed}: event {n} never came"))
+        })
+        .collect();
+    assert_eq!(
+        events,
+        ["hello", "resumed", "world", "resumed"],
+        "framed={framed}"
+    );
+}
+
+#[test]
+fn a_raw_protocol_gets_buffered_bytes_when_it_resumes() {
+    pauses_hold_back_what_is_buffered(false);
+}
+
+#[test]
+fn framed_stops_at_a_pause_and_goes_on_at_the_resume() {
+    pauses_hold_back_what_is_buffered(true);
+}
