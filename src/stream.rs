@@ -198,17 +198,6 @@ impl Reactor {
     /// less than offered means the socket is empty (saves one `read` per
     /// wake-up, as tokio does); off after the peer's FIN or an error.
     pub(crate) fn read_conn(&mut self, key: usize, trust_short_read: bool) {
-        // Bytes the protocol left when it paused come first: no socket edge
-        // announces them, and the peer may be waiting for their answer.
-        if let Some(conn) = self.conn_at(key) {
-            if conn.redeliver && conn.wants_read() && !conn.discards_input() {
-                conn.redeliver = false;
-                if let Some(mut buf) = conn.rbuf.take() {
-                    self.call(key, |p, cx| p.on_data(cx, &mut buf));
-                    self.keep_unconsumed(key, buf, true);
-                }
-            }
-        }
         for _ in 0..READ_BUDGET {
             let Some(conn) = self.conn_at(key) else {
                 return;
@@ -218,6 +207,18 @@ impl Reactor {
             }
             if conn.discards_input() {
                 return self.discard_input(key, trust_short_read);
+            }
+            // Bytes the protocol left when it paused come first: no socket
+            // edge announces them, the peer may be waiting for their answer,
+            // and the end of stream must not overtake them.
+            if conn.redeliver {
+                conn.redeliver = false;
+                if let Some(mut buf) = conn.rbuf.take() {
+                    self.call(key, |p, cx| p.on_data(cx, &mut buf));
+                    self.keep_unconsumed(key, buf, true);
+                    self.settle();
+                }
+                continue;
             }
             let own = conn.rbuf.is_some();
             let mut buf = match conn.rbuf.take() {
