@@ -8,7 +8,7 @@
 //! time; requests wait on the loop for an idle worker.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -60,7 +60,8 @@ struct PoolState {
     queue: VecDeque<Pending>,
     /// Requests queued or running; above it, submitters stop reading.
     max_in_flight: usize,
-    paused: Vec<ConnId>,
+    /// A set: membership is asked at every submit over the bound.
+    paused: HashSet<ConnId>,
     /// The reactor is going away: workers are not replaced.
     closing: bool,
 }
@@ -107,7 +108,7 @@ impl ProcessPool {
             workers: Vec::with_capacity(workers),
             queue: VecDeque::new(),
             max_in_flight: 16 * workers,
-            paused: Vec::new(),
+            paused: HashSet::new(),
             closing: false,
         }));
         for index in 0..workers {
@@ -160,11 +161,7 @@ impl ProcessPool {
         let over = {
             let mut state = self.state.borrow_mut();
             state.queue.push_back(pending);
-            let over = state.in_flight() > state.max_in_flight && !state.paused.contains(&client);
-            if over {
-                state.paused.push(client);
-            }
-            over
+            state.in_flight() > state.max_in_flight && state.paused.insert(client)
         };
         if over {
             cx.reactor().set_offload_paused(client, true);
@@ -186,7 +183,7 @@ impl super::HoldsWork for RefCell<PoolState> {
             };
             let before = state.queue.len();
             state.queue.retain(|p| p.client != id);
-            state.paused.retain(|&p| p != id);
+            state.paused.remove(&id);
             before - state.queue.len()
         };
         if dropped > 0 {
@@ -219,7 +216,7 @@ fn dispatch(reactor: &mut Reactor, state: &RefCell<PoolState>) {
         if state.in_flight() <= state.max_in_flight / 2 {
             std::mem::take(&mut state.paused)
         } else {
-            Vec::new()
+            HashSet::new()
         }
     };
     for (link, request) in sends {

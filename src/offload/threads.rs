@@ -1,7 +1,7 @@
 //! Offloading to a bounded pool of threads: `cx.offload(job, then)`.
 
 use std::any::Any;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -82,7 +82,8 @@ pub(crate) struct ThreadPool {
     /// What to do with each job's result, on the loop thread.
     waiting: Slab<(ConnId, Then)>,
     /// Connections that stopped reading because the pool was full.
-    paused: Vec<ConnId>,
+    /// A set: membership is asked at every submit to a full pool.
+    paused: HashSet<ConnId>,
     grace: Duration,
 }
 
@@ -109,7 +110,7 @@ impl ThreadPool {
             capacity,
             overflow: VecDeque::new(),
             waiting: Slab::new(),
-            paused: Vec::new(),
+            paused: HashSet::new(),
             grace: opts.grace,
         }
     }
@@ -137,11 +138,11 @@ impl ThreadPool {
     }
 
     /// The paused connections to resume: all of them once nothing is held.
-    fn take_resumable(&mut self) -> Vec<ConnId> {
+    fn take_resumable(&mut self) -> HashSet<ConnId> {
         if self.overflow.is_empty() {
             std::mem::take(&mut self.paused)
         } else {
-            Vec::new()
+            HashSet::new()
         }
     }
 }
@@ -218,8 +219,7 @@ impl Reactor {
         });
         let key = pool.waiting.insert((id, then));
         let work: Work = Box::new(move || Box::new(job()));
-        if !pool.submit(Job { id, key, work }) && !pool.paused.contains(&id) {
-            pool.paused.push(id);
+        if !pool.submit(Job { id, key, work }) && pool.paused.insert(id) {
             self.set_offload_paused(id, true);
         }
     }
@@ -276,7 +276,7 @@ impl Reactor {
         for &key in &dropped {
             drop(pool.waiting.remove(key));
         }
-        pool.paused.retain(|&p| p != id);
+        pool.paused.remove(&id);
         pool.refill();
         let resume = pool.take_resumable();
         if !dropped.is_empty() {
