@@ -67,6 +67,9 @@ enum Step {
     ClientWrite(u8, u8),
     ClientClose(u8),
     ClientReset(u8),
+    /// `Handle::write` and `Handle::close`, not through a posted closure.
+    HandleWrite(u8),
+    HandleClose(u8),
     Turn,
 }
 
@@ -394,6 +397,19 @@ impl World {
                     reset_on_close(&c);
                 }
             }
+            Step::HandleWrite(n) => {
+                if let Some((_, id)) = self.model.borrow().pick(n) {
+                    self.reactor
+                        .handle()
+                        .write(id, &b"from a handle"[..])
+                        .unwrap();
+                }
+            }
+            Step::HandleClose(n) => {
+                if let Some((_, id)) = self.model.borrow().pick(n) {
+                    self.reactor.handle().close(id).unwrap();
+                }
+            }
             Step::Turn => self.turn(),
         }
     }
@@ -426,6 +442,16 @@ impl World {
             }
         }
         assert_eq!(stats.panics, m.panics, "panics counted vs raised");
+        let closed = m.probes.iter().filter(|p| p.closes > 0).count();
+        assert_eq!(
+            stats.closed, closed as u64,
+            "Stats.closed vs on_close calls"
+        );
+        let accepted = m.probes.iter().filter(|p| p.listener.is_some()).count();
+        assert_eq!(
+            stats.accepted, accepted as u64,
+            "Stats.accepted vs protocols made"
+        );
         for (i, p) in m.probes.iter().enumerate() {
             assert!(p.closes <= 1, "#{i}: on_close {} times", p.closes);
         }
@@ -549,6 +575,8 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (n(), n()).prop_map(|(a, b)| Step::ClientWrite(a, b)),
         1 => n().prop_map(Step::ClientClose),
         1 => n().prop_map(Step::ClientReset),
+        1 => n().prop_map(Step::HandleWrite),
+        1 => n().prop_map(Step::HandleClose),
         4 => Just(Step::Turn),
     ]
 }

@@ -165,6 +165,27 @@ fn select_echo_stops_cleanly_on_sigterm_and_sigint() {
     }
 }
 
+/// A grace too long to add to a clock reading means "wait for the clients",
+/// not a panic in the signal handler (exit 101).
+#[test]
+fn select_echo_with_an_endless_grace_waits_for_its_client() {
+    let mut server = Program::start("select_echo", &["--port", "0", "--grace", "1e19"]);
+    let addrs = server.listening(1);
+    let mut client = connect(&addrs[0]);
+    assert_echo(&mut client, b"before");
+    server.signal(libc::SIGTERM);
+    // Still serving the open connection after the signal.
+    assert_echo(&mut client, b"after the signal");
+    drop(client);
+    let status = server.wait();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{status}; stderr: {}",
+        server.stderr()
+    );
+}
+
 #[test]
 fn select_echo_unix_socket_in_use_or_stale() {
     let dir = TempDir::new("stale");
@@ -340,6 +361,28 @@ fn line_echo_disconnects_a_record_over_max_frame() {
     );
     // The server itself goes on.
     assert_echo(&mut connect(&addr), b"next\n");
+}
+
+/// `--max-frame` at its largest means unbounded: `max + delim.len()` wrapped,
+/// so every line that arrived in pieces was refused.
+#[test]
+fn line_echo_with_the_largest_max_frame_echoes_lines_in_pieces() {
+    let mut server = Program::start(
+        "line_echo",
+        &["--max-frame", "18446744073709551615", "--port", "0"],
+    );
+    let addr = server.listening_one();
+    let mut stream = connect(&addr);
+    stream.write_all(b"hello ").expect("send");
+    // A round trip on another connection: the server (one thread, events in
+    // the order they came) has read the partial line by the time it answers.
+    assert_echo(&mut connect(&addr), b"sync\n");
+    stream.write_all(b"world\n").expect("send");
+    let mut echo = [0; 12];
+    stream
+        .read_exact(&mut echo)
+        .expect("the echo of a line that came in pieces");
+    assert_eq!(&echo, b"hello world\n");
 }
 
 // ----- chat_server ---------------------------------------------------------------
