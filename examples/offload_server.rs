@@ -3,8 +3,11 @@
 //! processes), so the loop never stops answering.
 //!
 //! Every line costs `--delay` seconds of blocking work and is answered
-//! `Echo=><line> at <ctime>`; the line `ping` is answered `pong` at once, on
-//! the loop, however busy the workers are.
+//! `Echo=><line> at <ctime>`; the line `ping` is answered `pong` on the loop
+//! as soon as it is read, however busy the workers are. Lines are read in
+//! order: a `ping` from a client whose own lines fill the pool waits until
+//! the lines before it have been taken by the pool (its reading pauses
+//! meanwhile); from any other client it is answered at once.
 //!
 //! ```text
 //! cargo run --example offload_server -- --pool processes --workers 4 --delay 1

@@ -354,3 +354,62 @@ fn a_raw_protocol_gets_buffered_bytes_when_it_resumes() {
 fn framed_stops_at_a_pause_and_goes_on_at_the_resume() {
     pauses_hold_back_what_is_buffered(true);
 }
+
+/// What "`ping` is answered at once" means (issue 15 item 6, docs/offload.md):
+/// from another connection, at once however full the pool; from the
+/// connection whose own lines fill it, once the lines ahead of it have been
+/// taken by the pool, i.e. after `lines - (workers + queue)` jobs finished.
+#[test]
+fn ping_waits_only_behind_its_own_jobs() {
+    const LINES: usize = 8;
+    let (workers, queue) = (1, 2);
+    let server = Server::start(move |r| {
+        r.set_offload_options(OffloadOptions {
+            workers,
+            queue,
+            ..Default::default()
+        })
+        .unwrap();
+        let id = r
+            .listen(&any_port(), |_| {
+                Framed::new(Jobs {
+                    processes: None,
+                    started: Arc::default(),
+                })
+            })
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    let addr = server.inet(0);
+    let mut busy = BufReader::new(connect(addr));
+    let mut lines: Vec<u8> = (0..LINES)
+        .flat_map(|i| format!("job{i}\n").into_bytes())
+        .collect();
+    lines.extend_from_slice(b"ping\n");
+    busy.get_mut().write_all(&lines).unwrap();
+
+    // Another client is answered at once (within one job's time, the
+    // slack a loaded machine needs), though the pool is full.
+    let mut other = BufReader::new(connect(addr));
+    let asked = Instant::now();
+    other.get_mut().write_all(b"ping\n").unwrap();
+    assert_eq!(line(&mut other), "pong");
+    assert!(
+        asked.elapsed() < JOB,
+        "another client's ping took {:?}",
+        asked.elapsed()
+    );
+
+    // The busy client's own ping comes after the jobs the pool could not
+    // take when it was sent; every answer comes, in order.
+    let answers: Vec<String> = (0..=LINES).map(|_| line(&mut busy)).collect();
+    let pong_at = answers.iter().position(|a| a == "pong").expect("a pong");
+    assert_eq!(
+        pong_at,
+        LINES - (workers + queue),
+        "pong after {pong_at} answers: {answers:?}"
+    );
+    let jobs: Vec<&String> = answers.iter().filter(|a| *a != "pong").collect();
+    let want: Vec<String> = (0..LINES).map(|i| format!("job{i}")).collect();
+    assert_eq!(jobs, want.iter().collect::<Vec<_>>(), "answers in order");
+}
