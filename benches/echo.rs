@@ -17,6 +17,8 @@
 //! The modules are in benches/echo/ (a bench's crate root looks for modules
 //! beside it, hence the `#[path]`s).
 
+#[path = "echo/analysis.rs"]
+mod analysis;
 #[path = "echo/loadgen.rs"]
 mod loadgen;
 #[path = "echo/longwork.rs"]
@@ -369,6 +371,7 @@ p50 {:.0} µs, p99 {:.0} µs {}; p50 {:.0} µs, p99 {:.0} µs when idle cores ma
         let page = Page {
             command: cmd,
             date: sys::utc_now(),
+            commit: git_commit(&root),
             machine,
             versions: versions.join(", "),
             method: method(&t, &client_cores, &server_cores, nofile, awake.is_some()),
@@ -401,5 +404,26 @@ impl Progress {
         if self.tty {
             eprint!("\r\x1b[2K");
         }
+    }
+}
+
+/// The commit the bench measures, `-dirty` when tracked files have changes
+/// (the analysis stamps name it; "unknown" outside a git checkout).
+fn git_commit(root: &std::path::Path) -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return "unknown".into();
+    };
+    match git(&["status", "--porcelain", "--untracked-files=no"]) {
+        Some(changes) if changes.is_empty() => head,
+        _ => format!("{head}-dirty"),
     }
 }
