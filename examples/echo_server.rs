@@ -28,6 +28,8 @@ mod common;
 struct Args {
     #[command(flatten)]
     listen: common::Listen,
+    #[command(flatten)]
+    serving: common::Serving,
     /// Socket family.
     #[arg(long, value_enum, default_value_t = FamilyArg::Tcp)]
     family: FamilyArg,
@@ -97,11 +99,13 @@ fn main() -> ExitCode {
             },
             ModeArg::Pool => Mode::pool(args.workers.get()),
         };
-        let server = ServerBuilder::new(family)
+        let server = args
+            .serving
+            .apply(ServerBuilder::new(family))
             .bind(addr)
             .mode(mode)
             .build(|| Echo)?;
-        common::serve(server)
+        common::serve(server, args.serving.grace)
     })
 }
 

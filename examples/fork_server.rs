@@ -24,6 +24,8 @@ mod common;
 struct Args {
     #[command(flatten)]
     listen: common::Listen,
+    #[command(flatten)]
+    serving: common::Serving,
     /// Seconds each child sleeps before answering.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = common::seconds, allow_negative_numbers = true)]
     delay: Duration,
@@ -38,7 +40,9 @@ fn main() -> ExitCode {
     common::init_logger();
     common::run(|| {
         let delay = args.delay;
-        let server = ServerBuilder::new(Family::Tcp)
+        let server = args
+            .serving
+            .apply(ServerBuilder::new(Family::Tcp))
             .bind(args.listen.addr()?)
             .mode(Mode::Forking {
                 max_children: 40,
@@ -46,7 +50,7 @@ fn main() -> ExitCode {
                 reap_on_sigchld: args.signal,
             })
             .build(move || Client { delay })?;
-        common::serve(server)
+        common::serve(server, args.serving.grace)
     })
 }
 

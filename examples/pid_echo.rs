@@ -22,6 +22,8 @@ mod common;
 struct Args {
     #[command(flatten)]
     listen: common::Listen,
+    #[command(flatten)]
+    serving: common::Serving,
     /// A process or a thread per connection.
     #[arg(long, value_enum, default_value_t = ModeArg::Forking)]
     mode: ModeArg,
@@ -43,11 +45,13 @@ fn main() -> ExitCode {
         } else {
             Mode::threading()
         };
-        let server = ServerBuilder::new(Family::Tcp)
+        let server = args
+            .serving
+            .apply(ServerBuilder::new(Family::Tcp))
             .bind(args.listen.addr()?)
             .mode(mode)
             .build(move || Who { forking })?;
-        common::serve(server)
+        common::serve(server, args.serving.grace)
     })
 }
 

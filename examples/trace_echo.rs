@@ -25,6 +25,8 @@ mod common;
 struct Args {
     #[command(flatten)]
     listen: common::Listen,
+    #[command(flatten)]
+    serving: common::Serving,
 }
 
 fn main() -> ExitCode {
@@ -36,7 +38,9 @@ fn main() -> ExitCode {
         .parse_env(env_logger::Env::default().default_filter_or("info"))
         .init();
     common::run(|| {
-        let server = ServerBuilder::new(Family::Tcp)
+        let server = args
+            .serving
+            .apply(ServerBuilder::new(Family::Tcp))
             .bind(args.listen.addr()?)
             .verify_request(|peer| {
                 log::info!("verify_request: {peer} may be served");
@@ -45,7 +49,7 @@ fn main() -> ExitCode {
             .handle_error(|peer, e| log::error!("handle_error: {peer}: {e}"))
             .build(|| Traced)?;
         // serve() ends with server_close, which the library traces.
-        common::serve(server)
+        common::serve(server, args.serving.grace)
     })
 }
 

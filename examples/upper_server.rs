@@ -20,6 +20,8 @@ mod common;
 struct Args {
     #[command(flatten)]
     listen: common::Listen,
+    #[command(flatten)]
+    serving: common::Serving,
 }
 
 fn main() -> ExitCode {
@@ -27,10 +29,12 @@ fn main() -> ExitCode {
     common::init_logger();
     common::run(|| {
         // The default mode, Sync: one client at a time, like Python's TCPServer.
-        let server = ServerBuilder::new(Family::Tcp)
+        let server = args
+            .serving
+            .apply(ServerBuilder::new(Family::Tcp))
             .bind(args.listen.addr()?)
             .build(|| Upper)?;
-        common::serve(server)
+        common::serve(server, args.serving.grace)
     })
 }
 

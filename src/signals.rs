@@ -40,15 +40,17 @@ impl Reactor {
         Ok(())
     }
 
-    /// Stops on SIGINT or SIGTERM as a server program should: the first one
-    /// starts a [graceful shutdown](Reactor::shutdown_graceful) with `grace`
-    /// for open connections to finish, a second one stops at once
+    /// Stops on SIGINT, SIGTERM or SIGHUP (the terminal went away) as a
+    /// server program should: the first one starts a [graceful
+    /// shutdown](Reactor::shutdown_graceful) with `grace` for open
+    /// connections to finish, a second one stops at once
     /// ([`stop_now`](Reactor::stop_now): not even running offload jobs are
-    /// waited for). Either way
-    /// [`run`](Reactor::run) returns normally (exit code 0 when `main` does).
+    /// waited for). Either way [`run`](Reactor::run) returns normally (exit
+    /// code 0 when `main` does), and Unix socket files are removed. SIGQUIT
+    /// keeps its default.
     pub fn stop_on_signals(&mut self, grace: std::time::Duration) -> io::Result<()> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        self.on_signal(&[SIGINT, SIGTERM], move |reactor, signal| {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        self.on_signal(&[SIGINT, SIGTERM, SIGHUP], move |reactor, signal| {
             if reactor.draining {
                 log::info!("signal {signal} received again, stopping now");
                 reactor.stop_now();

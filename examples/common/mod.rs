@@ -11,9 +11,9 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use sockloop::server::{Family, Request, Server};
+use sockloop::server::{Family, Request, Server, ServerBuilder};
 use sockloop::{Addr, ListenOptions, Protocol, Reactor};
 
 /// The program's name, for error messages. This file is compiled into each
@@ -121,23 +121,64 @@ pub fn announce(addrs: &[String]) -> io::Result<()> {
     out.flush()
 }
 
-/// Serves a socketserver-style `server` until SIGINT or SIGTERM, then closes
-/// it (waiting for the requests still running) and returns: a Ctrl-C or
-/// `kill` ends the program with exit code 0.
+/// How a socketserver program bounds its requests and its shutdown:
+/// `--timeout` and `--grace`. Flattened into a program's arguments.
+#[derive(clap::Args)]
+pub struct Serving {
+    /// Seconds a request may wait for its client to send or take data; past
+    /// it the request ends with a timeout error (0: wait forever). An idle
+    /// client cannot hold a worker longer than this.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
+    pub timeout: Duration,
+    /// Seconds running requests get to finish after the first SIGINT,
+    /// SIGTERM or SIGHUP; then their sockets are shut down and children
+    /// get SIGTERM. A second signal cuts them off at once.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    pub grace: Duration,
+}
+
+impl Serving {
+    /// Applies `--timeout` to a server being built.
+    pub fn apply(&self, builder: ServerBuilder) -> ServerBuilder {
+        builder.request_timeout((!self.timeout.is_zero()).then_some(self.timeout))
+    }
+}
+
+/// Serves a socketserver-style `server` until a signal, then closes it
+/// and returns: exit code 0, no child left, the Unix socket file removed.
+///
+/// SIGINT, SIGTERM and SIGHUP (the terminal went away) all stop the
+/// program: the first one stops accepting and gives running requests
+/// `grace`, then unblocks them (their sockets are shut down, children get
+/// SIGTERM, then SIGKILL); a second one unblocks them at once. SIGQUIT
+/// keeps its default (a core dump, like SIGKILL it leaves the socket file
+/// behind).
 ///
 /// A `Server` runs its own reactor inside `serve_forever`, so the signals
 /// are caught on a thread of their own, which asks for the shutdown through
 /// a `ServerHandle`.
-pub fn serve(mut server: Server) -> io::Result<()> {
+pub fn serve(mut server: Server, grace: Duration) -> io::Result<()> {
     // Registered before the announcement: from then on a signal must find its handler.
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let handle = server.handle();
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                log::info!("signal {signal} received, stopping");
-                handle.shutdown();
+            let mut first = true;
+            for signal in signals.forever() {
+                let grace = if std::mem::take(&mut first) {
+                    log::info!("signal {signal} received, stopping: requests get {grace:?}");
+                    grace
+                } else {
+                    log::info!("signal {signal} received again, stopping now");
+                    Duration::ZERO
+                };
+                // Waits for serve_forever to return: on a thread of its own,
+                // so that a second signal is still heard.
+                let handle = handle.clone();
+                let _ = thread::Builder::new()
+                    .name("shutdown".into())
+                    .spawn(move || handle.shutdown_graceful(grace));
             }
         })?;
     let bound: Vec<String> = server

@@ -119,7 +119,15 @@ pub(crate) struct Shared {
     forks: OnceLock<Arc<ForkServer>>,
     /// Set in a forked child: the socket its shutdown request goes to.
     parent: OnceLock<RawFd>,
+    /// Datagram peers whose queue was full at their last answer, and since
+    /// when (at most [`MAX_DEAF`], entries expire after [`DEAF_FOR`]).
+    deaf: Mutex<HashMap<String, Instant>>,
 }
+
+/// How many datagram peers with a full queue are remembered.
+const MAX_DEAF: usize = 1024;
+/// How long a peer with a full queue gets answers without a wait.
+const DEAF_FOR: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct ServeState {
@@ -150,6 +158,28 @@ impl Shared {
             next_request: AtomicU64::new(0),
             forks: OnceLock::new(),
             parent: OnceLock::new(),
+            deaf: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `peer`'s queue was full at its last answer, lately.
+    pub(crate) fn is_deaf(&self, peer: &Addr) -> bool {
+        let deaf = self.deaf.lock().unwrap_or_else(|p| p.into_inner());
+        deaf.get(&peer.to_string())
+            .is_some_and(|since| since.elapsed() < DEAF_FOR)
+    }
+
+    pub(crate) fn set_deaf(&self, peer: &Addr, on: bool) {
+        let mut deaf = self.deaf.lock().unwrap_or_else(|p| p.into_inner());
+        if !on {
+            deaf.remove(&peer.to_string());
+            return;
+        }
+        if deaf.len() >= MAX_DEAF {
+            deaf.retain(|_, since| since.elapsed() < DEAF_FOR);
+        }
+        if deaf.len() < MAX_DEAF {
+            deaf.insert(peer.to_string(), Instant::now());
         }
     }
 
@@ -637,6 +667,9 @@ impl Server {
     }
 
     fn set_paused(&mut self, paused: bool) {
+        if self.gate.paused.get() == paused {
+            return; // resuming a reader puts it on the ready list: only on a change
+        }
         self.gate.set_paused(&mut self.reactor, paused);
         for &id in &self.datagrams {
             self.reactor.set_datagram_reading(id, !paused);

@@ -234,17 +234,36 @@ impl Request {
                 Ok(())
             }
             Io::Datagram { wfile, socket, .. } => {
-                match socket.send_to_within(&wfile, &self.peer, self.reply_wait) {
+                // A peer whose last answer found its queue full gets one try,
+                // no wait: its answers must not hold up everyone else's.
+                let shared = &self.server.shared;
+                let deaf = shared.is_deaf(&self.peer);
+                let wait = if deaf {
+                    Duration::ZERO
+                } else {
+                    self.reply_wait
+                };
+                match socket.send_to_within(&wfile, &self.peer, wait) {
                     Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                         // Datagrams are lossy: the peer is not reading.
-                        log::warn!(
-                            "answer to {} dropped: its queue stayed full for {:?}",
-                            self.peer,
-                            self.reply_wait
-                        );
+                        if deaf {
+                            log::debug!("answer to {} dropped: its queue is full", self.peer);
+                        } else {
+                            log::warn!(
+                                "answer to {} dropped: its queue stayed full for {wait:?}; \
+                                 its next answers are dropped without waiting while it is full",
+                                self.peer
+                            );
+                        }
+                        shared.set_deaf(&self.peer, true);
                         Ok(())
                     }
-                    sent => sent,
+                    sent => {
+                        if deaf && sent.is_ok() {
+                            shared.set_deaf(&self.peer, false);
+                        }
+                        sent
+                    }
                 }
             }
         }

@@ -392,6 +392,12 @@ fn processes_with(n: usize, value: u64) -> Vec<u32> {
 
 /// Numeric field `n` (counted from 1, as in proc(5); 4 and on) of
 /// `/proc/PID/stat`; `None` once the process is gone.
+/// CPU time of `pid` and of its reaped children, in clock ticks (utime,
+/// stime, cutime, cstime); 0 once it is gone.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    (14..=17).filter_map(|n| stat_field(pid, n)).sum()
+}
+
 fn stat_field(pid: u32, n: usize) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // `pid (comm) state ppid ...`: comm may hold spaces, so split after its

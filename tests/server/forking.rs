@@ -12,9 +12,9 @@ use sockloop::Addr;
 use super::common::*;
 use super::{concurrent_clients, echo_matrix, errors_reach_handle_error, EchoLine};
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+pub static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -566,3 +566,154 @@ fn a_closure_is_a_handler_and_split_gives_both_ends() {
     s.shutdown(std::net::Shutdown::Write).unwrap();
     assert_eq!(read_to_eof(&mut s).unwrap(), b"copied through\n");
 }
+
+/// Says `ready` and then echoes a line: a client that reads `ready` and
+/// never sends knows its request is running and stuck.
+struct ReadyThenEcho;
+
+impl RequestHandler for ReadyThenEcho {
+    fn handle(&mut self, request: &mut Request) -> io::Result<()> {
+        request.wfile().write_all(b"ready\n")?;
+        EchoLine.handle(request)
+    }
+}
+
+/// `shutdown_graceful` bounds the shutdown of a server whose requests are
+/// stuck on idle clients (issue 11, item 4), in every mode: the requests
+/// get the grace, then their sockets are shut down (children get SIGTERM).
+/// Before, `shutdown` + `server_close` waited as long as the clients idled.
+#[test]
+fn shutdown_graceful_ends_stuck_requests_after_the_grace_in_every_mode() {
+    let _serial = forking::serial();
+    for mode in [
+        Mode::Sync,
+        Mode::threading(),
+        Mode::pool(2),
+        Mode::forking(),
+    ] {
+        let server = ServerBuilder::new(Family::Tcp)
+            .bind(any_port())
+            .mode(mode.clone())
+            .spawn(|| ReadyThenEcho)
+            .unwrap();
+        let addr = server.server_address()[0].as_inet().unwrap();
+        let running = if mode == Mode::Sync { 1 } else { 2 };
+        let mut stuck: Vec<_> = (0..running).map(|_| connect(addr)).collect();
+        for client in &mut stuck {
+            assert_eq!(read_n(client, 6), b"ready\n");
+        }
+        let started = Instant::now();
+        server
+            .shutdown_graceful(Duration::from_millis(300))
+            .unwrap();
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(4),
+            "{mode:?}: shutdown_graceful(300 ms) took {took:?}"
+        );
+        // The stuck clients were let go: end of stream.
+        for client in &mut stuck {
+            assert_eq!(read_to_eof(client).unwrap(), b"");
+        }
+    }
+}
+
+/// `server_close` never waits forever (issue 11, item 4): past
+/// `close_timeout` its stuck requests are unblocked.
+#[test]
+fn server_close_is_bounded_by_close_timeout() {
+    let mut server = ServerBuilder::new(Family::Tcp)
+        .bind(any_port())
+        .mode(Mode::threading())
+        .close_timeout(Duration::from_millis(200))
+        .build(|| EchoLine)
+        .unwrap();
+    let _client = connect(server.server_address()[0].as_inet().unwrap());
+    server.handle_request().unwrap();
+    assert_eq!(server.active_requests(), 1);
+    let started = Instant::now();
+    server.server_close();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(4),
+        "server_close took {took:?}"
+    );
+}
+
+/// `request_timeout` applies to a request's reads (issue 11, item 5):
+/// an idle client's request ends with `TimedOut` for `handle_error`.
+#[test]
+fn request_timeout_ends_an_idle_request_with_a_timeout_error() {
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let mut server = ServerBuilder::new(Family::Tcp)
+        .bind(any_port())
+        .request_timeout(Some(Duration::from_millis(100)))
+        .handle_error(move |_, e| {
+            let _ = tx.lock().unwrap().send((e.kind(), e.to_string()));
+        })
+        .build(|| EchoLine)
+        .unwrap();
+    let _idle = connect(server.server_address()[0].as_inet().unwrap());
+    let started = Instant::now();
+    server.handle_request().unwrap(); // Sync: returns when the request ended
+    let (kind, text) = recv(&rx);
+    assert_eq!(kind, io::ErrorKind::TimedOut, "{text}");
+    assert!(started.elapsed() < LIMIT);
+}
+
+/// `max_threads` caps a threading server (issue 11, item 5): at the cap it
+/// stops accepting, as `max_children` does; the rest wait in the backlog.
+#[test]
+fn max_threads_caps_the_running_requests() {
+    let mut server = ServerBuilder::new(Family::Tcp)
+        .bind(any_port())
+        .mode(Mode::Threading {
+            daemon_threads: false,
+            block_on_close: true,
+            max_threads: 3,
+        })
+        .close_timeout(Duration::ZERO)
+        .timeout(Some(Duration::from_millis(100)))
+        .build(|| EchoLine)
+        .unwrap();
+    let addr = server.server_address()[0].as_inet().unwrap();
+    let _idle: Vec<_> = (0..6).map(|_| connect(addr)).collect();
+    for _ in 0..3 {
+        server.handle_request().unwrap();
+    }
+    assert_eq!(server.active_requests(), 3);
+    // No room: waiting clients stay waiting (handle_request times out).
+    for _ in 0..2 {
+        server.handle_request().unwrap();
+        assert_eq!(server.active_requests(), 3);
+    }
+}
+
+/// `active_requests()` counts daemon threads and threads not waited for at
+/// close (issue 15, item 7): it said 0 for them.
+#[test]
+fn active_requests_counts_daemon_threads() {
+    for (daemon_threads, block_on_close) in [(true, true), (false, false)] {
+        let mut server = ServerBuilder::new(Family::Tcp)
+            .bind(any_port())
+            .mode(Mode::Threading {
+                daemon_threads,
+                block_on_close,
+                max_threads: 256,
+            })
+            .build(|| EchoLine)
+            .unwrap();
+        let addr = server.server_address()[0].as_inet().unwrap();
+        let mut client = connect(addr);
+        server.handle_request().unwrap();
+        assert_eq!(
+            server.active_requests(),
+            1,
+            "daemon_threads {daemon_threads}, block_on_close {block_on_close}"
+        );
+        client.write_all(TEST_STR).unwrap();
+        assert_eq!(read_to_eof(&mut client).unwrap(), TEST_STR);
+        server.server_close();
+    }
+}
