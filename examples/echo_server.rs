@@ -6,6 +6,11 @@
 //! cargo run --example echo_server -- --family tcp --mode threading
 //! cargo run --example echo_server -- --family unix-dgram --mode forking --unix /tmp/echo.sock
 //! ```
+//!
+//! A client has `--timeout` seconds (default 60) for each read and write of
+//! its request; SIGINT, SIGTERM or SIGHUP give running requests `--grace`
+//! seconds (default 5), then cut them off; a second signal cuts them off at
+//! once.
 
 use std::io;
 use std::num::NonZeroUsize;
