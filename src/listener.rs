@@ -288,11 +288,13 @@ impl Reactor {
             Acceptor::Protocols(factory) => {
                 let proto = match panic::catch_unwind(AssertUnwindSafe(|| factory(&peer))) {
                     Ok(proto) => proto,
-                    Err(_) => {
+                    Err(panic) => {
                         log::error!(
-                            "{}: protocol factory panicked for {peer}; connection dropped",
-                            l.addr
+                            "{}: protocol factory panicked for {peer}: {}; connection dropped",
+                            l.addr,
+                            crate::reactor::panic_message(&*panic)
                         );
+                        self.stats.panics += 1;
                         return;
                     }
                 };
@@ -314,10 +316,12 @@ impl Reactor {
                     Ok(stream) => {
                         let result =
                             panic::catch_unwind(AssertUnwindSafe(|| on_accept(self, stream, peer)));
-                        if result.is_err() {
+                        if let Err(panic) = result {
                             log::error!(
-                                "listener {key}: accept callback panicked; connection dropped"
+                                "listener {key}: accept callback panicked: {}; connection dropped",
+                                crate::reactor::panic_message(&*panic)
                             );
+                            self.stats.panics += 1;
                         }
                     }
                     Err(e) => log::error!("cannot hand off connection from {peer}: {e}"),

@@ -75,7 +75,10 @@ pub struct Stats {
     pub open: usize,
     /// Stream connections closed.
     pub closed: u64,
-    /// Callbacks that panicked (each closed its connection or socket).
+    /// User code that panicked: protocol callbacks and completions (each
+    /// closed its connection or socket), protocol factories and accept
+    /// handlers (the connection was dropped), posted and `call_later`
+    /// closures and signal handlers (the loop went on).
     pub panics: u64,
 }
 

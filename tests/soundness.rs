@@ -468,3 +468,22 @@ fn a_server_leaves_another_servers_socket_file_alone() {
     drop(second);
     assert!(!path.exists(), "the owner removes its file");
 }
+
+#[test]
+fn a_panicking_factory_is_counted_and_its_listener_goes_on() {
+    let mut reactor = Reactor::new().unwrap();
+    let mut n = 0;
+    let l = reactor
+        .listen(&any_port(), move |_| {
+            n += 1;
+            assert!(n != 1, "the first connection's factory panics");
+            Quiet
+        })
+        .unwrap();
+    let addr = reactor.listener_addr(l).unwrap().as_inet().unwrap();
+    let mut first = common::connect(addr);
+    turn_until(&mut reactor, "the panic", |r| r.stats().panics == 1);
+    assert_eq!(first.read(&mut [0; 1]).unwrap_or(0), 0, "dropped");
+    let _second = common::connect(addr);
+    turn_until(&mut reactor, "the second", |r| r.connection_count() == 1);
+}
