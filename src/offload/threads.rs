@@ -17,9 +17,10 @@ use crate::{ConnId, Context, Handle, Reactor};
 pub struct OffloadOptions {
     /// Worker threads (default 4).
     pub workers: usize,
-    /// Jobs waiting for a worker (default 64). Beyond, jobs wait on the
-    /// reactor and the connections that submit them stop reading until the
-    /// pool catches up: memory stays bounded, no job is dropped.
+    /// Jobs waiting for a worker (default 64), on the loop: a thread is
+    /// given one job at a time. Beyond, the connections that submit more stop
+    /// reading until the pool catches up: memory stays bounded, no job is
+    /// dropped.
     pub queue: usize,
     /// When the reactor is dropped, how long running jobs may take before
     /// their threads are left behind (default 5 s).
@@ -74,10 +75,15 @@ impl Shared {
 pub(crate) struct ThreadPool {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
-    /// Jobs handed to the threads and not yet answered; at most `capacity`.
-    in_flight: usize,
+    /// Jobs handed to the threads and not yet answered: at most one per
+    /// thread. The rest wait on the loop, where the close of their
+    /// connection finds them: a thread that finishes does not start the next
+    /// job of a client that has just left before the loop learns it left.
+    handed: usize,
+    workers: usize,
+    /// `workers + queue`: jobs beyond it pause the connections that submit them.
     capacity: usize,
-    /// Jobs that found the pool full, in order.
+    /// Jobs waiting for a thread, in order.
     overflow: VecDeque<Job>,
     /// What to do with each job's result, on the loop thread.
     waiting: Slab<(ConnId, Then)>,
@@ -106,7 +112,8 @@ impl ThreadPool {
         ThreadPool {
             shared,
             threads,
-            in_flight: 0,
+            handed: 0,
+            workers,
             capacity,
             overflow: VecDeque::new(),
             waiting: Slab::new(),
@@ -115,31 +122,41 @@ impl ThreadPool {
         }
     }
 
-    /// Hands a job to the threads, or holds it when they are full.
+    /// Hands a job to an idle thread, or holds it; false when the pool is
+    /// over its capacity (its submitter should stop reading).
     fn submit(&mut self, job: Job) -> bool {
-        if self.in_flight >= self.capacity {
+        if self.handed < self.workers {
+            self.hand(job);
+        } else {
             self.overflow.push_back(job);
-            return false;
         }
-        self.shared.lock().jobs.push_back(job);
-        self.shared.ready.notify_one();
-        self.in_flight += 1;
-        true
+        !self.over_capacity()
     }
 
-    /// Moves held jobs to the threads while they have room.
+    fn hand(&mut self, job: Job) {
+        self.shared.lock().jobs.push_back(job);
+        self.shared.ready.notify_one();
+        self.handed += 1;
+    }
+
+    fn over_capacity(&self) -> bool {
+        self.handed + self.overflow.len() > self.capacity
+    }
+
+    /// Hands held jobs to the threads that are idle.
     fn refill(&mut self) {
-        while self.in_flight < self.capacity {
+        while self.handed < self.workers {
             let Some(job) = self.overflow.pop_front() else {
                 break;
             };
-            self.submit(job);
+            self.hand(job);
         }
     }
 
-    /// The paused connections to resume: all of them once nothing is held.
+    /// The paused connections to resume: all of them once the pool is
+    /// within its capacity again.
     fn take_resumable(&mut self) -> HashSet<ConnId> {
-        if self.overflow.is_empty() {
+        if !self.over_capacity() {
             std::mem::take(&mut self.paused)
         } else {
             HashSet::new()
@@ -231,7 +248,7 @@ impl Reactor {
         let Some(pool) = self.offload.as_mut() else {
             return;
         };
-        pool.in_flight -= 1;
+        pool.handed -= 1;
         pool.refill();
         let resume = pool.take_resumable();
         if let Some((id, then)) = pool.waiting.try_remove(key) {
@@ -271,7 +288,7 @@ impl Reactor {
                 }
                 keep
             });
-            pool.in_flight -= dropped.len() - before;
+            pool.handed -= dropped.len() - before;
         }
         for &key in &dropped {
             drop(pool.waiting.remove(key));
