@@ -259,9 +259,11 @@ impl Reactor {
         d.closing = Some(CloseReason::Closed);
         let _ = self.poll.registry().deregister(&mut d.socket);
         self.call_datagram(key, |p, cx| p.on_close(cx, &reason));
-        if let Source::Datagram(d) = self.release_slot(key) {
-            self.cancel_user_timers(d.user_timers);
+        let mut source = self.release_slot(key);
+        if let Source::Datagram(d) = &mut source {
+            self.cancel_user_timers(mem::take(&mut d.user_timers));
         }
+        self.drop_source(source);
     }
 
     /// Stops (`false`) or resumes (`true`) receiving on datagram socket `id`;

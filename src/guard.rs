@@ -78,6 +78,12 @@ impl Reactor {
         result
     }
 
+    /// Drops what a closed source held: its protocol or factory is user
+    /// code, whose `Drop` may panic.
+    pub(crate) fn drop_source(&mut self, source: crate::reactor::Source) {
+        self.guarded("dropping a protocol", move |_| drop(source));
+    }
+
     /// Runs user code that is not a protocol callback (a posted closure, a
     /// `call_later` closure, a signal handler). A panic is counted and
     /// logged, and the loop goes on.

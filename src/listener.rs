@@ -164,7 +164,8 @@ impl Reactor {
         if let Some(Source::Listener(l)) = self.sources.get_mut(id.key()) {
             if l.gen == id.gen {
                 let _ = self.poll.registry().deregister(&mut l.listener);
-                self.release_slot(id.key());
+                let source = self.release_slot(id.key());
+                self.drop_source(source);
             }
         }
     }

@@ -78,7 +78,7 @@ pub struct Stats {
     /// User code that panicked: protocol callbacks and completions (each
     /// closed its connection or socket), protocol factories and accept
     /// handlers (the connection was dropped), posted and `call_later`
-    /// closures and signal handlers (the loop went on).
+    /// closures, signal handlers and protocols' `Drop` (the loop went on).
     pub panics: u64,
 }
 

@@ -610,9 +610,11 @@ impl Reactor {
         self.release_producers(key);
         self.call(key, |p, cx| p.on_close(cx, &reason));
         // Its timers (those set in `on_close` too) would only linger.
-        if let Source::Conn(conn) = self.release_slot(key) {
-            self.cancel_user_timers(conn.user_timers);
+        let mut source = self.release_slot(key);
+        if let Source::Conn(conn) = &mut source {
+            self.cancel_user_timers(mem::take(&mut conn.user_timers));
         }
+        self.drop_source(source);
         if pending_work > 0 {
             self.forget_work(id);
         }

@@ -487,3 +487,34 @@ fn a_panicking_factory_is_counted_and_its_listener_goes_on() {
     let _second = common::connect(addr);
     turn_until(&mut reactor, "the second", |r| r.connection_count() == 1);
 }
+
+#[test]
+fn a_protocol_whose_drop_panics_does_not_escape_the_loop() {
+    struct PanicsOnDrop;
+    impl Protocol for PanicsOnDrop {
+        fn on_open(&mut self, cx: &mut Context<'_>) {
+            cx.abort();
+        }
+        fn on_data(&mut self, _: &mut Context<'_>, _: &mut BytesMut) {}
+    }
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("a protocol's drop panics");
+        }
+    }
+    let mut reactor = Reactor::new().unwrap();
+    let (mine, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    reactor
+        .adopt(
+            BlockingStream::Unix(mine),
+            &ConnOptions::default(),
+            PanicsOnDrop,
+        )
+        .unwrap();
+    turn_until(&mut reactor, "the close", |r| r.stats().closed == 1);
+    assert_eq!(reactor.stats().panics, 1);
+    assert_eq!(reactor.connection_count(), 0);
+    reactor
+        .run_once(Some(Duration::ZERO))
+        .expect("the loop goes on");
+}
