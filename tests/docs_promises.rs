@@ -96,3 +96,365 @@ mod benchmarks {
         }
     }
 }
+
+// ----- shared helpers ----------------------------------------------------------
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use common::*;
+use sockloop::{
+    CloseReason, ConnId, ConnOptions, Context, FrameHandler, Framed, ListenOptions, Protocol,
+    Reactor, Terminator,
+};
+
+/// A protocol driven by its peer, line by line: `echo X`, `close`, `abort`,
+/// `panic`, `write-then-close X`; reports `open ID`, `eof`, `close REASON
+/// unsent=N` (with a count of on_close calls) to the test.
+struct Scripted {
+    log: mpsc::Sender<String>,
+    closes: u32,
+}
+
+impl Protocol for Scripted {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        self.log.send(format!("open {:?}", cx.id())).unwrap();
+    }
+    fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+        while let Some(at) = data.iter().position(|&b| b == b'\n') {
+            let line = data.split_to(at + 1);
+            let line = std::str::from_utf8(&line[..at]).unwrap().to_string();
+            match line.split_once(' ').unwrap_or((&line, "")) {
+                ("echo", rest) => cx.write(format!("{rest}\n").as_bytes()),
+                ("close", _) => cx.close(),
+                ("abort", _) => cx.abort(),
+                ("panic", _) => panic!("asked to panic"),
+                ("write-then-close", rest) => {
+                    cx.write(rest.as_bytes());
+                    cx.close();
+                    cx.write(b"dropped");
+                    assert!(cx.is_closing());
+                }
+                _ => cx.write(b"?\n"),
+            }
+        }
+    }
+    fn on_eof(&mut self, cx: &mut Context<'_>) {
+        self.log.send("eof".into()).unwrap();
+        cx.close();
+    }
+    fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
+        self.closes += 1;
+        self.log
+            .send(format!(
+                "close {reason} unsent={} calls={}",
+                cx.queued(),
+                self.closes
+            ))
+            .unwrap();
+    }
+}
+
+fn scripted(opts: ListenOptions) -> (Server, mpsc::Receiver<String>) {
+    let (tx, rx) = mpsc::channel();
+    let server = Server::start(move |r| {
+        let id = r
+            .listen_with(&any_port(), &opts, move |_| Scripted {
+                log: tx.clone(),
+                closes: 0,
+            })
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    (server, rx)
+}
+
+/// The next event that is not `open ...`.
+fn next_event(rx: &mpsc::Receiver<String>) -> String {
+    loop {
+        let e = recv(rx);
+        if !e.starts_with("open") {
+            return e;
+        }
+    }
+}
+
+fn line(s: &mut TcpStream, text: &str) {
+    s.write_all(format!("{text}\n").as_bytes()).unwrap();
+}
+
+// ----- README.md and the defaults every page quotes ----------------------------
+//
+// README: "reading stops above a high-water mark (64 KiB) and resumes at a
+// low-water mark"; "Requires Rust 1.88 or newer". docs/asyncore.md:
+// "Backlog default 1024", "reuse_address: On by default. reuse_port (off)
+// and only_v6 (off)", "Defaults: 64 KiB, 16 KiB, 64 MiB, none, on, 30 s",
+// "max_frame: Default 64 KiB", "close_linger (2 s)", "close_discard (1 MiB)".
+// docs/design.md: "stall_timeout (1 s)".
+
+#[test]
+fn docs_promise_defaults_users_plan_with() {
+    let c = ConnOptions::default();
+    assert_eq!(c.high_water, 64 * 1024);
+    assert_eq!(c.low_water, 16 * 1024);
+    assert_eq!(c.max_queued, Some(64 * 1024 * 1024));
+    assert_eq!(c.idle_timeout, None);
+    assert!(c.nodelay);
+    assert_eq!(c.connect_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(c.close_linger, Duration::from_secs(2));
+    assert_eq!(c.close_discard, 1024 * 1024);
+    assert_eq!(c.stall_timeout, Duration::from_secs(1));
+    let l = ListenOptions::default();
+    assert_eq!(l.backlog, 1024);
+    assert!(l.reuse_address && !l.reuse_port && !l.only_v6);
+    assert_eq!(l.max_connections, None);
+    struct Lines;
+    impl FrameHandler for Lines {
+        fn on_frame(&mut self, _: &mut Context<'_>, _: Bytes) {}
+    }
+    assert_eq!(Lines.max_frame(), 64 * 1024);
+    assert_eq!(Lines.terminator(), Terminator::Delimiter(b"\n"));
+    assert_eq!(Lines.frame_timeout(), None);
+}
+
+#[test]
+fn docs_promise_readme_rust_version_matches_cargo_toml() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let version = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .expect("rust-version in Cargo.toml")
+        .trim_matches('"');
+    assert!(
+        readme.contains(&format!("Requires Rust {version} or newer, on Linux")),
+        "README's Rust version is not Cargo.toml's {version}"
+    );
+}
+
+// ----- reading: docs/asyncore.md "The reactor reads (up to 64 KiB at a time)" ---
+
+#[test]
+fn docs_promise_a_read_delivers_at_most_64_kib() {
+    struct Sizes(mpsc::Sender<usize>);
+    impl Protocol for Sizes {
+        fn on_data(&mut self, _: &mut Context<'_>, data: &mut BytesMut) {
+            self.0.send(data.len()).unwrap();
+            data.clear();
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let server = Server::start(move |r| {
+        let id = r.listen(&any_port(), move |_| Sizes(tx.clone())).unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    let mut s = connect(server.inet(0));
+    s.write_all(&vec![b'x'; 4 << 20]).unwrap();
+    let (mut total, mut largest) = (0, 0);
+    while total < 4 << 20 {
+        let n = recv(&rx);
+        total += n;
+        largest = largest.max(n);
+    }
+    assert!(largest <= 64 * 1024, "one on_data got {largest} bytes");
+}
+
+// ----- closing: docs/design.md's table, "on_close runs exactly once, last",
+// "In it, cx.queued() is the number of accepted bytes that were never sent";
+// docs/asyncore.md "Once the connection is closing, writes are dropped",
+// "reason.is_clean() is true for Closed and PeerClosed" -------------------------
+
+#[test]
+fn docs_promise_close_sends_the_queue_then_closes_with_closed() {
+    let (server, rx) = scripted(ListenOptions::default());
+    let mut s = connect(server.inet(0));
+    line(&mut s, "write-then-close bye");
+    // Writes after close() are dropped; what came before arrives, then EOF.
+    assert_eq!(read_to_eof(&mut s).unwrap(), b"bye");
+    drop(s);
+    assert_eq!(next_event(&rx), "close closed unsent=0 calls=1");
+}
+
+#[test]
+fn docs_promise_peer_fin_calls_on_eof_then_closes_with_peer_closed() {
+    let (server, rx) = scripted(ListenOptions::default());
+    let mut s = connect(server.inet(0));
+    line(&mut s, "echo hi");
+    assert_eq!(read_n(&mut s, 3), b"hi\n");
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(next_event(&rx), "eof");
+    assert_eq!(next_event(&rx), "close closed by peer unsent=0 calls=1");
+    assert!(read_to_eof(&mut s).unwrap().is_empty());
+}
+
+#[test]
+fn docs_promise_abort_drops_the_queue_and_counts_it() {
+    // A peer that does not read: the queue backs up; abort counts it in on_close.
+    struct Flood(mpsc::Sender<String>);
+    impl Protocol for Flood {
+        fn on_open(&mut self, cx: &mut Context<'_>) {
+            cx.write_bytes(vec![b'f'; 32 << 20]);
+            cx.set_timer(Duration::from_millis(200));
+        }
+        fn on_data(&mut self, _: &mut Context<'_>, _: &mut BytesMut) {}
+        fn on_timer(&mut self, cx: &mut Context<'_>, _: sockloop::TimerId) {
+            cx.abort();
+        }
+        fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
+            self.0.send(format!("{reason} {}", cx.queued())).unwrap();
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let server = Server::start(move |r| {
+        let id = r.listen(&any_port(), move |_| Flood(tx.clone())).unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    let _s = connect(server.inet(0));
+    let report = recv(&rx);
+    let (reason, unsent) = report.rsplit_once(' ').unwrap();
+    let unsent: usize = unsent.parse().unwrap();
+    assert_eq!(reason, "closed");
+    assert!(unsent > 0 && unsent <= 32 << 20, "{report}");
+}
+
+#[test]
+fn docs_promise_a_peer_reset_closes_with_reset() {
+    use std::os::fd::AsRawFd;
+    let (server, rx) = scripted(ListenOptions::default());
+    let s = connect(server.inet(0));
+    assert!(recv(&rx).starts_with("open"));
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a correctly sized option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    drop(s); // RST
+    assert_eq!(next_event(&rx), "close reset by peer unsent=0 calls=1");
+}
+
+#[test]
+fn docs_promise_idle_timeout_closes_with_idle_timeout() {
+    let opts = ListenOptions {
+        conn: ConnOptions {
+            idle_timeout: Some(Duration::from_millis(100)),
+            ..ConnOptions::default()
+        },
+        ..ListenOptions::default()
+    };
+    let (server, rx) = scripted(opts);
+    let mut s = connect(server.inet(0));
+    assert_eq!(next_event(&rx), "close idle timeout unsent=0 calls=1");
+    assert!(read_to_eof(&mut s).unwrap().is_empty());
+}
+
+#[test]
+fn docs_promise_a_panic_closes_only_its_connection_after_its_queue() {
+    let (server, rx) = scripted(ListenOptions::default());
+    let mut a = connect(server.inet(0));
+    let mut b = connect(server.inet(0));
+    line(&mut a, "echo before");
+    assert_eq!(read_n(&mut a, 7), b"before\n");
+    a.write_all(b"echo last\npanic\n").unwrap();
+    assert_eq!(read_to_eof(&mut a).unwrap(), b"last\n");
+    let e = next_event(&rx);
+    assert!(
+        e.starts_with("close callback panicked: asked to panic"),
+        "{e}"
+    );
+    line(&mut b, "echo still here");
+    assert_eq!(read_n(&mut b, 11), b"still here\n");
+    let (tx, stats) = mpsc::channel();
+    server
+        .handle
+        .post(move |r| tx.send(r.stats().panics).unwrap())
+        .unwrap();
+    assert_eq!(recv(&stats), 1, "Stats::panics counts it");
+}
+
+#[test]
+fn docs_promise_dropping_the_reactor_closes_with_reactor_stopped_once() {
+    let (server, rx) = scripted(ListenOptions::default());
+    let mut s = connect(server.inet(0));
+    line(&mut s, "echo x");
+    assert_eq!(read_n(&mut s, 2), b"x\n");
+    server.stop();
+    assert_eq!(next_event(&rx), "close reactor stopped unsent=0 calls=1");
+    assert!(rx.try_recv().is_err(), "a second on_close");
+}
+
+#[test]
+fn docs_promise_is_clean_means_closed_or_peer_closed() {
+    assert!(CloseReason::Closed.is_clean());
+    assert!(CloseReason::PeerClosed.is_clean());
+    for r in [
+        CloseReason::Reset,
+        CloseReason::IdleTimeout,
+        CloseReason::ReactorStopped,
+        CloseReason::Panicked("x".into()),
+        CloseReason::Protocol("x".into()),
+        CloseReason::WriteQueueFull { limit: 1 },
+        CloseReason::PeerKeptSending { discarded: 1 },
+    ] {
+        assert!(!r.is_clean(), "{r}");
+    }
+}
+
+// ----- ids: README "stale connection ids never reach a new connection";
+// docs/design.md "a late write to a closed connection fails with NotConnected" --
+
+#[test]
+fn docs_promise_a_stale_id_never_reaches_a_new_connection() {
+    struct Ids(mpsc::Sender<ConnId>);
+    impl Protocol for Ids {
+        fn on_open(&mut self, cx: &mut Context<'_>) {
+            self.0.send(cx.id()).unwrap();
+        }
+        fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+            cx.write_bytes(data.split().freeze());
+        }
+    }
+    let (tx, ids) = mpsc::channel();
+    let server = Server::start(move |r| {
+        let id = r.listen(&any_port(), move |_| Ids(tx.clone())).unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    let mut first = connect(server.inet(0));
+    let old = recv(&ids);
+    first.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(read_to_eof(&mut first).unwrap().is_empty());
+    drop(first);
+    // The slot is free again; the next connection may take it.
+    let mut second = connect(server.inet(0));
+    let new = recv(&ids);
+    assert_ne!(old, new);
+    let (tx, result) = mpsc::channel();
+    server
+        .handle
+        .post(move |r| {
+            tx.send(r.write(old, b"stranger\n").map_err(|e| e.kind()))
+                .unwrap()
+        })
+        .unwrap();
+    assert_eq!(recv(&result), Err(std::io::ErrorKind::NotConnected));
+    let _ = server.handle.write(old, Bytes::from_static(b"stranger\n"));
+    second.write_all(b"mine\n").unwrap();
+    assert_eq!(
+        read_n(&mut second, 5),
+        b"mine\n",
+        "nothing of the stale id's writes"
+    );
+}
