@@ -458,3 +458,353 @@ fn docs_promise_a_stale_id_never_reaches_a_new_connection() {
         "nothing of the stale id's writes"
     );
 }
+
+// ----- the loop: docs/asyncore.md "run() ... does not return when the last
+// socket closes", "Handle::stop works from any thread and wakes the loop at
+// once", README "a panicking callback closes only its connection" (factory:
+// "A panic in a factory drops only that connection"); "shutdown_graceful(grace)
+// stops accepting and lets open connections finish" ------------------------------
+
+#[test]
+fn docs_promise_stop_from_another_thread_wakes_the_loop_at_once() {
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let mut reactor = Reactor::new().unwrap();
+        tx.send(reactor.handle()).unwrap();
+        reactor.run().unwrap();
+        Instant::now()
+    });
+    let handle = recv(&rx);
+    std::thread::sleep(Duration::from_millis(50)); // let it block in poll (no timer)
+    let asked = Instant::now();
+    handle.stop();
+    let returned = thread.join().unwrap();
+    let took = returned.saturating_duration_since(asked);
+    // "At once": no polling interval (socketserver's is 0.5 s).
+    assert!(
+        took < Duration::from_millis(250),
+        "run() returned {took:?} after stop()"
+    );
+}
+
+#[test]
+fn docs_promise_run_does_not_return_when_the_last_socket_closes() {
+    let (server, rx) = scripted(ListenOptions::default());
+    let mut s = connect(server.inet(0));
+    line(&mut s, "close");
+    assert!(read_to_eof(&mut s).unwrap().is_empty());
+    drop(s);
+    assert!(next_event(&rx).starts_with("close"));
+    // Still serving: a new client is answered.
+    let mut again = connect(server.inet(0));
+    line(&mut again, "echo alive");
+    assert_eq!(read_n(&mut again, 6), b"alive\n");
+}
+
+#[test]
+fn docs_promise_a_panicking_factory_drops_only_that_connection() {
+    let (tx, _events) = mpsc::channel();
+    let server = Server::start(move |r| {
+        let mut n = 0;
+        let id = r
+            .listen(&any_port(), move |_| {
+                n += 1;
+                assert!(n != 1, "factory refuses the first");
+                Scripted {
+                    log: tx.clone(),
+                    closes: 0,
+                }
+            })
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    let mut first = connect(server.inet(0));
+    let _ = first.write_all(b"echo x\n");
+    let mut buf = Vec::new();
+    let _ = first.read_to_end(&mut buf); // closed (EOF or reset), no answer
+    assert!(buf.is_empty());
+    let mut second = connect(server.inet(0));
+    line(&mut second, "echo ok");
+    assert_eq!(read_n(&mut second, 3), b"ok\n");
+}
+
+#[test]
+fn docs_promise_graceful_shutdown_stops_accepting_and_lets_connections_finish() {
+    let (server, rx) = scripted(ListenOptions::default());
+    let addr = server.inet(0);
+    let mut s = connect(addr);
+    line(&mut s, "echo one");
+    assert_eq!(read_n(&mut s, 4), b"one\n");
+    server
+        .handle
+        .post(|r| r.shutdown_graceful(Duration::from_secs(30)))
+        .unwrap();
+    // No new connections: the listener is closed.
+    wait_until("the listener to close", || {
+        TcpStream::connect(addr).is_err()
+    });
+    // The open one is still served until its peer closes.
+    line(&mut s, "echo two");
+    assert_eq!(read_n(&mut s, 4), b"two\n");
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(read_to_eof(&mut s).unwrap().is_empty());
+    assert_eq!(next_event(&rx), "eof");
+    assert!(next_event(&rx).starts_with("close closed by peer"));
+    server.stop();
+}
+
+// ----- backpressure: docs/design.md "a client that sends but never reads
+// holds the server to about the high-water mark plus one read"
+// (tests/stream.rs checks it with 32 MiB) ---------------------------------------
+
+#[test]
+fn docs_promise_a_peer_that_never_reads_holds_the_queue_near_the_high_water_mark() {
+    struct Echo(mpsc::Sender<ConnId>);
+    impl Protocol for Echo {
+        fn on_open(&mut self, cx: &mut Context<'_>) {
+            self.0.send(cx.id()).unwrap();
+        }
+        fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+            cx.write_bytes(data.split().freeze());
+        }
+    }
+    let (tx, ids) = mpsc::channel();
+    let server = Server::start(move |r| {
+        let id = r.listen(&any_port(), move |_| Echo(tx.clone())).unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    let s = connect(server.inet(0));
+    let id = recv(&ids);
+    let mut writer = s.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    // Send until the kernel buffers on both sides are full and the send
+    // times out: the server has stopped reading.
+    let chunk = vec![b'p'; 64 * 1024];
+    let mut sent = 0usize;
+    while writer.write_all(&chunk).is_ok() {
+        sent += chunk.len();
+        assert!(sent < 256 << 20, "the server never stopped reading");
+    }
+    let (tx, queued) = mpsc::channel();
+    server
+        .handle
+        .post(move |r| tx.send(r.queued(id)).unwrap())
+        .unwrap();
+    let queued = recv(&queued);
+    let high = ConnOptions::default().high_water;
+    assert!(queued >= high, "{queued} queued: not backed up?");
+    assert!(
+        queued <= high + 64 * 1024,
+        "{queued} bytes queued for a peer that does not read (sent {sent})"
+    );
+}
+
+// ----- docs/design.md: "Writes use MSG_NOSIGNAL: a peer that is gone shows up as
+// BrokenPipe, never as a SIGPIPE that kills the process" ------------------------
+
+/// Run in a child process of this test binary, with SIGPIPE at its default
+/// action (Rust programs ignore it): a write without MSG_NOSIGNAL to a peer
+/// that is gone would kill the child.
+#[test]
+fn docs_promise_a_vanished_peer_never_raises_sigpipe() {
+    if std::env::var_os("SOCKLOOP_SIGPIPE_CHILD").is_some() {
+        // SAFETY: restoring the default action of a signal.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        struct Talker(mpsc::Sender<String>);
+        impl Protocol for Talker {
+            fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+                data.clear();
+                cx.write(b"answer");
+                cx.set_timer(Duration::from_millis(50));
+            }
+            fn on_timer(&mut self, cx: &mut Context<'_>, _: sockloop::TimerId) {
+                for _ in 0..64 {
+                    cx.write(&[b'w'; 64 * 1024]);
+                }
+            }
+            fn on_close(&mut self, _: &mut Context<'_>, reason: &CloseReason) {
+                self.0.send(reason.to_string()).unwrap();
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        let server = Server::start(move |r| {
+            let id = r.listen(&any_port(), move |_| Talker(tx.clone())).unwrap();
+            vec![r.listener_addr(id).unwrap()]
+        });
+        let mut s = connect(server.inet(0));
+        s.write_all(b"go").unwrap();
+        drop(s); // gone before the server's big write
+        let reason = recv(&rx);
+        assert!(
+            reason.contains("reset") || reason.contains("closed"),
+            "{reason}"
+        );
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "docs_promise_a_vanished_peer_never_raises_sigpipe",
+            "--nocapture",
+        ])
+        .env("SOCKLOOP_SIGPIPE_CHILD", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ----- framing: docs/asyncore.md "Reproduced from asynchat" and "Different
+// from asynchat", FrameHandler::on_oversized's default ----------------------------
+
+struct Frames {
+    term: &'static [u8],
+    count: Option<usize>,
+    max: usize,
+    log: mpsc::Sender<String>,
+}
+
+impl FrameHandler for Frames {
+    fn terminator(&self) -> Terminator<'_> {
+        match self.count {
+            Some(n) => Terminator::Count(n),
+            None => Terminator::Delimiter(self.term),
+        }
+    }
+    fn max_frame(&self) -> usize {
+        self.max
+    }
+    fn on_frame(&mut self, _: &mut Context<'_>, frame: Bytes) {
+        // `body N`: the next frame is N bytes (asynchat's set_terminator(n)).
+        if let Some(n) = frame.strip_prefix(b"body ") {
+            self.count = Some(std::str::from_utf8(n).unwrap().parse().unwrap());
+        }
+        self.log
+            .send(format!("frame {}", String::from_utf8_lossy(&frame)))
+            .unwrap();
+    }
+    fn on_oversized(&mut self, cx: &mut Context<'_>, head: &[u8]) -> sockloop::Oversized {
+        self.log.send(format!("oversized {}", head.len())).unwrap();
+        // What the trait's default does.
+        let _ = cx;
+        sockloop::Oversized::Close
+    }
+    fn on_close(&mut self, _: &mut Context<'_>, reason: &CloseReason) {
+        self.log.send(format!("close {reason}")).unwrap();
+    }
+}
+
+fn framed(
+    term: &'static [u8],
+    count: Option<usize>,
+    max: usize,
+) -> (Server, mpsc::Receiver<String>) {
+    let (tx, rx) = mpsc::channel();
+    let server = Server::start(move |r| {
+        let id = r
+            .listen(&any_port(), move |_| {
+                Framed::new(Frames {
+                    term,
+                    count,
+                    max,
+                    log: tx.clone(),
+                })
+            })
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    (server, rx)
+}
+
+fn send_bytewise(server: &Server, data: &[u8]) -> TcpStream {
+    let mut s = connect(server.inet(0));
+    s.set_nodelay(true).unwrap();
+    for b in data {
+        s.write_all(&[*b]).unwrap();
+    }
+    s
+}
+
+#[test]
+fn docs_promise_a_delimiter_split_across_reads_is_found() {
+    let (server, rx) = framed(b"\r\n", None, 1024);
+    let _s = send_bytewise(&server, b"hello\r\nworld\r\n");
+    assert_eq!(recv(&rx), "frame hello");
+    assert_eq!(recv(&rx), "frame world");
+}
+
+#[test]
+fn docs_promise_an_empty_line_gives_an_empty_frame() {
+    let (server, rx) = framed(b"\n", None, 1024);
+    let _s = send_bytewise(&server, b"a\n\nb\n");
+    assert_eq!(recv(&rx), "frame a");
+    assert_eq!(recv(&rx), "frame ");
+    assert_eq!(recv(&rx), "frame b");
+}
+
+#[test]
+fn docs_promise_a_terminator_change_applies_to_frames_already_buffered() {
+    let (server, rx) = framed(b"\n", None, 1024);
+    let mut s = connect(server.inet(0));
+    // One write: the body is in the buffer when the header switches to Count.
+    s.write_all(b"body 4\nab\ncnext\n").unwrap();
+    assert_eq!(recv(&rx), "frame body 4");
+    assert_eq!(recv(&rx), "frame ab\nc");
+    // Count stays in force (it repeats; asynchat's fires once).
+    assert_eq!(recv(&rx), "frame next");
+}
+
+#[test]
+fn docs_promise_count_repeats_every_n_bytes() {
+    let (server, rx) = framed(b"", Some(3), 1024);
+    let _s = send_bytewise(&server, b"abcdefghi");
+    for f in ["abc", "def", "ghi"] {
+        assert_eq!(recv(&rx), format!("frame {f}"));
+    }
+}
+
+#[test]
+fn docs_promise_count_zero_and_an_empty_delimiter_close_with_protocol() {
+    for (term, count) in [(&b""[..], None), (&b"\n"[..], Some(0))] {
+        let (server, rx) = framed(term, count, 1024);
+        let mut s = connect(server.inet(0));
+        s.write_all(b"anything\n").unwrap();
+        let e = recv(&rx);
+        assert!(
+            e.starts_with("close protocol error"),
+            "{term:?} {count:?}: {e}"
+        );
+        assert!(read_to_eof(&mut s).unwrap().is_empty());
+    }
+}
+
+#[test]
+fn docs_promise_an_incomplete_last_frame_is_discarded_at_eof() {
+    let (server, rx) = framed(b"\n", None, 1024);
+    let mut s = connect(server.inet(0));
+    s.write_all(b"whole\npart").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(recv(&rx), "frame whole");
+    assert_eq!(recv(&rx), "close closed by peer");
+    assert!(read_to_eof(&mut s).unwrap().is_empty());
+}
+
+#[test]
+fn docs_promise_a_frame_over_max_frame_goes_to_on_oversized_and_closes_by_default() {
+    let (server, rx) = framed(b"\n", None, 16);
+    let mut s = connect(server.inet(0));
+    s.write_all(&[b'x'; 100]).unwrap();
+    assert_eq!(recv(&rx), "oversized 16");
+    let e = recv(&rx);
+    assert!(
+        e.starts_with("close protocol error") && e.contains("16-byte"),
+        "{e}"
+    );
+    assert!(read_to_eof(&mut s).unwrap().is_empty());
+}
