@@ -413,3 +413,22 @@ fn ping_waits_only_behind_its_own_jobs() {
     let want: Vec<String> = (0..LINES).map(|i| format!("job{i}")).collect();
     assert_eq!(jobs, want.iter().collect::<Vec<_>>(), "answers in order");
 }
+
+/// The result of a job that was running when its client left goes nowhere:
+/// not to the client that comes next (which may get the same slot, and its
+/// job the same place in the pool's books).
+#[test]
+fn a_departed_clients_running_result_reaches_no_one() {
+    let (server, started) = jobs_server(false, 1);
+    let addr = server.inet(0);
+    let mut first = connect(addr);
+    first.write_all(b"first\n").unwrap();
+    wait_until("the first job to start", || {
+        started.load(Ordering::SeqCst) == 1
+    });
+    reset(first);
+    // Noticed at once (reading, not paused): its slot is free for the next.
+    let mut next = BufReader::new(connect(addr));
+    next.get_mut().write_all(b"next\n").unwrap();
+    assert_eq!(line(&mut next), "next");
+}
