@@ -820,3 +820,272 @@ fn docs_promise_a_frame_over_max_frame_goes_to_on_oversized_and_closes_by_defaul
     );
     assert!(read_to_eof(&mut s).unwrap().is_empty());
 }
+
+// ----- docs/offload.md: "The pool has OffloadOptions::workers threads
+// (default 4) and a queue of queue jobs (default 64)", "grace (default 5 s)",
+// "A job that panics gives then an error; the thread survives", "a thread
+// costs a stack (2 MiB reserved ...)", "then runs ... if the connection is
+// still open". Deeper: tests/offload.rs, tests/offload_lifecycle.rs. ----------
+
+#[test]
+fn docs_promise_offload_defaults() {
+    let o = sockloop::OffloadOptions::default();
+    assert_eq!(o.workers, 4);
+    assert_eq!(o.queue, 64);
+    assert_eq!(o.grace, Duration::from_secs(5));
+}
+
+/// Answers each line with what its job says: `panic` panics on the pool,
+/// `stack` reports the size of the memory mapping its thread's stack is in,
+/// anything else is echoed.
+struct Jobs;
+
+impl FrameHandler for Jobs {
+    fn on_frame(&mut self, cx: &mut Context<'_>, line: Bytes) {
+        cx.offload(
+            move || match &line[..] {
+                b"panic" => panic!("job exploded"),
+                b"stack" => {
+                    let here = 0u8;
+                    stack_mapping_size(&here as *const u8 as usize).to_string()
+                }
+                other => String::from_utf8_lossy(other).into_owned(),
+            },
+            |cx, result| match result {
+                Ok(answer) => cx.write(format!("{answer}\n").as_bytes()),
+                Err(e) => cx.write(format!("error: {e}\n").as_bytes()),
+            },
+        );
+    }
+}
+
+/// The size of the readable and writable mapping that holds `addr`, from
+/// /proc/self/maps.
+fn stack_mapping_size(addr: usize) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    for l in maps.lines() {
+        let range = l.split_whitespace().next().unwrap();
+        let (a, b) = range.split_once('-').unwrap();
+        let (a, b) = (
+            usize::from_str_radix(a, 16).unwrap(),
+            usize::from_str_radix(b, 16).unwrap(),
+        );
+        if (a..b).contains(&addr) {
+            return b - a;
+        }
+    }
+    0
+}
+
+fn jobs_server() -> Server {
+    Server::start(|r| {
+        let id = r.listen(&any_port(), |_| Framed::new(Jobs)).unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    })
+}
+
+fn ask(s: &mut std::io::BufReader<TcpStream>, text: &str) -> String {
+    use std::io::BufRead;
+    s.get_mut()
+        .write_all(format!("{text}\n").as_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    s.read_line(&mut answer).unwrap();
+    answer.trim_end().to_string()
+}
+
+#[test]
+fn docs_promise_a_job_that_panics_gives_then_an_error_and_the_pool_goes_on() {
+    let server = jobs_server();
+    let mut s = std::io::BufReader::new(connect(server.inet(0)));
+    // More panics than workers: every thread survives its panic.
+    for _ in 0..6 {
+        let answer = ask(&mut s, "panic");
+        assert!(answer.starts_with("error: "), "{answer}");
+    }
+    assert_eq!(ask(&mut s, "still works"), "still works");
+}
+
+#[test]
+fn docs_promise_an_offload_thread_reserves_a_2_mib_stack() {
+    let server = jobs_server();
+    let mut s = std::io::BufReader::new(connect(server.inet(0)));
+    let size: usize = ask(&mut s, "stack").parse().unwrap();
+    let mib = 1024 * 1024;
+    // 2 MiB, give or take the guard page and thread-local storage.
+    assert!(
+        (2 * mib - 64 * 1024..=2 * mib + 64 * 1024).contains(&size),
+        "an offload thread's stack mapping is {size} bytes"
+    );
+}
+
+// ----- docs/socketserver.md: the attribute table's defaults (`max_threads`
+// 256 in `Mode::threading()`, `max_children` 40, `daemon_threads` false,
+// `block_on_close` true, `max_packet_size` 8192: "longer datagrams are cut");
+// `serve_forever`: "no interval; the loop sleeps until ... a shutdown wakes
+// it"; `active_requests()` "counts every running request". Deeper:
+// tests/server.rs, tests/programs_server.rs, tests/reliability.rs. ----------
+
+mod socketserver {
+    use super::*;
+    use sockloop::server::{Family, Mode, Request, ServerBuilder};
+
+    #[test]
+    fn docs_promise_socketserver_mode_defaults() {
+        match Mode::threading() {
+            Mode::Threading {
+                daemon_threads,
+                block_on_close,
+                max_threads,
+            } => {
+                assert!(!daemon_threads && block_on_close);
+                assert_eq!(max_threads, 256);
+            }
+            _ => panic!("threading() is not Threading"),
+        }
+        match Mode::forking() {
+            Mode::Forking {
+                max_children,
+                block_on_close,
+                ..
+            } => {
+                assert_eq!(max_children, 40);
+                assert!(block_on_close);
+            }
+            _ => panic!("forking() is not Forking"),
+        }
+    }
+
+    #[test]
+    fn docs_promise_a_datagram_over_max_packet_size_is_cut_at_8192() {
+        let server = ServerBuilder::new(Family::Udp)
+            .bind("127.0.0.1:0".parse().unwrap())
+            .spawn(|| {
+                |request: &mut Request| {
+                    let n = request.packet().unwrap_or_default().len();
+                    request.wfile().write_all(n.to_string().as_bytes())
+                }
+            })
+            .unwrap();
+        let addr = server.server_address()[0].as_inet().unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.set_read_timeout(Some(LIMIT)).unwrap();
+        client.send_to(&[7u8; 10_000], addr).unwrap();
+        let mut answer = [0; 64];
+        let n = client.recv(&mut answer).unwrap();
+        assert_eq!(&answer[..n], b"8192");
+        server.shutdown().unwrap();
+    }
+
+    #[test]
+    fn docs_promise_shutdown_wakes_serve_forever_at_once() {
+        let server = ServerBuilder::new(Family::Tcp)
+            .bind("127.0.0.1:0".parse().unwrap())
+            .mode(Mode::threading())
+            .spawn(|| |_: &mut Request| Ok(()))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50)); // idle in the loop
+        let asked = Instant::now();
+        server.shutdown().unwrap();
+        let took = asked.elapsed();
+        // socketserver polls every 0.5 s; here the stop wakes the loop.
+        assert!(took < Duration::from_millis(250), "shutdown took {took:?}");
+    }
+
+    #[test]
+    fn docs_promise_active_requests_counts_running_requests_daemon_threads_included() {
+        for daemon_threads in [false, true] {
+            let (release, go) = mpsc::channel::<()>();
+            let go = std::sync::Arc::new(std::sync::Mutex::new(go));
+            let mut server = ServerBuilder::new(Family::Tcp)
+                .bind("127.0.0.1:0".parse().unwrap())
+                .mode(Mode::Threading {
+                    daemon_threads,
+                    block_on_close: true,
+                    max_threads: 8,
+                })
+                .timeout(Some(Duration::from_millis(5)))
+                .build(move || {
+                    let go = go.clone();
+                    // Each handler waits for its release (one at a time
+                    // takes the lock; the other waits for it: both run).
+                    move |_: &mut Request| {
+                        let _ = go.lock().unwrap().recv_timeout(LIMIT);
+                        Ok(())
+                    }
+                })
+                .unwrap();
+            let addr = server.server_address()[0].as_inet().unwrap();
+            let _clients: Vec<_> = (0..2).map(|_| connect(addr)).collect();
+            // One request per call; each goes to a thread of its own.
+            wait_until("both requests to run", || {
+                server.handle_request().unwrap();
+                server.active_requests() == 2
+            });
+            release.send(()).unwrap();
+            release.send(()).unwrap();
+            // The loop learns of finished requests as it turns.
+            wait_until("both requests to end", || {
+                server.handle_request().unwrap();
+                server.active_requests() == 0
+            });
+        }
+    }
+}
+
+// ----- docs/design.md "Memory follows the bytes held": "The memory a
+// connection's write queue holds is at most twice the bytes queued in it plus
+// about 8 KiB, whatever the pattern of write sizes"; `queued_memory(id)`
+// reports it. Deeper (a counting allocator, idle connections at about 400
+// bytes, no allocation per echoed message): tests/alloc.rs. ---------------------
+
+#[test]
+fn docs_promise_queue_memory_is_at_most_twice_the_bytes_queued_plus_8_kib() {
+    struct Writer(mpsc::Sender<ConnId>);
+    impl Protocol for Writer {
+        fn on_open(&mut self, cx: &mut Context<'_>) {
+            self.0.send(cx.id()).unwrap();
+        }
+        fn on_data(&mut self, _: &mut Context<'_>, data: &mut BytesMut) {
+            data.clear();
+        }
+    }
+    let (tx, ids) = mpsc::channel();
+    let server = Server::start(move |r| {
+        let id = r.listen(&any_port(), move |_| Writer(tx.clone())).unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    let _peer = connect(server.inet(0)); // never reads
+    let id = recv(&ids);
+    let (tx, report) = mpsc::channel();
+    server
+        .handle
+        .post(move |r| {
+            let mut worst = (0usize, 0usize);
+            // Writes of every size from 1 byte to 9 KiB, copied and zero-copy,
+            // far past what the kernel takes.
+            for i in 0..4000usize {
+                let n = 1 + (i * 2654435761) % 9000;
+                let data = vec![(i % 251) as u8; n];
+                let ok = if i % 3 == 0 {
+                    r.write_bytes(id, data).is_ok()
+                } else {
+                    r.write(id, &data).is_ok()
+                };
+                assert!(ok);
+                let (held, queued) = (r.queued_memory(id), r.queued(id));
+                if held > 2 * queued + 8 * 1024 {
+                    worst = (held, queued);
+                }
+            }
+            tx.send((worst, r.queued(id))).unwrap();
+        })
+        .unwrap();
+    let ((held, queued), total) = recv(&report);
+    assert!(total > 1 << 20, "only {total} bytes queued: the peer read?");
+    assert_eq!(
+        (held, queued),
+        (0, 0),
+        "{held} bytes held for {queued} queued: over 2× + 8 KiB"
+    );
+}
