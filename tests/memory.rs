@@ -1,0 +1,263 @@
+//! Memory that follows the bytes held, as real processes (issue 9, cases 1,
+//! 2 and 4): the server's resident memory (/proc/PID/status) while chat
+//! members receive many short lines, while a non-reader gets tiny echoes
+//! beside large ones, and while a burst is relayed to members who read
+//! (none of whom may be dropped). Run with `--nocapture` to see the figures:
+//!
+//! ```text
+//! cargo test --test memory -- --nocapture --test-threads 1
+//! ```
+//!
+//! 127.0.0.1 and ephemeral ports only; every wait has a deadline. The only
+//! sleeps are intervals of sampling another process's memory.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use common::process::{connect, hwm_kib, rss_kib, LineClient, Program};
+use socket2::SockRef;
+
+/// The issue's "done when": peak resident growth under 16 MiB.
+const BOUND_KIB: u64 = 16 * 1024;
+/// Deadline of a whole load.
+const LOAD_LIMIT: Duration = Duration::from_secs(60);
+
+/// Samples a process's resident memory every 5 ms until stopped; the
+/// largest value seen (VmHWM is read too, as it catches what sampling misses).
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<u64>>,
+}
+
+impl Sampler {
+    fn start(pid: u32) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut max = 0;
+            while !flag.load(Ordering::Relaxed) {
+                max = max.max(rss_kib(pid));
+                thread::sleep(Duration::from_millis(5));
+            }
+            max.max(rss_kib(pid))
+        });
+        Sampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// A chat member that reads everything in a thread of its own and counts
+/// the lines `from` sent; returns once it has `want` of them.
+fn reading_member(
+    addr: &str,
+    from: Arc<std::sync::OnceLock<String>>,
+    want: usize,
+) -> JoinHandle<Result<usize, String>> {
+    let mut member = LineClient::connect(addr);
+    thread::spawn(move || {
+        let deadline = Instant::now() + LOAD_LIMIT;
+        member
+            .reader
+            .get_ref()
+            .set_read_timeout(Some(LOAD_LIMIT))
+            .unwrap();
+        let mut got = 0;
+        let mut line = String::new();
+        while got < want {
+            line.clear();
+            match member.reader.read_line(&mut line) {
+                Ok(0) => {
+                    return Err(format!(
+                        "{}: dropped after {got} of {want} lines",
+                        member.name
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("{}: {e} after {got} of {want} lines", member.name)),
+            }
+            if let Some(talker) = from.get() {
+                if line.starts_with(talker.as_str()) && line[talker.len()..].starts_with(": ") {
+                    got += 1;
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{}: only {got} of {want} lines in time",
+                    member.name
+                ));
+            }
+        }
+        Ok(got)
+    })
+}
+
+/// Connects the talker of a chat after `members` others and waits for the
+/// join notices of all of them, so that they are all in the room.
+fn talker_with_members(
+    addr: &str,
+    members: usize,
+    want: usize,
+) -> (LineClient, Vec<JoinHandle<Result<usize, String>>>) {
+    let name = Arc::new(std::sync::OnceLock::new());
+    let mut talker = LineClient::connect(addr);
+    name.set(talker.name.clone()).unwrap();
+    let readers: Vec<_> = (0..members)
+        .map(|_| reading_member(addr, name.clone(), want))
+        .collect();
+    for _ in 0..members {
+        let notice = talker.line();
+        assert!(notice.contains("joined"), "talker got {notice:?}");
+    }
+    (talker, readers)
+}
+
+/// Case 1: ten members read as fast as they can while one talker sends
+/// 10,000 two-byte lines. Each relayed line used to pin a 16 KiB staging
+/// block (414 MB for this load, never returned).
+#[test]
+fn many_short_lines_to_members_who_read() {
+    let mut server = Program::start("chat_server", &["--port", "0"]);
+    let addr = server.listening_one();
+    let pid = server.pid();
+    let (talker, readers) = talker_with_members(&addr, 10, 10_000);
+    let before = rss_kib(pid);
+    let sampler = Sampler::start(pid);
+    let mut talker = talker;
+    talker
+        .reader
+        .get_mut()
+        .write_all(&b"x\n".repeat(10_000))
+        .unwrap();
+    for reader in readers {
+        reader.join().unwrap().unwrap_or_else(|e| server.fail(&e));
+    }
+    let peak = sampler.finish().max(hwm_kib(pid));
+    drop(talker);
+    let after = rss_kib(pid);
+    println!("short lines: server VmRSS {before} KiB before, peak {peak} KiB, {after} KiB after all left");
+    assert!(
+        peak.saturating_sub(before) < BOUND_KIB,
+        "relaying 10,000 short lines to 10 members grew the server by {} KiB",
+        peak - before
+    );
+}
+
+/// Case 2: a client that does not read sends single bytes, beside a client
+/// that echoes 48 KiB blocks. Each tiny echo used to keep a 64 KiB read
+/// buffer alive (~50 KiB per byte queued).
+#[test]
+fn tiny_echoes_to_a_non_reader_beside_large_ones() {
+    let mut server = Program::start("select_echo", &["--port", "0"]);
+    let addr = server.listening_one();
+    let pid = server.pid();
+    let tiny = TcpStream::connect(&addr).unwrap();
+    // A small window: the server's echoes to it back up after a few KiB.
+    SockRef::from(&tiny).set_recv_buffer_size(4096).unwrap();
+    let mut tiny = tiny;
+    let mut bulk = connect(&addr);
+    let block: Vec<u8> = (0..48 * 1024).map(|i| (i % 251) as u8).collect();
+    let mut back = vec![0; block.len()];
+    let before = rss_kib(pid);
+    let sampler = Sampler::start(pid);
+    let start = Instant::now();
+    for _ in 0..3000 {
+        tiny.write_all(b"!").unwrap();
+        bulk.write_all(&block).unwrap();
+        bulk.read_exact(&mut back).unwrap();
+        assert!(back == block, "the large echo came back wrong");
+        assert!(start.elapsed() < LOAD_LIMIT, "the load took too long");
+    }
+    let peak = sampler.finish().max(hwm_kib(pid));
+    println!("tiny echoes: server VmRSS {before} KiB before, peak {peak} KiB");
+    assert!(
+        peak.saturating_sub(before) < BOUND_KIB,
+        "3000 tiny echoes held for a non-reader grew the server by {} KiB",
+        peak - before
+    );
+    // Every tiny echo is still delivered once the client reads.
+    tiny.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut echoed = vec![0; 3000];
+    tiny.read_exact(&mut echoed).unwrap();
+    assert!(echoed.iter().all(|&b| b == b'!'));
+    let _ = server;
+}
+
+/// Case 4: three members read in their own threads while a talker sends
+/// 200 KB of short lines at once, and a fourth member never reads. Up to 8
+/// reads (512 KiB) used to be relayed before anything was flushed, so the
+/// members who read were dropped with "write queue over ... (peer not
+/// reading)". Now the talker is held back while a reading member is over
+/// its high-water mark; the member who stopped reading is still cut off at
+/// its 1 MiB cap, and the others get every line.
+#[test]
+fn a_burst_drops_no_member_who_reads() {
+    let mut server = Program::start("chat_server", &["--port", "0"]);
+    let addr = server.listening_one();
+    let pid = server.pid();
+    let lines = 300_000;
+    let (mut talker, readers) = talker_with_members(&addr, 3, lines);
+    // The member who never reads: a small window so that its share backs up.
+    let stuck = TcpStream::connect(&addr).unwrap();
+    SockRef::from(&stuck).set_recv_buffer_size(4096).unwrap();
+    assert!(talker.line().contains("joined"));
+    let before = rss_kib(pid);
+    let sampler = Sampler::start(pid);
+    let sent = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let mut stream = talker.reader.get_ref().try_clone().unwrap();
+        let sent = sent.clone();
+        thread::spawn(move || {
+            // 200 KB at once, then the rest, all as fast as TCP takes it.
+            let burst = b"x\n".repeat(100_000);
+            for _ in 0..lines / 100_000 {
+                stream.write_all(&burst).unwrap();
+                sent.fetch_add(burst.len() as u64, Ordering::Relaxed);
+            }
+        })
+    };
+    for reader in readers {
+        reader.join().unwrap().unwrap_or_else(|e| server.fail(&e));
+    }
+    writer.join().unwrap();
+    let peak = sampler.finish().max(hwm_kib(pid));
+    println!("burst: server VmRSS {before} KiB before, peak {peak} KiB");
+    assert!(
+        peak.saturating_sub(before) < BOUND_KIB,
+        "the burst grew the server by {} KiB",
+        peak - before
+    );
+    // The member who never read was dropped at its cap, and said so.
+    let mut stuck = stuck;
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut sink = Vec::new();
+    let end = stuck.read_to_end(&mut sink);
+    assert!(
+        end.is_ok()
+            || end
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the stuck member was not cut off: {end:?}"
+    );
+    let log = server.stop_with(libc::SIGTERM);
+    assert!(
+        log.contains("write queue over"),
+        "no log line about the member who stopped reading: {log}"
+    );
+    drop(BufReader::new(stuck));
+}
