@@ -15,13 +15,14 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::process::{connect, hwm_kib, rss_kib, LineClient, Program};
-use socket2::SockRef;
+use common::process::{connect, hwm_kib, rss_kib, LineClient, Program, TempDir};
+use socket2::{Domain, Socket, Type};
 
 /// The "done when": peak resident growth under 16 MiB.
 const BOUND_KIB: u64 = 16 * 1024;
@@ -57,6 +58,18 @@ impl Sampler {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().unwrap().join().unwrap()
     }
+}
+
+/// A client whose receive buffer is as small as the kernel allows (set
+/// before connecting, so that the window it announces is small too).
+fn small_window(addr: &str) -> TcpStream {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(1).unwrap();
+    socket
+        .connect_timeout(&addr.into(), Duration::from_secs(10))
+        .unwrap();
+    socket.into()
 }
 
 /// A chat member that reads everything in a thread of its own and counts
@@ -157,23 +170,32 @@ fn many_short_lines_to_members_who_read() {
 
 /// Case 2: a client that does not read sends single bytes, beside a client
 /// that echoes 48 KiB blocks. Each tiny echo used to keep a 64 KiB read
-/// buffer alive (~50 KiB per byte queued).
+/// buffer alive (~50 KiB per byte queued). The tiny client comes over a Unix
+/// socket: its kernel buffer is fixed (no autotuning) and each one-byte write
+/// is a buffer of its own there, so the echoes back up after a few hundred.
 #[test]
 fn tiny_echoes_to_a_non_reader_beside_large_ones() {
-    let mut server = Program::start("select_echo", &["--port", "0"]);
-    let addr = server.listening_one();
+    let dir = TempDir::new("tiny");
+    let path = dir.join("echo.sock");
+    let mut server = Program::start(
+        "select_echo",
+        &["--port", "0", "--unix", path.to_str().unwrap()],
+    );
+    let addrs = server.listening(2);
+    let tcp = addrs
+        .iter()
+        .find(|a| !a.contains('/'))
+        .expect("a TCP address");
     let pid = server.pid();
-    let tiny = TcpStream::connect(&addr).unwrap();
-    // A small window: the server's echoes to it back up after a few KiB.
-    SockRef::from(&tiny).set_recv_buffer_size(4096).unwrap();
-    let mut tiny = tiny;
-    let mut bulk = connect(&addr);
+    let mut tiny = UnixStream::connect(&path).unwrap();
+    let mut bulk = connect(tcp);
     let block: Vec<u8> = (0..48 * 1024).map(|i| (i % 251) as u8).collect();
     let mut back = vec![0; block.len()];
     let before = rss_kib(pid);
     let sampler = Sampler::start(pid);
     let start = Instant::now();
-    for _ in 0..3000 {
+    const TINY: usize = 3000;
+    for _ in 0..TINY {
         tiny.write_all(b"!").unwrap();
         bulk.write_all(&block).unwrap();
         bulk.read_exact(&mut back).unwrap();
@@ -184,16 +206,15 @@ fn tiny_echoes_to_a_non_reader_beside_large_ones() {
     println!("tiny echoes: server VmRSS {before} KiB before, peak {peak} KiB");
     assert!(
         peak.saturating_sub(before) < BOUND_KIB,
-        "3000 tiny echoes held for a non-reader grew the server by {} KiB",
+        "{TINY} tiny echoes held for a non-reader grew the server by {} KiB",
         peak - before
     );
     // Every tiny echo is still delivered once the client reads.
     tiny.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut echoed = vec![0; 3000];
+    let mut echoed = vec![0; TINY];
     tiny.read_exact(&mut echoed).unwrap();
     assert!(echoed.iter().all(|&b| b == b'!'));
-    let _ = server;
 }
 
 /// Case 4: three members read in their own threads while a talker sends
@@ -211,8 +232,7 @@ fn a_burst_drops_no_member_who_reads() {
     let lines = 300_000;
     let (mut talker, readers) = talker_with_members(&addr, 3, lines);
     // The member who never reads: a small window so that its share backs up.
-    let stuck = TcpStream::connect(&addr).unwrap();
-    SockRef::from(&stuck).set_recv_buffer_size(4096).unwrap();
+    let stuck = small_window(&addr);
     assert!(talker.line().contains("joined"));
     let before = rss_kib(pid);
     let sampler = Sampler::start(pid);
