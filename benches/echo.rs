@@ -19,6 +19,8 @@
 
 #[path = "echo/analysis.rs"]
 mod analysis;
+#[path = "echo/callgrind.rs"]
+mod callgrind;
 #[path = "echo/loadgen.rs"]
 mod loadgen;
 #[path = "echo/longwork.rs"]
@@ -79,6 +81,10 @@ struct Args {
     /// at 0 while it runs, so that a wake-up is not a virtual machine's halt).
     #[arg(long)]
     allow_idle: bool,
+    /// Skip the callgrind count of instructions per message (pingpong; it
+    /// runs select_echo, tokio_ct and mio_raw under valgrind, about a minute).
+    #[arg(long)]
+    no_callgrind: bool,
     /// List the servers and scenarios and exit.
     #[arg(long)]
     list: bool,
@@ -315,6 +321,14 @@ each run waits up to {} s for them to calm down, and the tables say how much the
         }
     }
     progress.clear();
+    instructions(
+        args,
+        &plan,
+        &all_scenarios,
+        &all_servers,
+        &env,
+        &mut results,
+    );
 
     let rep = Report {
         scenarios: &all_scenarios,
@@ -383,6 +397,51 @@ p50 {:.0} µs, p99 {:.0} µs {}; p50 {:.0} µs, p99 {:.0} µs when idle cores ma
         eprintln!("echo bench: wrote docs/benchmarks.md and docs/img/*.svg");
     }
     Ok(results.errors.is_empty())
+}
+
+/// Instructions per echoed message under callgrind, for the servers of
+/// `callgrind::SERVERS` that run in pingpong (or why not).
+fn instructions(
+    args: &Args,
+    plan: &[(usize, Vec<usize>)],
+    scenarios: &[servers::Scenario],
+    all: &[Server],
+    env: &Env,
+    results: &mut Results,
+) {
+    let Some((si, vis)) = plan.iter().find(|(si, _)| scenarios[*si].key == "pingpong") else {
+        return;
+    };
+    let chosen: Vec<&Server> = vis
+        .iter()
+        .map(|&vi| &all[vi])
+        .filter(|s| callgrind::SERVERS.contains(&s.key))
+        .collect();
+    if chosen.is_empty() {
+        return;
+    }
+    let why_not = if args.no_callgrind {
+        Some("--no-callgrind".to_string())
+    } else {
+        callgrind::unavailable()
+    };
+    if let Some(why) = why_not {
+        eprintln!("echo bench: instructions per message (callgrind) not counted: {why}");
+        results.instructions_skipped = Some(why);
+        return;
+    }
+    for srv in chosen {
+        eprintln!(
+            "echo bench: {}: counting instructions per message under callgrind ...",
+            srv.key
+        );
+        let got = callgrind::per_message(srv, &scenarios[*si], env).map_err(|e| e.to_string());
+        match &got {
+            Ok(n) => eprintln!("echo bench: {}: {n:.0} instructions per message", srv.key),
+            Err(e) => eprintln!("echo bench: {}: callgrind: {e}", srv.key),
+        }
+        results.instructions.push((srv.key, got));
+    }
 }
 
 /// One line on stderr, rewritten in place, when stderr is a terminal.

@@ -250,7 +250,26 @@ pub struct Running {
 
 impl Running {
     pub fn start(server: &Server, sc: &Scenario, env: &Env) -> io::Result<Running> {
+        Running::start_wrapped(server, sc, env, &[])
+    }
+
+    /// [`start`](Running::start) under a wrapper program (`wrapper[0]`, with
+    /// the rest of `wrapper` as its first arguments): valgrind.
+    pub fn start_wrapped(
+        server: &Server,
+        sc: &Scenario,
+        env: &Env,
+        wrapper: &[String],
+    ) -> io::Result<Running> {
         let log = env.logs.join(format!("{}-{}.log", server.key, sc.key));
+        let command = |program: &Path| match wrapper.split_first() {
+            None => Command::new(program),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(program);
+                c
+            }
+        };
         let (cmds, ports): (Vec<Command>, usize) = match &server.launch {
             Launch::Example {
                 name,
@@ -260,15 +279,22 @@ impl Running {
             } => {
                 let mut v = Vec::new();
                 for _ in 0..*procs {
-                    let mut c = Command::new(env.examples.join(name));
+                    let mut c = command(&env.examples.join(name));
                     c.args(args).env("RUST_LOG", "warn");
                     v.push(c);
                 }
                 (v, *ports)
             }
             Launch::Bench(name) => {
-                // This very binary, even if a rebuild has replaced the file meanwhile.
-                let mut c = Command::new("/proc/self/exe");
+                // This very binary, even if a rebuild has replaced the file
+                // meanwhile; a wrapper needs its real path (to the wrapper,
+                // /proc/self/exe is itself).
+                let exe = if wrapper.is_empty() {
+                    PathBuf::from("/proc/self/exe")
+                } else {
+                    std::env::current_exe()?
+                };
+                let mut c = command(&exe);
                 c.args(bench_args(name, sc));
                 (vec![c], 1)
             }
@@ -350,12 +376,17 @@ impl Running {
 
     /// SIGTERM to each server process by its pid; after 3 s, or once it is
     /// gone, SIGKILL to its process group (forked children that remain).
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        self.stop_within(Duration::from_secs(3));
+    }
+
+    /// [`stop`](Running::stop) with a longer wait for the exit.
+    pub fn stop_within(mut self, wait: Duration) {
         for c in &self.children {
             // SAFETY: signals to processes this bench started.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         }
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + wait;
         for c in &mut self.children {
             while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
