@@ -201,6 +201,7 @@ impl Conn {
         }
     }
 
+    #[inline]
     fn note_queued(&mut self) {
         if self.wq.len() >= self.opts.high_water {
             self.over_high_water = true;
@@ -209,6 +210,7 @@ impl Conn {
 
     /// Appends a copy of `data` to the write queue. Fails with the limit when
     /// the queue would outgrow `max_queued`.
+    #[inline]
     pub(crate) fn enqueue_copy(&mut self, data: &[u8], pool: &mut TailPool) -> Result<(), usize> {
         self.check_limit(data.len())?;
         self.wq.push_copy(data, pool);

@@ -77,6 +77,18 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// Queues all of `data` and leaves it empty: large contents without
+    /// copying, small ones copied (see [`Reactor::write_bytes`] for the
+    /// rule). An echo's `cx.write_buf(data)` is cheaper than
+    /// `cx.write_bytes(data.split().freeze())` for small messages, which are
+    /// copied either way.
+    pub fn write_buf(&mut self, data: &mut bytes::BytesMut) {
+        let len = data.len();
+        if let Err(e) = self.reactor.write_buf(self.id, data) {
+            log::debug!("{}: write of {len} bytes dropped: {e}", self.id);
+        }
+    }
+
     /// Queues a copy of `data` on another connection (a chat server's
     /// broadcast). Fails with `NotConnected` if `other` has closed.
     pub fn write_to(&mut self, other: ConnId, data: &[u8]) -> io::Result<()> {

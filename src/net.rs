@@ -308,6 +308,7 @@ impl Stream {
 
     /// Reads into the spare capacity of `buf`, growing it by nothing: the
     /// caller reserves. Returns the byte count (0 = end of stream).
+    #[inline]
     pub(crate) fn read_into(&self, buf: &mut BytesMut) -> io::Result<usize> {
         let spare = buf.spare_capacity_mut();
         // SAFETY of the cast: `recv` takes `MaybeUninit` and writes, never reads.
@@ -339,6 +340,7 @@ impl Stream {
     }
 
     /// One buffer, as `send(2)` with `MSG_NOSIGNAL`.
+    #[inline]
     pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
         loop {
             match self.sock().send_with_flags(buf, libc::MSG_NOSIGNAL) {

@@ -387,6 +387,16 @@ impl Reactor {
         );
     }
 
+    /// Puts the shared read buffer back in its place, which holds the empty
+    /// placeholder `mem::take` left: nothing to drop (saves the drop glue on
+    /// every read).
+    #[inline]
+    fn return_scratch(&mut self, buf: BytesMut) {
+        let placeholder = mem::replace(&mut self.scratch, buf);
+        debug_assert_eq!(placeholder.capacity(), 0);
+        mem::forget(placeholder);
+    }
+
     /// Puts a read buffer back after `on_data`: what the protocol left stays
     /// with the connection (in a buffer of its own, so the shared one is free
     /// for others); an empty buffer goes back to the shared one or the pool.
@@ -394,7 +404,7 @@ impl Reactor {
         if buf.is_empty() {
             buf.clear();
             if !own {
-                self.scratch = buf;
+                self.return_scratch(buf);
             } else if self.pool.len() < BUFFER_POOL && buf.capacity() <= READ_SIZE {
                 self.pool.push(buf);
             }
@@ -453,6 +463,40 @@ impl Reactor {
         }
     }
 
+    /// Flushes a connection with producers: fill the queue to the low-water
+    /// mark, send, and again while the socket takes it all, up to the
+    /// budget. Whether the queue is empty; `None` when it closed.
+    fn flush_producing(&mut self, key: usize) -> Option<bool> {
+        let mut budget = crate::producer::PRODUCE_BUDGET;
+        loop {
+            let producing = conn_in(&mut self.sources, key).is_some_and(|c| c.fifo.is_some());
+            if producing {
+                budget = budget.saturating_sub(self.pump(key, budget));
+            }
+            let conn = conn_in(&mut self.sources, key)?;
+            let flushed = match conn.flush(&mut self.tails) {
+                Ok(flushed) => flushed,
+                Err(e) => {
+                    self.close_at(key, Closing::Now(CloseReason::from_io(e)));
+                    return None;
+                }
+            };
+            if !flushed || conn.fifo.is_none() {
+                return Some(flushed);
+            }
+            if budget == 0 {
+                // More to produce and a socket that takes it: next turn,
+                // after the others.
+                if !conn.produce_scheduled {
+                    conn.produce_scheduled = true;
+                    let gen = conn.gen;
+                    self.ready.push((key, gen));
+                }
+                return Some(true);
+            }
+        }
+    }
+
     /// Sends what the socket takes, then applies the consequences: interest
     /// changes, a pending half-close or close, the end of backpressure.
     pub(crate) fn flush_conn(&mut self, key: usize) {
@@ -467,33 +511,17 @@ impl Reactor {
             return;
         }
         let had_queue = !conn.wq.is_empty();
-        // With producers: fill the queue to the low-water mark, send, and
-        // again while the socket takes it all, up to the budget.
-        let mut budget = crate::producer::PRODUCE_BUDGET;
-        let flushed = loop {
-            let producing = conn_in(&mut self.sources, key).is_some_and(|c| c.fifo.is_some());
-            if producing {
-                budget = budget.saturating_sub(self.pump(key, budget));
-            }
-            let Some(conn) = conn_in(&mut self.sources, key) else {
-                return;
-            };
-            let flushed = match conn.flush(&mut self.tails) {
+        let flushed = if conn.fifo.is_none() {
+            // No producer: one flush (the common case, without the loop's
+            // repeated lookups).
+            match conn.flush(&mut self.tails) {
                 Ok(flushed) => flushed,
                 Err(e) => return self.close_at(key, Closing::Now(CloseReason::from_io(e))),
-            };
-            if !flushed || conn.fifo.is_none() {
-                break flushed;
             }
-            if budget == 0 {
-                // More to produce and a socket that takes it: next turn,
-                // after the others.
-                if !conn.produce_scheduled {
-                    conn.produce_scheduled = true;
-                    let gen = conn.gen;
-                    self.ready.push((key, gen));
-                }
-                break true;
+        } else {
+            match self.flush_producing(key) {
+                Some(flushed) => flushed,
+                None => return,
             }
         };
         let Some(conn) = conn_in(&mut self.sources, key) else {

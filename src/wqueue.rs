@@ -29,7 +29,7 @@ use crate::net::Stream;
 pub(crate) const TAIL_BLOCK: usize = 4 * 1024;
 /// A `Bytes` of unknown origin shorter than this is copied: cheap, and it
 /// may be a small slice of a large block.
-const COPY_BELOW: usize = TAIL_BLOCK / 2;
+pub(crate) const COPY_BELOW: usize = TAIL_BLOCK / 2;
 /// Tail blocks kept for reuse by the reactor (256 KiB at most).
 pub(crate) const TAIL_POOL: usize = 64;
 /// How many queued pieces one `writev` takes at most (Linux's IOV_MAX is 1024;
@@ -82,11 +82,27 @@ impl WriteQueue {
     }
 
     /// Queues a copy of `data`.
+    #[inline]
     pub(crate) fn push_copy(&mut self, data: &[u8], pool: &mut TailPool) {
         let n = data.len();
-        if n == 0 {
-            return;
+        if self.tail.capacity() - self.tail.len() >= n {
+            self.tail.extend_from_slice(data);
+            self.queued += n;
+        } else if self.tail.capacity() == 0 && n <= TAIL_BLOCK && !pool.is_empty() {
+            // The steady state: an empty queue takes a block from the pool.
+            let block = pool.pop().expect("not empty");
+            // The old tail holds no memory (capacity 0): nothing to drop.
+            std::mem::forget(std::mem::replace(&mut self.tail, block));
+            self.tail.extend_from_slice(data);
+            self.queued += n;
+        } else {
+            self.push_copy_slow(data, pool);
         }
+    }
+
+    #[inline(never)]
+    fn push_copy_slow(&mut self, data: &[u8], pool: &mut TailPool) {
+        let n = data.len();
         self.queued += n;
         if self.tail.capacity() - self.tail.len() < n && self.head > 0 && self.pieces.is_empty() {
             // Sent bytes at the front of the block: move the rest down
@@ -165,24 +181,52 @@ impl WriteQueue {
 
     /// Writes as much as the socket takes: `Ok(true)` when the queue is empty
     /// (its storage then released), `Ok(false)` when the socket is full.
+    #[inline]
     pub(crate) fn flush(&mut self, stream: &mut Stream, pool: &mut TailPool) -> io::Result<bool> {
+        if self.pieces.is_empty() && self.queued != 0 {
+            // The common case, the tail alone (an echo's reply): a plain
+            // send, and when it takes everything the block goes back.
+            let written = stream.write(&self.tail[self.head..]);
+            if let Ok(n) = written {
+                if n == self.queued {
+                    self.queued = 0;
+                    self.head = 0;
+                    self.tail.clear();
+                    self.release(pool);
+                    return Ok(true);
+                }
+            }
+            return self.after_write(written, stream, pool);
+        }
+        self.flush_slow(stream, pool)
+    }
+
+    /// The rest of [`flush`](WriteQueue::flush) after a first write.
+    #[inline(never)]
+    fn after_write(
+        &mut self,
+        written: io::Result<usize>,
+        stream: &mut Stream,
+        pool: &mut TailPool,
+    ) -> io::Result<bool> {
+        match written {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => self.consume(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        self.flush_slow(stream, pool)
+    }
+
+    #[inline(never)]
+    fn flush_slow(&mut self, stream: &mut Stream, pool: &mut TailPool) -> io::Result<bool> {
         while !self.is_empty() {
             let written = if self.pieces.is_empty() {
                 // The common case, one buffer (an echo's reply), is a plain
                 // send: no iovec array to build.
                 stream.write(&self.tail[self.head..])
             } else {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let mut count = 0;
-                for (slot, piece) in slices[..MAX_IOVECS - 1].iter_mut().zip(self.pieces.iter()) {
-                    *slot = IoSlice::new(&piece.data);
-                    count += 1;
-                }
-                if count == self.pieces.len() && !self.tail.is_empty() {
-                    slices[count] = IoSlice::new(&self.tail[self.head..]);
-                    count += 1;
-                }
-                stream.write_vectored(&slices[..count])
+                self.write_pieces(stream)
             };
             match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -195,7 +239,25 @@ impl WriteQueue {
         Ok(true)
     }
 
+    /// One `writev` of the pieces and the tail (its own function: the iovec
+    /// array would otherwise weigh on every flush's stack frame).
+    #[inline(never)]
+    fn write_pieces(&self, stream: &mut Stream) -> io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut count = 0;
+        for (slot, piece) in slices[..MAX_IOVECS - 1].iter_mut().zip(self.pieces.iter()) {
+            *slot = IoSlice::new(&piece.data);
+            count += 1;
+        }
+        if count == self.pieces.len() && !self.tail.is_empty() {
+            slices[count] = IoSlice::new(&self.tail[self.head..]);
+            count += 1;
+        }
+        stream.write_vectored(&slices[..count])
+    }
+
     /// Frees what an empty queue does not need.
+    #[inline]
     fn release(&mut self, pool: &mut TailPool) {
         if self.tail.capacity() != 0 {
             self.tail.clear();
@@ -208,6 +270,13 @@ impl WriteQueue {
 
     /// Drops `n` sent bytes from the front.
     fn consume(&mut self, mut n: usize) {
+        if n == self.queued && self.pieces.is_empty() {
+            // All sent, from the tail alone: the common case.
+            self.queued = 0;
+            self.tail.clear();
+            self.head = 0;
+            return;
+        }
         self.queued -= n;
         while n > 0 {
             let Some(front) = self.pieces.front_mut() else {

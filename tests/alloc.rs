@@ -81,6 +81,13 @@ impl Protocol for ZeroCopyEcho {
     }
 }
 
+struct BufEcho;
+impl Protocol for BufEcho {
+    fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+        cx.write_buf(data);
+    }
+}
+
 struct CopyEcho;
 impl Protocol for CopyEcho {
     fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
@@ -139,6 +146,12 @@ fn echo_allocates_nothing_per_message() {
         steady_state_allocations(&server, &[b'x'; 64], 64, 2000),
         0,
         "zero-copy echo"
+    );
+    let server = server_with(|| BufEcho);
+    assert_eq!(
+        steady_state_allocations(&server, &[b'w'; 64], 64, 2000),
+        0,
+        "write_buf echo"
     );
     let server = server_with(|| CopyEcho);
     assert_eq!(
