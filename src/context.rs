@@ -265,6 +265,9 @@ impl<'a> Context<'a> {
     }
 
     /// The reactor itself, for anything else (listen, `call_later`, ...).
+    /// Callbacks still never nest: what would run user code at once
+    /// (`adopt`'s `on_open`, `shutdown_graceful`'s `on_shutdown`s, closing a
+    /// datagram socket) is carried out when this callback has returned.
     pub fn reactor(&mut self) -> &mut Reactor {
         self.reactor
     }
@@ -324,7 +327,8 @@ impl<'a> DatagramContext<'a> {
         self.reactor.stop();
     }
 
-    /// The reactor itself, for anything else.
+    /// The reactor itself, for anything else (callbacks never nest: see
+    /// [`Context::reactor`]).
     pub fn reactor(&mut self) -> &mut Reactor {
         self.reactor
     }

@@ -518,3 +518,53 @@ fn a_protocol_whose_drop_panics_does_not_escape_the_loop() {
         .run_once(Some(Duration::ZERO))
         .expect("the loop goes on");
 }
+
+/// Whatever unwinds out of a turn (here a buffer owner's `Drop`, user code
+/// the loop does not expect to panic), the next `run_once` works: the loop's
+/// own state is put back on unwind.
+#[test]
+fn the_loop_state_is_restored_when_something_unwinds_out_of_a_turn() {
+    struct Owner(Vec<u8>);
+    impl AsRef<[u8]> for Owner {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+    impl Drop for Owner {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                panic!("a buffer owner's drop panics");
+            }
+        }
+    }
+    let mut reactor = Reactor::new().unwrap();
+    let (mine, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    theirs.set_nonblocking(true).unwrap();
+    let id = reactor
+        .adopt(BlockingStream::Unix(mine), &ConnOptions::default(), Quiet)
+        .unwrap();
+    let data = bytes::Bytes::from_owner(Owner(vec![7; 4 << 20]));
+    let mut escaped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        reactor.write_bytes(id, data).unwrap();
+    }))
+    .is_err();
+    let deadline = Instant::now() + LIMIT;
+    let mut buf = vec![0; 1 << 16];
+    while !escaped {
+        assert!(Instant::now() < deadline, "the buffer was never dropped");
+        let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            reactor.run_once(Some(Duration::from_millis(10)))
+        }));
+        match turn {
+            Err(_) => escaped = true,
+            Ok(result) => {
+                result.expect("run_once");
+            }
+        }
+        while theirs.read(&mut buf).is_ok_and(|n| n > 0) {}
+    }
+    reactor
+        .run_once(Some(Duration::ZERO))
+        .expect("run_once works after an unwind");
+    reactor.run_once(Some(Duration::ZERO)).expect("and again");
+}
