@@ -85,6 +85,9 @@ pub(crate) struct Conn {
     /// The queue is sent and the write side shut down: waiting (at most
     /// `close_linger`) for the peer's end of stream.
     pub(crate) lingering: bool,
+    /// `discarded` when the write side was shut down: more by the end of
+    /// the linger time means the peer went on sending after our FIN.
+    pub(crate) discarded_at_fin: usize,
     /// Producers and the writes queued behind them (boxed: most
     /// connections never have one).
     pub(crate) fifo: Option<Box<crate::producer::Fifo>>,
@@ -142,6 +145,7 @@ impl Conn {
             connect_timer: None,
             discarded: 0,
             lingering: false,
+            discarded_at_fin: 0,
             fifo: None,
             produce_scheduled: false,
             linger_timer: None,

@@ -334,6 +334,7 @@ impl Reactor {
             return;
         }
         conn.lingering = true;
+        conn.discarded_at_fin = conn.discarded;
         if conn.shutdown_write != ShutdownWrite::Done {
             conn.shutdown_write = ShutdownWrite::Done;
             if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
@@ -355,9 +356,10 @@ impl Reactor {
         self.schedule_read(key);
     }
 
-    /// `close_linger` passed without the peer's end of stream. With nothing
-    /// unread the close is still orderly (our FIN is sent); a peer still
-    /// sending is cut off.
+    /// `close_linger` passed without the peer's end of stream. A peer that
+    /// sent nothing after our FIN is let go with the close's own reason (the
+    /// close is orderly: nothing is unread); one that went on sending after
+    /// it is cut off, and `on_close` says so.
     fn linger_expired(&mut self, id: ConnId) {
         let Some(conn) = self.conn(id) else {
             return;
@@ -367,7 +369,7 @@ impl Reactor {
         let Some(conn) = self.conn(id) else {
             return; // its end of stream came, or an error
         };
-        if conn.read_scheduled {
+        if conn.read_scheduled || conn.discarded > conn.discarded_at_fin {
             self.give_up_linger(id.key());
         } else {
             self.finish_close(id.key());

@@ -179,3 +179,33 @@ fn a_reset_during_the_close_is_reported() {
     drop(s);
     assert_eq!(recv(&log), "reset by peer unsent=0");
 }
+
+/// A peer that goes on sending after our FIN, slowly (under the discard
+/// bound) and without closing, is cut off when the linger time is up, and
+/// `on_close` says so rather than "closed".
+#[test]
+fn a_peer_still_sending_when_the_linger_time_is_up_is_reported() {
+    let conn = ConnOptions {
+        close_linger: Duration::from_millis(300),
+        ..ConnOptions::default()
+    };
+    let (server, log) = firehose_server(10, conn);
+    let mut s = connect(server.inet(0));
+    let mut greeting = [0; 10];
+    s.read_exact(&mut greeting).unwrap();
+    assert!(read_to_eof(&mut s).unwrap().is_empty(), "our FIN");
+    let started = Instant::now();
+    // A trickle: one byte every 20 ms, until the server gives up.
+    let reason = loop {
+        if let Ok(reason) = log.try_recv() {
+            break reason;
+        }
+        assert!(started.elapsed() < LIMIT, "never closed");
+        let _ = s.write_all(b"t");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        reason.starts_with("peer kept sending after close"),
+        "{reason}"
+    );
+}
