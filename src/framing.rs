@@ -284,7 +284,9 @@ impl<H: FrameHandler> Protocol for Framed<H> {
                 Err(msg) => self.oversized(cx, data, msg),
             }
         }
-        self.partial = !data.is_empty();
+        // A frame being skipped is still under way (its rest is dropped as it
+        // comes): its clock runs too.
+        self.partial = !data.is_empty() || self.decoder.skipping();
         // A frame started (or the one timed ended and another began): its
         // clock starts; no frame under way: no clock. While paused the peer
         // is not being read, so it is not to blame for a slow frame.

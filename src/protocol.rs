@@ -126,7 +126,9 @@ pub enum CloseReason {
     /// After our close the peer went on sending past
     /// [`ConnOptions::close_discard`] bytes or [`ConnOptions::close_linger`]:
     /// the socket was closed with input unread, which resets the connection,
-    /// so the peer may have lost the end of what was sent.
+    /// so the peer may have lost the end of what was sent. (A close with a
+    /// reason that is not clean, such as [`CloseReason::Protocol`], keeps
+    /// that reason.)
     ///
     /// [`ConnOptions::close_discard`]: crate::ConnOptions::close_discard
     /// [`ConnOptions::close_linger`]: crate::ConnOptions::close_linger

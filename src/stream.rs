@@ -383,10 +383,14 @@ impl Reactor {
         let discarded = conn.discarded;
         let id = ConnId::new(key, conn.gen);
         log::info!("{id}: peer kept sending after close ({discarded} bytes dropped); closing");
-        self.close_at(
-            key,
-            Closing::Now(CloseReason::PeerKeptSending { discarded }),
-        );
+        // A close for a reason of its own (a protocol error, a panic) keeps
+        // it: that is what on_close should hear; a plain close learns that
+        // it did not end cleanly.
+        let reason = match mem::replace(&mut conn.closing, Closing::No) {
+            Closing::AfterFlush(reason) | Closing::Now(reason) if !reason.is_clean() => reason,
+            _ => CloseReason::PeerKeptSending { discarded },
+        };
+        self.close_at(key, Closing::Now(reason));
     }
 
     /// Puts the shared read buffer back in its place, which holds the empty

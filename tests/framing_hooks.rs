@@ -211,3 +211,49 @@ fn raw_input_kept_past_max_frame_meets_the_oversized_hook() {
     let reason = recv(&rx);
     assert!(reason.contains("64-byte"), "{reason}");
 }
+
+/// A skipped frame is still a frame under way: `frame_timeout` bounds it, so
+/// a peer cannot trickle an endless oversized line once the handler chose to
+/// skip it.
+#[test]
+fn a_skipped_frame_is_still_bounded_by_the_frame_timeout() {
+    struct Patient(mpsc::Sender<String>);
+    impl FrameHandler for Patient {
+        fn max_frame(&self) -> usize {
+            16
+        }
+        fn frame_timeout(&self) -> Option<std::time::Duration> {
+            Some(std::time::Duration::from_millis(200))
+        }
+        fn on_frame(&mut self, _: &mut Context<'_>, _: Bytes) {}
+        fn on_oversized(&mut self, _: &mut Context<'_>, _: &[u8]) -> Oversized {
+            Oversized::Skip
+        }
+        fn on_close(&mut self, _: &mut Context<'_>, reason: &CloseReason) {
+            self.0.send(reason.to_string()).unwrap();
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let server = Server::start(move |r| {
+        let id = r
+            .listen(&any_port(), move |_| Framed::new(Patient(tx.clone())))
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    let mut s = connect(server.inet(0));
+    s.set_nodelay(true).unwrap();
+    s.write_all(&[b'x'; 100]).unwrap();
+    let started = std::time::Instant::now();
+    let reason = loop {
+        if let Ok(reason) = rx.try_recv() {
+            break reason;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "the skipped line never timed out"
+        );
+        let _ = s.write_all(b"x");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(reason.contains("took longer than"), "{reason}");
+}
