@@ -123,8 +123,10 @@ impl<'a> Context<'a> {
     /// True when this connection reads: not paused by the protocol, by its
     /// own write queue's backpressure, by a connection it waits for, or by a
     /// full offload pool, and not closing. A protocol that handles many
-    /// messages per read may stop when this turns false and leave the rest
-    /// in the buffer for later.
+    /// messages per read should stop when this turns false (as
+    /// [`Framed`](crate::Framed) does before its next frame) and leave the
+    /// rest in the buffer: what is left when reading paused is offered to
+    /// `on_data` again when it resumes.
     pub fn is_reading(&mut self) -> bool {
         self.reactor.is_reading(self.id)
     }
@@ -172,16 +174,6 @@ impl<'a> Context<'a> {
     /// again first, without waiting for the peer to send more.
     pub fn resume_reading(&mut self) {
         self.reactor.set_reading(self.id, true);
-    }
-
-    /// True while reading is held back: by
-    /// [`pause_reading`](Context::pause_reading), a full offload pool, a
-    /// write queue over its high-water mark, or a consumer it waits for
-    /// ([`pause_until_drained`](Context::pause_until_drained)). A protocol that finds several
-    /// requests in one `on_data` should stop taking them while it is (as
-    /// [`Framed`](crate::Framed) does) and leave the rest in the buffer.
-    pub fn is_paused(&mut self) -> bool {
-        self.reactor.is_paused(self.id)
     }
 
     /// True once `close`, `close_with` or `abort` was called (or the

@@ -248,7 +248,7 @@ impl<H: FrameHandler> Protocol for Framed<H> {
         let mut completed = false;
         let mut paused = false;
         while !cx.is_closing() {
-            if cx.is_paused() {
+            if !cx.is_reading() {
                 paused = true;
                 break;
             }

@@ -290,15 +290,6 @@ impl Reactor {
         true
     }
 
-    /// True while reading from connection `id` is held back: by
-    /// [`set_reading`](Reactor::set_reading), a full offload pool, a write
-    /// queue over its high-water mark, or a consumer it waits for
-    /// ([`pause_until_drained`](Reactor::pause_until_drained)). [`Framed`](crate::Framed)
-    /// delivers no further frame while it is.
-    pub fn is_paused(&mut self, id: ConnId) -> bool {
-        self.conn(id).is_some_and(|c| c.paused())
-    }
-
     /// True when connection `id` is closing or gone.
     pub fn is_closing(&mut self, id: ConnId) -> bool {
         self.conn(id)
