@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use proptest::prelude::*;
 use sockloop::{
-    Addr, BlockingStream, CloseReason, ConnId, ConnOptions, Context, ListenOptions, ListenerId,
-    Protocol, Reactor, TimerId,
+    Addr, BlockingStream, CloseReason, ConnId, ConnOptions, Context, DatagramContext,
+    DatagramProtocol, ListenOptions, ListenerId, Protocol, Reactor, TimerId,
 };
 
 /// Where an operation is issued from.
@@ -58,6 +58,14 @@ enum Op {
     Panic,
     /// The connection whose callback runs this will panic in its `on_close`.
     PanicOnClose,
+    /// Binds a UDP socket.
+    Bind,
+    /// Closes a datagram socket.
+    DgramClose(u8),
+    /// Sends from one datagram socket to another.
+    DgramSend(u8, u8),
+    /// Marks a datagram socket to close itself in its next `on_datagram`.
+    DgramSelfClose(u8),
 }
 
 #[derive(Clone, Debug)]
@@ -70,6 +78,8 @@ enum Step {
     /// `Handle::write` and `Handle::close`, not through a posted closure.
     HandleWrite(u8),
     HandleClose(u8),
+    /// A datagram from a plain UDP client.
+    ClientDatagram(u8),
     Turn,
 }
 
@@ -92,6 +102,16 @@ struct Model {
     panics: u64,
     in_callback: bool,
     violations: Vec<String>,
+    /// Datagram sockets: id, address, `on_close` calls, whether the next
+    /// datagram makes it close itself.
+    dgrams: Vec<Dgram>,
+}
+
+struct Dgram {
+    id: ConnId,
+    addr: std::net::SocketAddr,
+    closes: u32,
+    close_on_next: bool,
 }
 
 impl Model {
@@ -105,6 +125,16 @@ impl Model {
     }
     fn pick(&self, n: u8) -> Option<(usize, ConnId)> {
         let live = self.live();
+        (!live.is_empty()).then(|| live[usize::from(n) % live.len()])
+    }
+    fn dgram(&self, n: u8) -> Option<(usize, ConnId)> {
+        let live: Vec<(usize, ConnId)> = self
+            .dgrams
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.closes == 0)
+            .map(|(i, d)| (i, d.id))
+            .collect();
         (!live.is_empty()).then(|| live[usize::from(n) % live.len()])
     }
     fn violation(&mut self, v: String) {
@@ -318,6 +348,80 @@ fn perform(r: &mut Reactor, model: &Shared, op: Op) {
         }
         // Only a connection's own callback can arm it (see `on_timer`).
         Op::PanicOnClose => {}
+        Op::Bind => {
+            let serial = model.borrow().dgrams.len();
+            let proto = DgramProbe {
+                model: model.clone(),
+                serial,
+            };
+            let id = r.bind_datagram(&common::any_port(), proto).unwrap();
+            let addr = r.local_addr(id).unwrap().as_inet().unwrap();
+            model.borrow_mut().dgrams.push(Dgram {
+                id,
+                addr,
+                closes: 0,
+                close_on_next: false,
+            });
+        }
+        Op::DgramClose(n) => {
+            let d = model.borrow().dgram(n);
+            if let Some((_, id)) = d {
+                r.close(id);
+            }
+        }
+        Op::DgramSend(n, m) => {
+            let (from, to) = {
+                let m2 = model.borrow();
+                (m2.dgram(n), m2.dgram(m).map(|(i, _)| m2.dgrams[i].addr))
+            };
+            if let (Some((_, id)), Some(to)) = (from, to) {
+                let _ = r.send_to(id, b"dgram", &Addr::from(to));
+            }
+        }
+        Op::DgramSelfClose(n) => {
+            let d = model.borrow().dgram(n);
+            if let Some((i, _)) = d {
+                model.borrow_mut().dgrams[i].close_on_next = true;
+            }
+        }
+    }
+}
+
+/// The protocol of every datagram socket.
+struct DgramProbe {
+    model: Shared,
+    serial: usize,
+}
+
+impl DgramProbe {
+    fn enter(&self, what: &str) -> Entered {
+        let mut m = self.model.borrow_mut();
+        if m.in_callback {
+            m.violation(format!(
+                "dgram {}: {what} nested in another callback",
+                self.serial
+            ));
+        }
+        m.in_callback = true;
+        if m.dgrams.get(self.serial).is_some_and(|d| d.closes > 0) {
+            m.violation(format!("dgram {}: {what} after on_close", self.serial));
+        }
+        Entered(self.model.clone())
+    }
+}
+
+impl DatagramProtocol for DgramProbe {
+    fn on_datagram(&mut self, cx: &mut DatagramContext<'_>, _data: &[u8], _from: &Addr) {
+        let _e = self.enter("on_datagram");
+        let close = std::mem::take(&mut self.model.borrow_mut().dgrams[self.serial].close_on_next);
+        if close {
+            cx.close();
+        }
+    }
+    fn on_close(&mut self, _cx: &mut DatagramContext<'_>, _reason: &CloseReason) {
+        let _e = self.enter("on_close");
+        // A statement, not the tail: the borrow must end before `_e` drops.
+        self.model.borrow_mut().dgrams[self.serial].closes += 1;
     }
 }
 
@@ -325,6 +429,7 @@ struct World {
     reactor: Reactor,
     model: Shared,
     clients: Vec<TcpStream>,
+    udp: std::net::UdpSocket,
 }
 
 impl World {
@@ -337,6 +442,7 @@ impl World {
             reactor,
             model,
             clients: Vec::new(),
+            udp: std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
         }
     }
 
@@ -397,6 +503,15 @@ impl World {
                     reset_on_close(&c);
                 }
             }
+            Step::ClientDatagram(n) => {
+                let to = {
+                    let m = self.model.borrow();
+                    m.dgram(n).map(|(i, _)| m.dgrams[i].addr)
+                };
+                if let Some(to) = to {
+                    let _ = self.udp.send_to(b"from a client", to);
+                }
+            }
             Step::HandleWrite(n) => {
                 if let Some((_, id)) = self.model.borrow().pick(n) {
                     self.reactor
@@ -455,6 +570,9 @@ impl World {
         for (i, p) in m.probes.iter().enumerate() {
             assert!(p.closes <= 1, "#{i}: on_close {} times", p.closes);
         }
+        for (i, d) in m.dgrams.iter().enumerate() {
+            assert!(d.closes <= 1, "dgram {i}: on_close {} times", d.closes);
+        }
     }
 
     /// Settles, checks that the loop still serves, drops the reactor and
@@ -502,6 +620,9 @@ impl World {
                 "#{i} opened, closed {} times",
                 m.probes[i].closes
             );
+        }
+        for (i, d) in m.dgrams.iter().enumerate() {
+            assert_eq!(d.closes, 1, "dgram {i} closed {} times", d.closes);
         }
         assert!(
             m.probes.iter().all(|p| p.dropped),
@@ -556,6 +677,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..20).prop_map(Op::ShutdownGraceful),
         1 => Just(Op::Panic),
         1 => Just(Op::PanicOnClose),
+        1 => Just(Op::Bind),
+        1 => n().prop_map(Op::DgramClose),
+        2 => (n(), n()).prop_map(|(a, b)| Op::DgramSend(a, b)),
+        1 => n().prop_map(Op::DgramSelfClose),
     ]
 }
 
@@ -577,6 +702,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => n().prop_map(Step::ClientReset),
         1 => n().prop_map(Step::HandleWrite),
         1 => n().prop_map(Step::HandleClose),
+        2 => n().prop_map(Step::ClientDatagram),
         4 => Just(Step::Turn),
     ]
 }
