@@ -1089,3 +1089,20 @@ fn docs_promise_queue_memory_is_at_most_twice_the_bytes_queued_plus_8_kib() {
         "{held} bytes held for {queued} queued: over 2× + 8 KiB"
     );
 }
+
+// ----- docs/asyncore.md: "The Addr picks the family: "0.0.0.0:50007",
+// "[::1]:0", or a path containing / for a Unix socket" ---------------------------
+
+#[test]
+fn docs_promise_an_addr_picks_its_family_from_its_text() {
+    let v4: sockloop::Addr = "0.0.0.0:50007".parse().unwrap();
+    let v6: sockloop::Addr = "[::1]:0".parse().unwrap();
+    let unix: sockloop::Addr = "/tmp/sockloop-promise.sock".parse().unwrap();
+    assert!(v4.as_inet().is_some_and(|a| a.is_ipv4()));
+    assert!(v6.as_inet().is_some_and(|a| a.is_ipv6()));
+    assert!(unix.is_unix());
+    assert_eq!(
+        unix.as_path(),
+        Some(std::path::Path::new("/tmp/sockloop-promise.sock"))
+    );
+}
