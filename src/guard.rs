@@ -13,8 +13,9 @@
 //!
 //! **Every piece of user code is guarded.** Protocol callbacks are caught by
 //! `Reactor::call` (their connection closes); posted closures, `call_later`
-//! closures and signal handlers by [`Reactor::guarded`] (counted in
-//! [`Stats::panics`](crate::Stats::panics) and logged; the loop goes on).
+//! closures, signal handlers and a closed source's `Drop` by
+//! [`Reactor::guarded`] (counted in [`Stats::panics`](crate::Stats::panics)
+//! and logged; the loop goes on).
 //! Should anything else unwind out of a turn, [`TurnGuard`] puts the loop's
 //! own state back, so the next `run_once` works.
 
