@@ -96,7 +96,9 @@ pub struct ConnOptions {
     ///
     /// [`Context::pause_until_drained`]: crate::Context::pause_until_drained
     pub stall_timeout: Duration,
-    /// Close connections that neither read nor wrote for this long. Default: never.
+    /// Close connections that neither read nor wrote for this long. Default:
+    /// never (as is any duration too long for the clock, `Duration::MAX`
+    /// included: every deadline of the reactor saturates).
     pub idle_timeout: Option<Duration>,
     /// `TCP_NODELAY` on accepted and connected TCP sockets. Default on: the
     /// write queue already coalesces, so Nagle only adds latency.
