@@ -126,10 +126,18 @@ impl Children {
     /// Takes note of the children that exited.
     pub(crate) fn reap(&mut self) {
         for pid in self.exited.borrow_mut().drain(..) {
+            if pid == FORK_SERVER_GONE {
+                // No more reports will come: the children are init's now,
+                // and not ours to count (or to hold the server's room).
+                self.pids.clear();
+            }
             self.pids.retain(|&p| p != pid);
         }
     }
 }
+
+/// Stands for every child in `exited` once the fork server is gone.
+const FORK_SERVER_GONE: libc::pid_t = -1;
 
 /// The loop's end of the report socket: `[pid][wait status]` records.
 struct Reports {
@@ -157,5 +165,14 @@ impl Protocol for Reports {
                 }
             }
         }
+    }
+
+    /// The fork server died (killed from outside): requests already
+    /// forked go on alone; later forks fail (`handle_error` hears of each).
+    fn on_close(&mut self, _: &mut Context<'_>, reason: &crate::CloseReason) {
+        if !matches!(reason, crate::CloseReason::ReactorStopped) {
+            log::error!("the fork server is gone ({reason}): no more requests can be forked");
+        }
+        self.exited.borrow_mut().push(FORK_SERVER_GONE);
     }
 }
