@@ -1,0 +1,106 @@
+//! Process-pool workers replaced while other threads hold the allocator,
+//! `log` and stdout (issue 11, item 3): a replacement forked directly from
+//! such a process inherits whichever of their locks was held at the fork
+//! and hangs on it. Workers come from the pool's fork server, forked by
+//! `ProcessPool::start` before these threads existed.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use common::*;
+use sockloop::{Context, FrameHandler, Framed, ProcessPool};
+
+/// Each line goes to the pool; the answer (or the error) comes back.
+struct ToPool(ProcessPool);
+
+impl FrameHandler for ToPool {
+    fn on_frame(&mut self, cx: &mut Context<'_>, line: Bytes) {
+        self.0.submit(cx, line, |cx, result| match result {
+            Ok(mut reply) => {
+                reply.push(b'\n');
+                cx.write_bytes(reply);
+            }
+            Err(_) => cx.write(b"error\n"),
+        });
+    }
+}
+
+/// What a worker does: `die` ends the worker; anything else is allocated,
+/// logged, printed and answered in upper case.
+fn work(request: &[u8]) -> Vec<u8> {
+    if request == b"die" {
+        // SAFETY: ends this worker process on purpose, at once.
+        unsafe { libc::_exit(3) };
+    }
+    let answer = request.to_ascii_uppercase();
+    log::info!(
+        "worker {} answers {} bytes",
+        std::process::id(),
+        answer.len()
+    );
+    println!("worker {} answering", std::process::id());
+    answer
+}
+
+fn ask(stream: &mut BufReader<TcpStream>, line: &str) -> String {
+    stream
+        .get_mut()
+        .write_all(format!("{line}\n").as_bytes())
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_line(&mut reply).unwrap();
+    reply.trim_end().to_string()
+}
+
+#[test]
+fn two_hundred_replacement_workers_while_threads_hammer_the_allocator_log_and_stdout() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let server = Server::start(|r| {
+        let pool = ProcessPool::start(r, 2, work).unwrap();
+        let id = r
+            .listen(&any_port(), move |_| Framed::new(ToPool(pool.clone())))
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let hammers: Vec<_> = (0..4)
+        .map(|n| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut rounds = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let v: Vec<u8> = vec![n; 1 + (rounds as usize % 4096)];
+                    log::info!("hammer {n} round {rounds} {}", v.len());
+                    println!("hammer {n} round {rounds}");
+                    rounds += 1;
+                }
+                rounds
+            })
+        })
+        .collect();
+    let stream = TcpStream::connect(server.inet(0)).unwrap();
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut client = BufReader::new(stream);
+    let started = Instant::now();
+    for i in 0..200 {
+        // A worker dies; its replacement is forked now, amid the hammering.
+        assert_eq!(ask(&mut client, "die"), "error", "round {i}");
+        assert_eq!(
+            ask(&mut client, &format!("hello {i}")),
+            format!("HELLO {i}")
+        );
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let rounds: u64 = hammers.into_iter().map(|h| h.join().unwrap()).sum();
+    eprintln!(
+        "200 workers replaced and answering in {elapsed:?} while 4 threads made {rounds} rounds"
+    );
+    server.stop();
+}
