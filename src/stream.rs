@@ -395,12 +395,13 @@ impl Reactor {
 
     /// Puts the shared read buffer back in its place, which holds the empty
     /// placeholder `mem::take` left: nothing to drop (saves the drop glue on
-    /// every read).
+    /// every read; anything else there is dropped as usual).
     #[inline]
     fn return_scratch(&mut self, buf: BytesMut) {
         let placeholder = mem::replace(&mut self.scratch, buf);
-        debug_assert_eq!(placeholder.capacity(), 0);
-        mem::forget(placeholder);
+        if placeholder.capacity() == 0 {
+            mem::forget(placeholder);
+        }
     }
 
     /// Puts a read buffer back after `on_data`: what the protocol left stays
