@@ -14,7 +14,7 @@
 //!
 //! impl Protocol for Echo {
 //!     fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
-//!         cx.write_bytes(data.split().freeze()); // zero-copy: the read buffer goes out as is
+//!         cx.write_buf(data); // all of it: large reads as they are, small ones copied
 //!     }
 //! }
 //!

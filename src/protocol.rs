@@ -37,7 +37,10 @@ pub trait Protocol: 'static {
     /// Bytes arrived. `data` holds them, after whatever earlier calls left in
     /// it: consume what you use (`split_to`, `advance`, `clear`) and leave an
     /// incomplete frame in place; it is kept and more is appended. Taking
-    /// bytes with `split().freeze()` is zero-copy.
+    /// bytes with `split().freeze()` is zero-copy; written back with
+    /// `write_bytes`, a large piece stays so and a small one is copied (it
+    /// would keep the whole read buffer alive). `cx.write_buf(data)` sends
+    /// everything by that rule in one call.
     fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut);
 
     /// The write queue, after rising to the high-water mark, is down to the
