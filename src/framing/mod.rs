@@ -1,0 +1,342 @@
+//! asynchat-style framing: turn a byte stream into frames (records) split by
+//! a delimiter, of a fixed length, length-prefixed, or as they come.
+//!
+//! A [`FrameHandler`] says which terminator applies next and gets each frame
+//! as zero-copy [`Bytes`]; [`Framed`] adapts it to a [`Protocol`]. Every
+//! frame is bounded by [`FrameHandler::max_frame`]: a peer that sends a line
+//! that never ends is disconnected with a reason, not buffered forever (the
+//! asynchat DoS of pyftpdlib #3, tokio's unbounded `LinesCodec` #186), unless
+//! the handler's [`FrameHandler::on_oversized`] chooses to skip the frame and
+//! go on (Twisted's `lineLengthExceeded`).
+//!
+//! [`Terminator::Raw`] is LineReceiver's raw mode: the bytes go to
+//! [`FrameHandler::on_raw`] as they come, and what it leaves in the buffer is
+//! framed again by the next terminator (`setRawMode`, `setLineMode(rest)`).
+//!
+//! ```
+//! use sockloop::{Context, Framed, FrameHandler};
+//! use bytes::Bytes;
+//!
+//! /// Replies to every line with its length.
+//! struct Lengths;
+//! impl FrameHandler for Lengths {
+//!     fn on_frame(&mut self, cx: &mut Context<'_>, line: Bytes) {
+//!         cx.write(format!("{}\n", line.len()).as_bytes());
+//!     }
+//! }
+//! let protocol = Framed::new(Lengths); // give this to Reactor::listen's factory
+//! # let _ = protocol;
+//! ```
+
+use bytes::{Bytes, BytesMut};
+
+use crate::{CloseReason, Context, Protocol, TimerId};
+
+mod decoder;
+
+pub use decoder::FrameDecoder;
+
+/// Where one frame ends. Asked of the handler before each frame, so a handler
+/// may switch between frames (a header line, then a body of a given length).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Terminator<'a> {
+    /// The frame ends before these bytes (any length; `\n`, `\r\n`...). The
+    /// delimiter is removed from the frame.
+    Delimiter(&'a [u8]),
+    /// The frame is exactly this many bytes (must be at least 1). It stays in
+    /// force for the frames after it until the handler changes it (asynchat's
+    /// integer terminator fires once); `Count(0)` closes the connection with
+    /// [`CloseReason::Protocol`], where asynchat collected everything: use
+    /// [`Terminator::None`] for that. An empty `Delimiter` is refused the same way.
+    Count(usize),
+    /// A 4-byte big-endian length, then that many bytes (the frame).
+    LengthPrefixed,
+    /// No framing: whatever arrived is one frame, split into frames of at
+    /// most [`max_frame`](FrameHandler::max_frame) bytes when more arrived.
+    None,
+    /// Raw mode (Twisted LineReceiver's `setRawMode`): the buffered bytes
+    /// are handed to [`FrameHandler::on_raw`], which takes what it wants and
+    /// may switch the terminator back; what it leaves is framed by the next
+    /// terminator at once (`setLineMode(rest)`). Bytes it leaves while still
+    /// in raw mode wait for more input, up to `max_frame` of them.
+    Raw,
+}
+
+impl Terminator<'_> {
+    /// Why no stream can be framed by this terminator, if so (not a matter
+    /// of the peer's input: skipping a frame would not help).
+    fn unusable(&self, max: usize) -> Option<&'static str> {
+        match self {
+            Terminator::Delimiter([]) => Some("empty delimiter"),
+            Terminator::Count(0) => Some("a Count terminator must be at least 1"),
+            Terminator::None | Terminator::Raw if max == 0 => Some("max_frame is 0"),
+            _ => None,
+        }
+    }
+}
+
+/// What [`Framed`] does with a frame over [`FrameHandler::max_frame`]: the
+/// answer of [`FrameHandler::on_oversized`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Oversized {
+    /// Close the connection (after what is queued is sent) with
+    /// [`CloseReason::Protocol`]. The default, as Twisted's.
+    Close,
+    /// Drop the frame, however long it turns out to be (the bytes still to
+    /// come are dropped as they arrive, up to its delimiter or announced
+    /// length), and go on with the next one.
+    Skip,
+}
+
+/// A protocol that thinks in frames instead of bytes (asynchat's
+/// `found_terminator`). Wrap it in [`Framed`] to serve a connection.
+pub trait FrameHandler: 'static {
+    /// The terminator of the next frame. Default: a `\n` line.
+    fn terminator(&self) -> Terminator<'_> {
+        Terminator::Delimiter(b"\n")
+    }
+
+    /// The largest frame accepted (without its delimiter or length prefix);
+    /// beyond it the connection is closed with [`CloseReason::Protocol`].
+    /// Default 64 KiB.
+    fn max_frame(&self) -> usize {
+        64 * 1024
+    }
+
+    /// The longest a frame may take to arrive once its first byte has: a
+    /// client that trickles a line byte by byte (slowloris) is closed with
+    /// [`CloseReason::Protocol`] when it passes. Default: no limit (the
+    /// listener's idle timeout still applies).
+    fn frame_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// One complete frame arrived.
+    fn on_frame(&mut self, cx: &mut Context<'_>, frame: Bytes);
+
+    /// A frame is longer than [`max_frame`](FrameHandler::max_frame)
+    /// (Twisted's `lineLengthExceeded`). `head` is its start (at most
+    /// `max_frame` bytes, without a length prefix). The handler may answer
+    /// (`cx.write` an error line) and then says whether to close or to skip
+    /// the frame and go on. The default closes with [`CloseReason::Protocol`].
+    fn on_oversized(&mut self, cx: &mut Context<'_>, head: &[u8]) -> Oversized {
+        let _ = (cx, head);
+        Oversized::Close
+    }
+
+    /// Bytes arrived while the terminator is [`Terminator::Raw`]: take what
+    /// you use from the front of `data` (`split_to`, `advance`) and leave the
+    /// rest. After a switch of terminator (in this call) what is left is
+    /// framed by the new one at once; without a switch it waits for more
+    /// input. The default hands the bytes to
+    /// [`on_frame`](FrameHandler::on_frame) in frames of at most `max_frame`
+    /// bytes, as [`Terminator::None`] does.
+    fn on_raw(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+        let n = data.len().min(self.max_frame());
+        if n > 0 {
+            self.on_frame(cx, data.split_to(n).freeze());
+        }
+    }
+
+    /// See [`Protocol::on_open`].
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        let _ = cx;
+    }
+
+    /// See [`Protocol::on_eof`]. An incomplete last frame is discarded. The
+    /// default closes once the answers still due (offloaded ones included)
+    /// are sent: a client that half-closes after its requests gets them all.
+    fn on_eof(&mut self, cx: &mut Context<'_>) {
+        cx.close();
+    }
+
+    /// The reactor is shutting down gracefully. Called between frames (at
+    /// once, or when the frame under way completes, or when the frames held
+    /// back by a pause have been handled). The default closes once the
+    /// answers queued so far are sent and the offloaded ones still due
+    /// have been delivered and sent (see [`Context::close`]).
+    fn on_shutdown(&mut self, cx: &mut Context<'_>) {
+        cx.close();
+    }
+
+    /// See [`Protocol::on_drained`].
+    fn on_drained(&mut self, cx: &mut Context<'_>) {
+        let _ = cx;
+    }
+
+    /// See [`Protocol::on_timer`].
+    fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
+        let _ = (cx, timer);
+    }
+
+    /// See [`Protocol::on_close`].
+    fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
+        let _ = (cx, reason);
+    }
+}
+
+/// Adapts a [`FrameHandler`] to a [`Protocol`].
+pub struct Framed<H> {
+    handler: H,
+    decoder: FrameDecoder,
+    /// Bytes of an incomplete frame are buffered.
+    partial: bool,
+    /// A graceful shutdown waits for the frame under way.
+    shutdown_pending: bool,
+    /// Fires if the frame under way takes longer than `frame_timeout`.
+    frame_timer: Option<TimerId>,
+}
+
+impl<H: FrameHandler> Framed<H> {
+    /// Frames the connection for `handler`.
+    pub fn new(handler: H) -> Framed<H> {
+        Framed {
+            handler,
+            decoder: FrameDecoder::default(),
+            partial: false,
+            shutdown_pending: false,
+            frame_timer: None,
+        }
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// The handler, mutably.
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
+    }
+}
+
+impl<H: FrameHandler> Framed<H> {
+    /// The decoder refused the frame at the front of `data`: a terminator
+    /// that cannot frame anything closes; a frame too long is the
+    /// handler's to judge (close, or skip it and go on).
+    fn oversized(&mut self, cx: &mut Context<'_>, data: &mut BytesMut, msg: String) {
+        let max = self.handler.max_frame();
+        let choice = if self.handler.terminator().unusable(max).is_some() {
+            Oversized::Close
+        } else {
+            let prefix = match self.handler.terminator() {
+                Terminator::LengthPrefixed => 4.min(data.len()),
+                _ => 0,
+            };
+            let end = data.len().min(prefix.saturating_add(max));
+            self.handler.on_oversized(cx, &data[prefix..end])
+        };
+        if choice == Oversized::Skip
+            && !cx.is_closing()
+            && self.decoder.skip_frame(data, self.handler.terminator())
+        {
+            log::debug!("{}: {msg}; skipped", cx.id());
+            return;
+        }
+        log::info!("{}: {msg}; closing", cx.id());
+        data.clear();
+        cx.close_with(CloseReason::Protocol(msg));
+    }
+}
+
+impl<H: FrameHandler> Protocol for Framed<H> {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        self.handler.on_open(cx);
+    }
+
+    fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+        // Stop at a close: bytes after a QUIT are not the handler's business.
+        // Stop at a pause (the handler's, a full offload pool's, a full write
+        // queue's) before the next frame: the rest stays in the buffer and is
+        // offered again when reading resumes (Twisted's `pauseProducing`).
+        let mut completed = false;
+        let mut paused = false;
+        while !cx.is_closing() {
+            if !cx.is_reading() {
+                paused = true;
+                break;
+            }
+            let max = self.handler.max_frame();
+            if self.handler.terminator() == Terminator::Raw && !self.decoder.skipping() {
+                if data.is_empty() {
+                    break;
+                }
+                let before = data.len();
+                self.handler.on_raw(cx, data);
+                let switched = self.handler.terminator() != Terminator::Raw;
+                if data.len() < before {
+                    completed = true;
+                } else if !switched {
+                    // Kept for more input: bounded like any frame.
+                    if data.len() <= max {
+                        break;
+                    }
+                    let msg = format!("raw input kept over the {max}-byte frame limit");
+                    self.oversized(cx, data, msg);
+                }
+                continue;
+            }
+            let next = self
+                .decoder
+                .next_frame(data, self.handler.terminator(), max);
+            match next {
+                Ok(Some(frame)) => {
+                    completed = true;
+                    self.handler.on_frame(cx, frame);
+                }
+                Ok(None) => break,
+                Err(msg) => self.oversized(cx, data, msg),
+            }
+        }
+        // A frame being skipped is still under way (its rest is dropped as it
+        // comes): its clock runs too.
+        self.partial = !data.is_empty() || self.decoder.skipping();
+        // A frame started (or the one timed ended and another began): its
+        // clock starts; no frame under way: no clock. While paused the peer
+        // is not being read, so it is not to blame for a slow frame.
+        if completed || !self.partial || paused {
+            if let Some(timer) = self.frame_timer.take() {
+                cx.cancel_timer(timer);
+            }
+        }
+        if self.partial && !paused && self.frame_timer.is_none() {
+            if let Some(limit) = self.handler.frame_timeout() {
+                self.frame_timer = Some(cx.set_timer(limit));
+            }
+        }
+        if self.shutdown_pending && !self.partial && !cx.is_closing() {
+            self.shutdown_pending = false;
+            self.handler.on_shutdown(cx);
+        }
+    }
+
+    fn on_shutdown(&mut self, cx: &mut Context<'_>) {
+        if self.partial {
+            self.shutdown_pending = true;
+        } else {
+            self.handler.on_shutdown(cx);
+        }
+    }
+
+    fn on_drained(&mut self, cx: &mut Context<'_>) {
+        self.handler.on_drained(cx);
+    }
+
+    fn on_eof(&mut self, cx: &mut Context<'_>) {
+        self.handler.on_eof(cx);
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
+        if self.frame_timer == Some(timer) {
+            let limit = self.handler.frame_timeout().unwrap_or_default();
+            let msg = format!("a frame took longer than {limit:?} to arrive");
+            log::info!("{}: {msg}; closing", cx.id());
+            return cx.close_with(CloseReason::Protocol(msg));
+        }
+        self.handler.on_timer(cx, timer);
+    }
+
+    fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
+        self.handler.on_close(cx, reason);
+    }
+}
