@@ -29,8 +29,8 @@ struct Args {
     /// Seconds each child sleeps before answering.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = common::seconds, allow_negative_numbers = true)]
     delay: Duration,
-    /// Reap children when SIGCHLD arrives, instead of by a sweep on every
-    /// turn of the loop.
+    /// Kept for old command lines; no effect: the server's fork server
+    /// reaps each child and reports its exit to the loop as it happens.
     #[arg(long)]
     signal: bool,
 }

@@ -76,6 +76,15 @@ impl ForkServer {
     ) -> io::Result<ForkServer> {
         let (ours, theirs) = seqpacket_pair()?;
         ours_timeout(&ours)?;
+        let threads = other_threads();
+        if threads > 0 {
+            // The one fork taken from the program copies whatever locks
+            // these threads hold right now into every child.
+            log::warn!(
+                "starting a fork server while {threads} other thread(s) run: build forking \
+                 servers and process pools before starting threads"
+            );
+        }
         let out = io::stdout().lock();
         let err = io::stderr().lock();
         // SAFETY: fork has no memory-safety preconditions of its own. The
@@ -207,6 +216,17 @@ impl Drop for ForkServer {
             {}
         }
     }
+}
+
+/// Threads of this process besides the caller (`/proc/self/status`).
+fn other_threads() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Threads:"))?;
+            line.split_whitespace().nth(1)?.parse::<usize>().ok()
+        })
+        .map_or(0, |n| n.saturating_sub(1))
 }
 
 /// Decodes an exit report: `(pid, wait status)`.

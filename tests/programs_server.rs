@@ -207,7 +207,7 @@ fn logged_after<'a>(stderr: &'a str, marker: &str) -> Vec<&'a str> {
 }
 
 /// `reaped`, the server also reaps every child once they are done (by the
-/// sweep, or on SIGCHLD with `--signal`), while it goes on serving.
+/// fork server, with or without the no-longer-needed `--signal`), while it goes on serving.
 fn fork_server_serves(extra: &[&str], reaped: bool) {
     let mut server = serves_concurrently("fork_server", extra);
     let pid = server.pid();
