@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -279,5 +279,5 @@ fn a_burst_drops_no_member_who_reads() {
         log.contains("write queue over"),
         "no log line about the member who stopped reading: {log}"
     );
-    drop(BufReader::new(stuck));
+    drop(stuck);
 }
