@@ -410,3 +410,47 @@ fn five_hundred_children_while_threads_hammer_the_allocator_log_and_stdout() {
     eprintln!("500 forked requests in {elapsed:?} while 4 threads made {rounds} rounds");
     assert_eq!(failures, Vec::<String>::new());
 }
+
+/// The fork server killed from outside: requests are refused at once and
+/// reported to `handle_error`; the server goes on and shuts down cleanly.
+#[test]
+fn a_killed_fork_server_fails_requests_cleanly() {
+    let _serial = serial();
+    let me = std::process::id().to_string();
+    let children = || -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| {
+                let stat = std::fs::read_to_string(e.ok()?.path().join("stat")).ok()?;
+                let after = stat.rsplit(')').next()?;
+                let ppid = after.split_whitespace().nth(1)?;
+                (ppid == me).then(|| stat.split_whitespace().next()?.parse().ok())?
+            })
+            .collect()
+    };
+    let before = children();
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let seen = errors.clone();
+    let server = ServerBuilder::new(Family::Tcp)
+        .bind(any_port())
+        .mode(Mode::forking())
+        .handle_error(move |_, e| seen.lock().unwrap().push(e.to_string()))
+        .spawn(|| EchoLine)
+        .unwrap();
+    let fork_server: Vec<i32> = children()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(fork_server.len(), 1, "one fork server: {fork_server:?}");
+    let addr = server.server_address()[0].as_inet().unwrap();
+    super::examine(Family::Tcp, &server.server_address()[0]);
+    // SAFETY: killing the fork server of the server under test.
+    unsafe { libc::kill(fork_server[0], libc::SIGKILL) };
+    let mut client = connect(addr);
+    client.write_all(b"hello\n").unwrap();
+    assert_eq!(read_to_eof(&mut client).unwrap(), b"");
+    wait_until("handle_error to hear of it", || {
+        !errors.lock().unwrap().is_empty()
+    });
+    server.shutdown().unwrap();
+}
