@@ -104,10 +104,17 @@ impl FrameHandler for LineEcho {
     }
 }
 
-/// Runs `rounds` exchanges of `msg` on 4 connections after a warm-up and
-/// returns the reactor thread's allocations during them. Each message is
-/// sent in two writes split at `split`, so the server sees partial frames.
-fn steady_state_allocations(server: &Server, msg: &[u8], split: usize, rounds: usize) -> u64 {
+/// Runs windows of `rounds` exchanges of `msg` on 4 connections after a
+/// warm-up, until one allocates nothing on the reactor thread (at most
+/// `WINDOWS`), and returns the allocations of every window run. Each message
+/// is sent in two writes split at `split`, so the server sees partial frames.
+///
+/// Steady state is where the shared pools stopped growing: on a loaded
+/// machine the warm-up may not meet the worst interleaving of the four
+/// clients, and the first window grew them a little (3 and 13 allocations
+/// seen, then 0 in every later window). An allocation per message is one in
+/// every window (8000 per window).
+fn steady_state_allocations(server: &Server, msg: &[u8], split: usize, rounds: usize) -> Vec<u64> {
     let mut clients: Vec<_> = (0..4).map(|_| connect(server.inet(0))).collect();
     for c in &clients {
         c.set_nodelay(true).unwrap();
@@ -126,11 +133,18 @@ fn steady_state_allocations(server: &Server, msg: &[u8], split: usize, rounds: u
         }
     };
     exchange(200);
-    let (before, _) = probe(server);
-    exchange(rounds);
-    let (after, _) = probe(server);
-    after - before
+    let mut windows = Vec::new();
+    while windows.len() < WINDOWS && windows.last() != Some(&0) {
+        let (before, _) = probe(server);
+        exchange(rounds);
+        let (after, _) = probe(server);
+        windows.push(after - before);
+    }
+    windows
 }
+
+/// How many windows `steady_state_allocations` may run.
+const WINDOWS: usize = 4;
 
 fn server_with<P: Protocol>(make: fn() -> P) -> Server {
     Server::start(move |r| {
@@ -142,30 +156,34 @@ fn server_with<P: Protocol>(make: fn() -> P) -> Server {
 #[test]
 fn echo_allocates_nothing_per_message() {
     let server = server_with(|| ZeroCopyEcho);
+    let windows = steady_state_allocations(&server, &[b'x'; 64], 64, 2000);
     assert_eq!(
-        steady_state_allocations(&server, &[b'x'; 64], 64, 2000),
-        0,
-        "zero-copy echo"
+        windows.last(),
+        Some(&0),
+        "zero-copy echo: allocations per window {windows:?}"
     );
     let server = server_with(|| BufEcho);
+    let windows = steady_state_allocations(&server, &[b'w'; 64], 64, 2000);
     assert_eq!(
-        steady_state_allocations(&server, &[b'w'; 64], 64, 2000),
-        0,
-        "write_buf echo"
+        windows.last(),
+        Some(&0),
+        "write_buf echo: allocations per window {windows:?}"
     );
     let server = server_with(|| CopyEcho);
+    let windows = steady_state_allocations(&server, &[b'y'; 64], 64, 2000);
     assert_eq!(
-        steady_state_allocations(&server, &[b'y'; 64], 64, 2000),
-        0,
-        "copying echo"
+        windows.last(),
+        Some(&0),
+        "copying echo: allocations per window {windows:?}"
     );
     let server = server_with(|| Framed::new(LineEcho));
     // Lines split over two sends, so the reactor keeps partial frames.
     let msg = b"a line in two parts\n";
+    let windows = steady_state_allocations(&server, msg, 10, 2000);
     assert_eq!(
-        steady_state_allocations(&server, msg, 10, 2000),
-        0,
-        "framed echo"
+        windows.last(),
+        Some(&0),
+        "framed echo: allocations per window {windows:?}"
     );
 }
 
@@ -337,6 +355,13 @@ fn tiny_echoes_do_not_pin_the_read_buffer() {
 
 /// Case 3: a write queue kept the array of its peak after a burst; an idle
 /// connection must hold what it held before the burst.
+///
+/// Measured burst by burst, one connection each, after a first burst that
+/// fills the shared pools: a queue that keeps its peak storage grows the
+/// heap by the same amount at every burst (640 bytes each with the piece
+/// array kept, `release` not shrinking it), the fixed one by nothing. The
+/// shared pools may still grow once on a loaded machine (8.6 KiB at one
+/// burst seen, 0 at the others): the median burst is the connection's.
 #[test]
 fn a_connection_idle_after_a_burst_holds_what_it_held_before() {
     struct MaxLineEcho;
@@ -347,18 +372,17 @@ fn a_connection_idle_after_a_burst_holds_what_it_held_before() {
             MAX_QUEUED.fetch_max(cx.queued() as u64, Ordering::Relaxed);
         }
     }
+    const MEASURED: usize = 5;
     let server = server_with(|| Framed::new(MaxLineEcho));
-    let mut clients: Vec<_> = (0..4).map(|_| connect(server.inet(0))).collect();
+    let mut clients: Vec<_> = (0..=MEASURED).map(|_| connect(server.inet(0))).collect();
     for c in clients.iter_mut() {
         assert_eq!(roundtrip(c, b"hi\n"), b"hi\n");
     }
     let lines = b"ab\n".repeat(512 * 1024 / 3);
     // The first burst fills the shared pools (kept for every connection).
-    let mut before = 0;
+    let mut grown = Vec::new();
     for (i, c) in clients.iter_mut().enumerate() {
-        if i == 1 {
-            before = probe(&server).1;
-        }
+        let (_, before) = probe(&server);
         MAX_QUEUED.store(0, Ordering::Relaxed);
         let mut writer = c.try_clone().unwrap();
         let input = lines.clone();
@@ -369,12 +393,16 @@ fn a_connection_idle_after_a_burst_holds_what_it_held_before() {
         });
         assert!(read_n(c, lines.len()) == lines);
         writing.join().unwrap();
+        if i > 0 {
+            grown.push(probe(&server).1 - before);
+        }
     }
-    let (_, after) = probe(&server);
-    let per_conn = (after - before) / 3;
-    eprintln!("heap per connection after the burst, beyond before it: {per_conn} bytes");
+    eprintln!("heap grown by each burst after the first: {grown:?} bytes");
+    let mut sorted = grown.clone();
+    sorted.sort_unstable();
+    let median = sorted[MEASURED / 2];
     assert!(
-        per_conn <= 1024,
-        "{per_conn} bytes per idle connection after a burst"
+        median <= 128,
+        "a connection holds {median} bytes more after a burst (bursts grew the heap by {grown:?})"
     );
 }

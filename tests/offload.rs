@@ -60,7 +60,10 @@ fn slow_work(request: &[u8]) -> Vec<u8> {
     if request == b"die" {
         std::process::abort();
     }
-    match std::str::from_utf8(request).ok().and_then(|r| r.strip_prefix("gated ")) {
+    match std::str::from_utf8(request)
+        .ok()
+        .and_then(|r| r.strip_prefix("gated "))
+    {
         Some(job) => {
             let (dir, i) = job.rsplit_once(' ').unwrap();
             let dir = std::path::Path::new(dir);
