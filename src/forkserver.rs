@@ -168,12 +168,6 @@ impl ForkServer {
         let _ = send_message(self.raw_ctl(), &message, &[]);
     }
 
-    /// The fork server's own pid.
-    #[allow(dead_code)]
-    pub(crate) fn pid(&self) -> libc::pid_t {
-        self.pid
-    }
-
     fn raw_ctl(&self) -> RawFd {
         // The number is stable while `self` lives; a seqpacket send needs no
         // lock (each message is whole).

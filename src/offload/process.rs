@@ -52,8 +52,6 @@ pub struct ProcessPool {
 }
 
 struct PoolState {
-    #[allow(dead_code)] // held for the workers' fork server to copy
-    work: WorkFn,
     forks: ForkServer,
     workers: Vec<Worker>,
     /// Requests waiting for an idle worker.
@@ -86,11 +84,11 @@ impl ProcessPool {
         work: impl Fn(&[u8]) -> Vec<u8> + Send + Sync + 'static,
     ) -> io::Result<ProcessPool> {
         let workers = workers.max(1);
-        let work: WorkFn = Arc::new(work);
         // Workers, first and replacements alike, come from a fork server
-        // forked now: a replacement forked later from this process would
-        // copy whatever locks its other threads hold at that moment.
-        let job = work.clone();
+        // forked now (with its own copy of `work`): a replacement forked
+        // later from this process would copy whatever locks its other
+        // threads hold at that moment.
+        let job: WorkFn = Arc::new(work);
         let forks = ForkServer::start(
             &reactor.owned_fds(),
             None,
@@ -103,7 +101,6 @@ impl ProcessPool {
             }),
         )?;
         let state = Rc::new(RefCell::new(PoolState {
-            work,
             forks,
             workers: Vec::with_capacity(workers),
             queue: VecDeque::new(),
