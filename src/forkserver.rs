@@ -53,6 +53,9 @@ pub(crate) struct ForkServer {
     /// Held while a fork is asked for and answered, so that two threads'
     /// answers cannot cross (signals have no answer and need no lock).
     ctl: Mutex<OwnedFd>,
+    /// The same descriptor, for commands that need no answer (a seqpacket
+    /// message is sent whole): a signal never waits for a fork's answer.
+    ctl_fd: RawFd,
     pid: libc::pid_t,
 }
 
@@ -112,6 +115,7 @@ impl ForkServer {
             return Err(io::Error::last_os_error());
         }
         Ok(ForkServer {
+            ctl_fd: ours.as_raw_fd(),
             ctl: Mutex::new(ours),
             pid,
         })
@@ -169,12 +173,7 @@ impl ForkServer {
     }
 
     fn raw_ctl(&self) -> RawFd {
-        // The number is stable while `self` lives; a seqpacket send needs no
-        // lock (each message is whole).
-        self.ctl
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_raw_fd()
+        self.ctl_fd
     }
 }
 
