@@ -80,14 +80,26 @@ pub(crate) struct Conn {
     pub(crate) last_active: Instant,
     pub(crate) idle_timer: Option<TimerId>,
     pub(crate) connect_timer: Option<TimerId>,
-    /// Bytes read and dropped since `close()` (bounded by `close_discard`).
+    /// Bytes read and dropped since `close()`.
     pub(crate) discarded: usize,
-    /// The queue is sent and the write side shut down: waiting (at most
-    /// `close_linger`) for the peer's end of stream.
+    /// The queue is sent and the write side shut down: waiting for the
+    /// peer to take what the kernel holds, then (at most `close_linger`)
+    /// for its end of stream.
     pub(crate) lingering: bool,
-    /// `discarded` when the write side was shut down: more by the end of
-    /// the linger time means the peer went on sending after our FIN.
-    pub(crate) discarded_at_fin: usize,
+    /// Lingering, and the peer has acknowledged everything: from here on
+    /// `close_linger` and `close_discard` count.
+    pub(crate) delivered: bool,
+    /// `discarded` when the peer had everything: more by the end of the
+    /// linger time means it went on sending after that.
+    pub(crate) discarded_at_linger: usize,
+    /// Closing: bytes the peer had taken (sent minus unacknowledged) at the
+    /// last look, and when that last grew (the `close_stall` check).
+    pub(crate) taken: u64,
+    pub(crate) taken_at: Instant,
+    /// Sent bytes the peer had not taken when we gave up on it (reported
+    /// as lost at the close).
+    pub(crate) lost_in_kernel: usize,
+    pub(crate) stall_timer: Option<TimerId>,
     /// Producers and the writes queued behind them (boxed: most
     /// connections never have one).
     pub(crate) fifo: Option<Box<crate::producer::Fifo>>,
@@ -145,11 +157,36 @@ impl Conn {
             connect_timer: None,
             discarded: 0,
             lingering: false,
-            discarded_at_fin: 0,
+            delivered: false,
+            discarded_at_linger: 0,
+            taken: 0,
+            taken_at: now,
+            lost_in_kernel: 0,
+            stall_timer: None,
             fifo: None,
             produce_scheduled: false,
             linger_timer: None,
             user_timers: Vec::new(),
+        }
+    }
+
+    /// Bytes sent that the peer has not taken yet (see
+    /// [`Stream::unacked`](crate::net::Stream::unacked)), without our FIN.
+    pub(crate) fn in_flight(&self) -> usize {
+        let n = self.stream.unacked();
+        if n > 0 && self.stream.is_tcp() && self.shutdown_write == ShutdownWrite::Done {
+            n - 1
+        } else {
+            n
+        }
+    }
+
+    /// Notes a look at the peer's progress during a close (at `now`).
+    pub(crate) fn note_taken(&mut self, in_flight: usize, now: Instant) {
+        let taken = self.sent.saturating_sub(in_flight as u64);
+        if taken != self.taken {
+            self.taken = taken;
+            self.taken_at = now;
         }
     }
 

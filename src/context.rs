@@ -138,8 +138,11 @@ impl<'a> Context<'a> {
     /// connection offloaded ([`offload`](Context::offload),
     /// [`ProcessPool::submit`]) are delivered, the queue is sent, the write
     /// side shut down, and the socket closed once the peer closes its side
-    /// or [`ConnOptions::close_linger`](crate::ConnOptions::close_linger) has passed.
-    /// `on_close` runs then.
+    /// or, after it has taken everything,
+    /// [`ConnOptions::close_linger`](crate::ConnOptions::close_linger) has passed.
+    /// `on_close` runs then. A peer that takes none of the rest for
+    /// [`ConnOptions::close_stall`](crate::ConnOptions::close_stall) is cut
+    /// off ([`CloseReason::PeerStalled`](crate::CloseReason::PeerStalled)).
     ///
     /// [`ProcessPool::submit`]: crate::ProcessPool::submit
     pub fn close(&mut self) {

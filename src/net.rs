@@ -108,19 +108,33 @@ pub struct ConnOptions {
     ///
     /// [`CloseReason::ConnectFailed`]: crate::CloseReason::ConnectFailed
     pub connect_timeout: Option<Duration>,
-    /// After `close()` has sent the queue, how long to wait for the peer to
-    /// close its side (default 2 s). Meanwhile the write side is shut down
-    /// (the peer reads to a clean end of stream) and whatever the peer still
-    /// sends is read and dropped: closing a socket with unread input resets
-    /// the connection, and a reset throws away what the peer has not read
-    /// yet. A peer still sending when the time is up is closed with
-    /// [`CloseReason::PeerKeptSending`].
+    /// After `close()`, how long the peer may take none of the bytes still
+    /// owed to it (queued, or sent but not yet acknowledged) before the
+    /// connection is cut off (default 30 s), with
+    /// [`CloseReason::PeerStalled`] and a warning that counts the bytes
+    /// lost. A peer that keeps taking bytes, however slowly, is not cut off:
+    /// meanwhile its input is read and dropped without a byte bound (it
+    /// costs reads, not memory). The check runs on timers, so the cut comes
+    /// between one and about two times this after the last progress.
+    ///
+    /// [`CloseReason::PeerStalled`]: crate::CloseReason::PeerStalled
+    pub close_stall: Duration,
+    /// Once the peer has everything (the queue sent and acknowledged, the
+    /// write side shut down: the peer reads to a clean end of stream), how
+    /// long to wait for the peer to close its side (default 2 s). Whatever
+    /// the peer still sends is read and dropped: closing a socket with
+    /// unread input resets the connection, and a reset throws away what the
+    /// peer has not read yet. A peer that sent anything during this time is
+    /// closed with [`CloseReason::PeerKeptSending`] when it is up.
     ///
     /// [`CloseReason::PeerKeptSending`]: crate::CloseReason::PeerKeptSending
     pub close_linger: Duration,
-    /// How many bytes the peer may send after `close()` before the
-    /// connection is closed anyway with [`CloseReason::PeerKeptSending`]
-    /// (default 1 MiB): the bound on input read only to be dropped.
+    /// How many bytes the peer may send, once it has everything (see
+    /// `close_linger`), before the connection is closed anyway with
+    /// [`CloseReason::PeerKeptSending`] (default 1 MiB). Input that arrives
+    /// while the peer is still taking our bytes is not counted: a peer
+    /// that uploads while it reads the answer would otherwise lose the rest
+    /// of the answer to the reset.
     ///
     /// [`CloseReason::PeerKeptSending`]: crate::CloseReason::PeerKeptSending
     pub close_discard: usize,
@@ -136,6 +150,7 @@ impl Default for ConnOptions {
             idle_timeout: None,
             nodelay: true,
             connect_timeout: Some(Duration::from_secs(30)),
+            close_stall: Duration::from_secs(30),
             close_linger: Duration::from_secs(2),
             close_discard: 1024 * 1024,
         }
@@ -357,6 +372,38 @@ impl Stream {
             Stream::Tcp(s) => s.shutdown(how),
             Stream::Unix(s) => s.shutdown(how),
         }
+    }
+
+    /// Bytes handed to the kernel that the peer has not taken yet
+    /// (`SIOCOUTQ`): for TCP those not acknowledged (a FIN counts one), for
+    /// Unix sockets the memory of those not read. 0 when unknown.
+    pub(crate) fn unacked(&self) -> usize {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let fd = match self {
+                Stream::Tcp(s) => s.as_raw_fd(),
+                Stream::Unix(s) => s.as_raw_fd(),
+            };
+            let mut n: libc::c_int = 0;
+            // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one int through the pointer.
+            let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+            if r == 0 {
+                return n.max(0) as usize;
+            }
+        }
+        0
+    }
+
+    /// Makes the coming close reset the connection (`SO_LINGER` 0): the
+    /// kernel drops what it still holds for a peer we gave up on, instead
+    /// of keeping it for minutes as an orphan.
+    pub(crate) fn reset_on_close(&self) {
+        let _ = self.sock().set_linger(Some(std::time::Duration::ZERO));
+    }
+
+    pub(crate) fn is_tcp(&self) -> bool {
+        matches!(self, Stream::Tcp(_))
     }
 
     pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {

@@ -126,10 +126,10 @@ pub enum CloseReason {
     Error(io::Error),
     /// The reactor was dropped while the connection was open.
     ReactorStopped,
-    /// After our close the peer went on sending past
-    /// [`ConnOptions::close_discard`] bytes or [`ConnOptions::close_linger`]:
-    /// the socket was closed with input unread, which resets the connection,
-    /// so the peer may have lost the end of what was sent. (A close with a
+    /// After our close, once the peer had everything, it went on sending past
+    /// [`ConnOptions::close_discard`] bytes, or still sent during
+    /// [`ConnOptions::close_linger`]: the socket was closed with input
+    /// unread, which may reset the connection. (A close with a
     /// reason that is not clean, such as [`CloseReason::Protocol`], keeps
     /// that reason.)
     ///
@@ -138,6 +138,18 @@ pub enum CloseReason {
     PeerKeptSending {
         /// Bytes read and dropped after the close.
         discarded: usize,
+    },
+    /// After our close the peer took none of the bytes still owed to it for
+    /// [`ConnOptions::close_stall`]: the connection was reset, and those
+    /// bytes (also logged as a warning) are lost. (A close with a reason
+    /// that is not clean keeps that reason; the warning still counts.)
+    ///
+    /// [`ConnOptions::close_stall`]: crate::ConnOptions::close_stall
+    PeerStalled {
+        /// Bytes the peer never got: still queued, or sent but not
+        /// acknowledged (on Unix sockets: the kernel's memory for those not
+        /// read, a little more than the bytes).
+        unsent: usize,
     },
 }
 
@@ -179,6 +191,10 @@ impl fmt::Display for CloseReason {
             CloseReason::PeerKeptSending { discarded } => write!(
                 f,
                 "peer kept sending after close ({discarded} bytes dropped); connection reset"
+            ),
+            CloseReason::PeerStalled { unsent } => write!(
+                f,
+                "peer stopped taking bytes after close ({unsent} bytes not delivered); connection reset"
             ),
         }
     }

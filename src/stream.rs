@@ -280,7 +280,10 @@ impl Reactor {
     /// Reads and drops what the peer sends after `close()`, so that the
     /// final close finds no unread input (which would reset the connection
     /// and discard what the peer has not read yet). The peer's end of stream
-    /// ends a lingering close; more than `close_discard` bytes end it at once.
+    /// ends a lingering close. Only bytes sent once the peer has everything
+    /// count against `close_discard`: before, it is still taking ours (a
+    /// client uploading while it reads the answer), and the `close_stall`
+    /// check bounds a peer that stops taking them.
     fn discard_input(&mut self, key: usize, trust_short_read: bool) {
         for _ in 0..READ_BUDGET {
             let Some(conn) = conn_in(&mut self.sources, key) else {
@@ -309,7 +312,9 @@ impl Reactor {
                 }
                 Ok(n) => {
                     conn.discarded += n;
-                    if conn.discarded > conn.opts.close_discard {
+                    if conn.delivered
+                        && conn.discarded - conn.discarded_at_linger > conn.opts.close_discard
+                    {
                         return self.give_up_linger(key);
                     }
                     if n < offered && trust_short_read {
@@ -325,7 +330,8 @@ impl Reactor {
 
     /// The queue is sent after `close()`: shut down the write side (the peer
     /// reads to a clean end of stream) and wait, reading and dropping its
-    /// input, for its end of stream, at most `close_linger`.
+    /// input, until the peer has taken what the kernel holds (bounded by
+    /// `close_stall`), then for its end of stream, at most `close_linger`.
     fn linger(&mut self, key: usize) {
         let Some(conn) = conn_in(&mut self.sources, key) else {
             return;
@@ -334,7 +340,6 @@ impl Reactor {
             return;
         }
         conn.lingering = true;
-        conn.discarded_at_fin = conn.discarded;
         if conn.shutdown_write != ShutdownWrite::Done {
             conn.shutdown_write = ShutdownWrite::Done;
             if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
@@ -346,30 +351,60 @@ impl Reactor {
                 return self.close_at(key, Closing::Now(reason));
             }
         }
-        let id = ConnId::new(key, conn.gen);
-        let limit = conn.opts.close_linger;
-        let timer = self.call_later(limit, move |r| r.linger_expired(id));
-        if let Some(conn) = self.conn_at(key) {
-            conn.linger_timer = Some(timer);
+        let in_flight = conn.in_flight();
+        conn.note_taken(in_flight, self.now);
+        if in_flight == 0 {
+            conn.delivered = true;
+            conn.discarded_at_linger = conn.discarded;
+        } else {
+            self.watch_stall(key);
         }
+        self.arm_linger(key);
         // Input (or the end of stream) may be waiting without a new edge.
         self.schedule_read(key);
     }
 
-    /// `close_linger` passed without the peer's end of stream. A peer that
-    /// sent nothing after our FIN is let go with the close's own reason (the
-    /// close is orderly: nothing is unread); one that went on sending after
-    /// it is cut off, and `on_close` says so.
+    /// The linger timer: `close_linger` once the peer has everything; until
+    /// then a quarter of it, to see when that happens.
+    fn arm_linger(&mut self, key: usize) {
+        let Some(conn) = conn_in(&mut self.sources, key) else {
+            return;
+        };
+        let id = ConnId::new(key, conn.gen);
+        let limit = conn.opts.close_linger;
+        let delay = if conn.delivered { limit } else { limit / 4 };
+        let timer = self.call_later(delay, move |r| r.linger_expired(id));
+        if let Some(conn) = self.conn_at(key) {
+            conn.linger_timer = Some(timer);
+        }
+    }
+
+    /// The linger timer. While the peer still takes what the kernel holds,
+    /// look again later (the `close_stall` check cuts off a peer that
+    /// stopped); once it has everything, wait `close_linger` for its end of
+    /// stream. When that is up, a peer that sent nothing meanwhile is let
+    /// go with the close's own reason (the close is orderly: nothing is
+    /// unread); one that went on sending is cut off, and `on_close` says so.
     fn linger_expired(&mut self, id: ConnId) {
+        let now = Instant::now();
         let Some(conn) = self.conn(id) else {
             return;
         };
         conn.linger_timer = None;
+        if !conn.delivered {
+            let in_flight = conn.in_flight();
+            conn.note_taken(in_flight, now);
+            if in_flight == 0 {
+                conn.delivered = true;
+                conn.discarded_at_linger = conn.discarded;
+            }
+            return self.arm_linger(id.key());
+        }
         self.discard_input(id.key(), false);
         let Some(conn) = self.conn(id) else {
             return; // its end of stream came, or an error
         };
-        if conn.read_scheduled || conn.discarded > conn.discarded_at_fin {
+        if conn.read_scheduled || conn.discarded > conn.discarded_at_linger {
             self.give_up_linger(id.key());
         } else {
             self.finish_close(id.key());
@@ -381,6 +416,7 @@ impl Reactor {
             return;
         };
         let discarded = conn.discarded;
+        conn.lost_in_kernel = conn.in_flight();
         let id = ConnId::new(key, conn.gen);
         log::info!("{id}: peer kept sending after close ({discarded} bytes dropped); closing");
         // A close for a reason of its own (a protocol error, a panic) keeps
@@ -391,6 +427,76 @@ impl Reactor {
             _ => CloseReason::PeerKeptSending { discarded },
         };
         self.close_at(key, Closing::Now(reason));
+    }
+
+    /// Starts the `close_stall` check of a closing connection that owes its
+    /// peer bytes, unless it runs already. Connections that close with
+    /// nothing owed (the common case) never pay for it.
+    fn watch_stall(&mut self, key: usize) {
+        let now = self.now;
+        let Some(conn) = conn_in(&mut self.sources, key) else {
+            return;
+        };
+        if conn.stall_timer.is_some() || conn.delivered || !conn.discards_input() {
+            return;
+        }
+        conn.taken = conn.sent.saturating_sub(conn.in_flight() as u64);
+        conn.taken_at = now;
+        self.arm_stall_check(key, now);
+    }
+
+    /// Arms the `close_stall` check of a closing connection, due when the
+    /// peer will have taken nothing for `close_stall`.
+    fn arm_stall_check(&mut self, key: usize, now: Instant) {
+        let Some(conn) = conn_in(&mut self.sources, key) else {
+            return;
+        };
+        let id = ConnId::new(key, conn.gen);
+        let due = conn.taken_at + conn.opts.close_stall;
+        let delay = due.saturating_duration_since(now);
+        let timer = self.call_later(delay, move |r| r.stall_check(id));
+        if let Some(conn) = self.conn_at(key) {
+            conn.stall_timer = Some(timer);
+        }
+    }
+
+    /// After `close()`: a peer that took none of the bytes owed to it (queued
+    /// or in the kernel) for `close_stall` is cut off, and the bytes it
+    /// never got are reported. Without this a peer that never reads keeps
+    /// the connection, its descriptor and its queue for as long as it likes.
+    fn stall_check(&mut self, id: ConnId) {
+        let now = Instant::now();
+        let Some(conn) = self.conn(id) else {
+            return;
+        };
+        conn.stall_timer = None;
+        if !matches!(conn.closing, Closing::AfterFlush(_)) || conn.delivered {
+            return; // closing now, or only the linger is left
+        }
+        let in_flight = conn.in_flight();
+        conn.note_taken(in_flight, now);
+        let queued = conn.wq.len() + conn.fifo_held();
+        let owed = queued + in_flight;
+        let stall = conn.opts.close_stall;
+        if owed == 0 && conn.fifo.is_none() {
+            // Waiting for offloaded answers: our wait, not the peer's (the
+            // next flush that leaves bytes behind looks again).
+            return;
+        }
+        if now.saturating_duration_since(conn.taken_at) >= stall {
+            conn.lost_in_kernel = in_flight;
+            log::warn!(
+                "{id}: peer took nothing for {stall:?} after close; cutting it off \
+                 ({queued} queued and {in_flight} sent bytes not delivered)"
+            );
+            conn.stream.reset_on_close();
+            let reason = match mem::replace(&mut conn.closing, Closing::No) {
+                Closing::AfterFlush(reason) | Closing::Now(reason) if !reason.is_clean() => reason,
+                _ => CloseReason::PeerStalled { unsent: owed },
+            };
+            return self.close_at(id.key(), Closing::Now(reason));
+        }
+        self.arm_stall_check(id.key(), now);
     }
 
     /// Puts the shared read buffer back in its place, which holds the empty
@@ -518,6 +624,7 @@ impl Reactor {
             return;
         }
         let had_queue = !conn.wq.is_empty();
+        let sent_before = conn.sent;
         let flushed = if conn.fifo.is_none() {
             // No producer: one flush (the common case, without the loop's
             // repeated lookups).
@@ -536,6 +643,9 @@ impl Reactor {
         };
         if had_queue {
             conn.last_active = self.now;
+            if conn.sent != sent_before && conn.discards_input() {
+                conn.taken_at = self.now; // progress, for the close_stall check
+            }
         }
         // Everything sent, producers included: time for what waits on it.
         let done = flushed && conn.fifo.is_none();
@@ -570,10 +680,15 @@ impl Reactor {
         if done && conn.may_finish_close() {
             return self.linger(key);
         }
+        // Closing with bytes the peer has yet to take: bound the wait.
+        let watch = !done && conn.discards_input() && conn.stall_timer.is_none();
         if conn.crossed_low_water() {
             self.release_producers(key);
             self.call(key, |p, cx| p.on_drained(cx));
             self.schedule_read(key);
+        }
+        if watch {
+            self.watch_stall(key);
         }
     }
 
@@ -623,6 +738,7 @@ impl Reactor {
             conn.idle_timer.take(),
             conn.connect_timer.take(),
             conn.linger_timer.take(),
+            conn.stall_timer.take(),
         ]
         .into_iter()
         .flatten()
@@ -636,11 +752,15 @@ impl Reactor {
         if conn.fifo.is_some() {
             log::warn!("{id}: {reason}; a producer was not finished");
         }
-        match conn.wq.len() + conn.fifo_held() {
-            // Bytes a protocol handed over and the peer will never get: say so.
-            0 if reason.is_clean() => {}
-            0 => log::debug!("{id}: {reason}"),
-            unsent => log::warn!("{id}: {reason}; {unsent} queued bytes were not sent"),
+        // Bytes a protocol handed over and the peer will never get: say so.
+        match (conn.wq.len() + conn.fifo_held(), conn.lost_in_kernel) {
+            (0, 0) if reason.is_clean() => {}
+            (0, 0) => log::debug!("{id}: {reason}"),
+            (unsent, 0) => log::warn!("{id}: {reason}; {unsent} queued bytes were not sent"),
+            (unsent, lost) => log::warn!(
+                "{id}: {reason}; {unsent} queued bytes were not sent and {lost} sent bytes \
+                 the peer had not taken were dropped by the reset"
+            ),
         }
         self.release_producers(key);
         self.call(key, |p, cx| p.on_close(cx, &reason));

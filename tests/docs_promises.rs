@@ -192,7 +192,8 @@ fn line(s: &mut TcpStream, text: &str) {
 // low-water mark"; "Requires Rust 1.88 or newer". docs/asyncore.md:
 // "Backlog default 1024", "reuse_address: On by default. reuse_port (off)
 // and only_v6 (off)", "Defaults: 64 KiB, 16 KiB, 64 MiB, none, on, 30 s",
-// "max_frame: Default 64 KiB", "close_linger (2 s)", "close_discard (1 MiB)".
+// "max_frame: Default 64 KiB", "close_linger (2 s)", "close_discard (1 MiB)",
+// "close_stall (30 s)".
 // docs/design.md: "stall_timeout (1 s)".
 
 #[test]
@@ -204,6 +205,7 @@ fn docs_promise_defaults_users_plan_with() {
     assert_eq!(c.idle_timeout, None);
     assert!(c.nodelay);
     assert_eq!(c.connect_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(c.close_stall, Duration::from_secs(30));
     assert_eq!(c.close_linger, Duration::from_secs(2));
     assert_eq!(c.close_discard, 1024 * 1024);
     assert_eq!(c.stall_timeout, Duration::from_secs(1));
@@ -321,6 +323,54 @@ fn docs_promise_abort_drops_the_queue_and_counts_it() {
     assert!(unsent > 0 && unsent <= 32 << 20, "{report}");
 }
 
+// docs/design.md: "peer takes none of what is still owed to it after
+// `close()` ... for `close_stall`: reset now; a warning counts the queued and
+// in-flight bytes lost | `PeerStalled { unsent }`"; "Bytes already sent that
+// a forced close destroys ... are not in `cx.queued()`; ... `PeerStalled {
+// unsent }` includes them".
+#[test]
+fn docs_promise_a_closing_peer_that_takes_nothing_is_cut_off_with_peer_stalled() {
+    struct CloseBig(mpsc::Sender<String>);
+    impl Protocol for CloseBig {
+        fn on_open(&mut self, cx: &mut Context<'_>) {
+            cx.write_bytes(vec![b'f'; 16 << 20]);
+            cx.close();
+        }
+        fn on_data(&mut self, _: &mut Context<'_>, _: &mut BytesMut) {}
+        fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
+            let unsent = match reason {
+                CloseReason::PeerStalled { unsent } => *unsent,
+                _ => 0,
+            };
+            self.0
+                .send(format!("{reason}|{unsent}|{}", cx.queued()))
+                .unwrap();
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let opts = ListenOptions {
+        conn: ConnOptions {
+            close_stall: Duration::from_millis(100),
+            ..ConnOptions::default()
+        },
+        ..ListenOptions::default()
+    };
+    let server = Server::start(move |r| {
+        let id = r
+            .listen_with(&any_port(), &opts, move |_| CloseBig(tx.clone()))
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    let _s = connect(server.inet(0)); // never reads
+    let report = recv(&rx);
+    let mut parts = report.split('|');
+    let reason = parts.next().unwrap();
+    let unsent: usize = parts.next().unwrap().parse().unwrap();
+    let queued: usize = parts.next().unwrap().parse().unwrap();
+    assert!(reason.starts_with("peer stopped taking bytes"), "{report}");
+    assert!(queued > 0 && unsent > queued && unsent <= 16 << 20, "{report}");
+}
+
 #[test]
 fn docs_promise_a_peer_reset_closes_with_reset() {
     use std::os::fd::AsRawFd;
@@ -408,6 +458,7 @@ fn docs_promise_is_clean_means_closed_or_peer_closed() {
         CloseReason::Protocol("x".into()),
         CloseReason::WriteQueueFull { limit: 1 },
         CloseReason::PeerKeptSending { discarded: 1 },
+        CloseReason::PeerStalled { unsent: 1 },
     ] {
         assert!(!r.is_clean(), "{r}");
     }

@@ -209,3 +209,162 @@ fn a_peer_still_sending_when_the_linger_time_is_up_is_reported() {
         "{reason}"
     );
 }
+
+/// The red team's B4 in-process: the server queues several MiB and closes;
+/// the client uploads without pause the whole time and reads the answer at
+/// a modest pace (64 KiB, then a 2 ms pause). It must get every byte and a
+/// plain end of stream, on every run. The old code counted `close_discard`
+/// (1 MiB) from `close()`, while the answer still drained at the client's
+/// pace, and reset the connection after a prefix.
+#[test]
+fn a_client_that_uploads_while_reading_slowly_gets_the_whole_answer() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const SIZE: usize = 6 << 20;
+    let (server, log) = firehose_server(SIZE, ConnOptions::default());
+    let expected = pattern(SIZE);
+    for run in 0..3 {
+        let mut s = connect(server.inet(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let mut up = s.try_clone().unwrap();
+        up.set_write_timeout(Some(Duration::from_millis(20))).unwrap();
+        let stop = done.clone();
+        let uploader = std::thread::spawn(move || {
+            let block = [b'u'; 64 * 1024];
+            let mut sent = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                match up.write(&block) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => break, // the server let go after the answer
+                }
+            }
+            sent
+        });
+        let mut got = Vec::with_capacity(SIZE);
+        let mut buf = vec![0; 64 * 1024];
+        let end = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => break Err(e),
+            }
+            // The pace of a client that processes what it reads.
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        done.store(true, Ordering::Relaxed);
+        let sent = uploader.join().unwrap();
+        assert!(
+            end.is_ok() && got.len() == SIZE,
+            "run {run}: got {} of {SIZE} bytes, then {end:?}; the client sent {sent}",
+            got.len()
+        );
+        assert!(got == expected, "run {run}: bytes differ");
+        assert!(sent > 2 << 20, "run {run}: the client uploaded only {sent}");
+        drop(s);
+        let reason = recv(&log);
+        assert!(reason.ends_with("unsent=0"), "run {run}: {reason}");
+    }
+}
+
+/// Sockets the kernel still holds between local port `a` and remote port
+/// `b` (either direction), from /proc/net/tcp: 0 once a connection is
+/// gone for good (no orphan still sending, no TIME_WAIT).
+fn kernel_sockets(a: u16, b: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port = |field: &str| u16::from_str_radix(field.rsplit(':').next().unwrap(), 16).unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            port(f[1]) == a && port(f[2]) == b
+        })
+        .count()
+}
+
+/// The red team's B5: a client that never reads after the server queued
+/// MiB and closed. Once it has taken nothing for `close_stall` it is cut
+/// off: `on_close` runs with `PeerStalled` counting the bytes it never got,
+/// and the server's socket is gone (reset: the kernel keeps nothing for
+/// it). The old code kept the connection, its descriptor and its queue for
+/// as long as the client stayed silent.
+#[test]
+fn a_client_that_never_reads_after_close_is_cut_off_and_the_loss_reported() {
+    const SIZE: usize = 8 << 20;
+    let conn = ConnOptions {
+        close_stall: Duration::from_millis(150),
+        ..ConnOptions::default()
+    };
+    let (server, log) = firehose_server(SIZE, conn);
+    let s = connect(server.inet(0));
+    let client_port = s.local_addr().unwrap().port();
+    let server_port = server.inet(0).port();
+    assert_eq!(kernel_sockets(server_port, client_port), 1, "server side");
+    let started = Instant::now();
+    let reason = recv(&log);
+    let waited = started.elapsed();
+    let unsent: usize = reason
+        .strip_prefix("peer stopped taking bytes after close (")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{reason}"));
+    // Most of the 8 MiB never left; the kernel buffers on both sides hold
+    // the rest (a few MiB at most on loopback).
+    assert!(unsent > 1 << 20 && unsent <= SIZE, "{reason}");
+    assert!(waited >= Duration::from_millis(150), "{waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    assert_eq!(kernel_sockets(server_port, client_port), 0, "server side");
+    drop(s);
+}
+
+/// The same on a Unix socket, where the kernel's count of what the peer
+/// has not read is memory rather than bytes: still cut off and reported.
+#[test]
+fn a_unix_client_that_never_reads_after_close_is_cut_off() {
+    let path = temp_path("close-stall");
+    let conn = ConnOptions {
+        close_stall: Duration::from_millis(150),
+        ..ConnOptions::default()
+    };
+    let (server, log) = firehose_on(sockloop::Addr::unix(&path).unwrap(), 4 << 20, conn);
+    let s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let reason = recv(&log);
+    assert!(
+        reason.starts_with("peer stopped taking bytes after close"),
+        "{reason}"
+    );
+    drop(s);
+    drop(server);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A client that reads the answer slowly but steadily is never cut off by
+/// `close_stall`, however long the answer takes: it keeps taking bytes.
+#[test]
+fn a_slow_but_steady_reader_is_not_cut_off_by_the_stall_bound() {
+    const SIZE: usize = 2 << 20;
+    let conn = ConnOptions {
+        close_stall: Duration::from_millis(100),
+        ..ConnOptions::default()
+    };
+    let (server, log) = firehose_server(SIZE, conn);
+    let mut s = connect(server.inet(0));
+    let mut got = Vec::with_capacity(SIZE);
+    let mut buf = vec![0; 16 * 1024];
+    let started = Instant::now();
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        // 16 KiB every 5 ms: far slower than the socket, never 100 ms idle.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(got == pattern(SIZE), "got {} bytes", got.len());
+    assert!(started.elapsed() > Duration::from_millis(300));
+    drop(s);
+    assert_eq!(recv(&log), "closed unsent=0");
+}
