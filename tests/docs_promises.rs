@@ -368,7 +368,10 @@ fn docs_promise_a_closing_peer_that_takes_nothing_is_cut_off_with_peer_stalled()
     let unsent: usize = parts.next().unwrap().parse().unwrap();
     let queued: usize = parts.next().unwrap().parse().unwrap();
     assert!(reason.starts_with("peer stopped taking bytes"), "{report}");
-    assert!(queued > 0 && unsent > queued && unsent <= 16 << 20, "{report}");
+    assert!(
+        queued > 0 && unsent > queued && unsent <= 16 << 20,
+        "{report}"
+    );
 }
 
 #[test]

@@ -240,7 +240,8 @@ fn a_client_that_uploads_while_reading_slowly_gets_the_whole_answer() {
         let mut s = connect_small_window(server.inet(0));
         let done = Arc::new(AtomicBool::new(false));
         let mut up = s.try_clone().unwrap();
-        up.set_write_timeout(Some(Duration::from_millis(20))).unwrap();
+        up.set_write_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
         let stop = done.clone();
         let uploader = std::thread::spawn(move || {
             let block = [b'u'; 64 * 1024];
