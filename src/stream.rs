@@ -452,7 +452,10 @@ impl Reactor {
             return;
         };
         let id = ConnId::new(key, conn.gen);
-        let due = conn.taken_at + conn.opts.close_stall;
+        // A bound too long for the clock means never (deadlines saturate).
+        let Some(due) = conn.taken_at.checked_add(conn.opts.close_stall) else {
+            return;
+        };
         let delay = due.saturating_duration_since(now);
         let timer = self.call_later(delay, move |r| r.stall_check(id));
         if let Some(conn) = self.conn_at(key) {
