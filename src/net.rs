@@ -114,8 +114,8 @@ pub struct ConnOptions {
     /// [`CloseReason::PeerStalled`] and a warning that counts the bytes
     /// lost. A peer that keeps taking bytes, however slowly, is not cut off:
     /// meanwhile its input is read and dropped without a byte bound (it
-    /// costs reads, not memory). The check runs on timers, so the cut comes
-    /// between one and about two times this after the last progress.
+    /// costs reads, not memory). The check looks every quarter of this, so
+    /// the cut comes up to about half as much again after the last progress.
     ///
     /// [`CloseReason::PeerStalled`]: crate::CloseReason::PeerStalled
     pub close_stall: Duration,

@@ -445,18 +445,24 @@ impl Reactor {
         self.arm_stall_check(key, now);
     }
 
-    /// Arms the `close_stall` check of a closing connection, due when the
-    /// peer will have taken nothing for `close_stall`.
+    /// Arms the `close_stall` check of a closing connection: due when the
+    /// peer will have taken nothing for `close_stall`, and at least every
+    /// quarter of it, as progress in the kernel (acknowledgements) is only
+    /// seen when we look: the cut then comes at most a quarter late.
     fn arm_stall_check(&mut self, key: usize, now: Instant) {
         let Some(conn) = conn_in(&mut self.sources, key) else {
             return;
         };
         let id = ConnId::new(key, conn.gen);
+        let stall = conn.opts.close_stall;
         // A bound too long for the clock means never (deadlines saturate).
-        let Some(due) = conn.taken_at.checked_add(conn.opts.close_stall) else {
+        let Some(due) = conn.taken_at.checked_add(stall) else {
             return;
         };
-        let delay = due.saturating_duration_since(now);
+        let delay = due
+            .saturating_duration_since(now)
+            .min(stall / 4)
+            .max(std::time::Duration::from_millis(1));
         let timer = self.call_later(delay, move |r| r.stall_check(id));
         if let Some(conn) = self.conn_at(key) {
             conn.stall_timer = Some(timer);
