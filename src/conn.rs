@@ -235,6 +235,7 @@ impl Conn {
 
     /// Checks a write of `len` more bytes against `max_queued`: the limit
     /// when the queue would outgrow it.
+    #[inline]
     pub(crate) fn check_limit(&self, len: usize) -> Result<(), usize> {
         match self.opts.max_queued {
             Some(limit) if self.wq.len() + self.fifo_held() + len > limit => Err(limit),
@@ -249,13 +250,20 @@ impl Conn {
         }
     }
 
+    /// Appends a copy of `data` to the write queue; the caller checked the
+    /// limit.
+    #[inline(always)]
+    pub(crate) fn push_copy_unchecked(&mut self, data: &[u8], pool: &mut TailPool) {
+        self.wq.push_copy(data, pool);
+        self.note_queued();
+    }
+
     /// Appends a copy of `data` to the write queue. Fails with the limit when
     /// the queue would outgrow `max_queued`.
     #[inline]
     pub(crate) fn enqueue_copy(&mut self, data: &[u8], pool: &mut TailPool) -> Result<(), usize> {
         self.check_limit(data.len())?;
-        self.wq.push_copy(data, pool);
-        self.note_queued();
+        self.push_copy_unchecked(data, pool);
         Ok(())
     }
 

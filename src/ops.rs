@@ -16,27 +16,51 @@ use crate::{Addr, CloseReason, ConnId, Reactor, TimerId};
 impl Reactor {
     /// Queues a copy of `data` on connection `id` (see [`Context::write`](crate::Context::write)).
     pub fn write(&mut self, id: ConnId, data: &[u8]) -> io::Result<()> {
-        // The common case inline: an open connection with no producer.
-        // The copy lands in the connection's tail block, shared by small
-        // writes (no allocation in steady state: blocks come from a pool).
-        if let Some(Source::Conn(conn)) = self.sources.get_mut(id.key()) {
-            if conn.gen == id.gen && conn.accepts_writes() && conn.fifo.is_none() {
-                if let Err(limit) = conn.enqueue_copy(data, &mut self.tails) {
-                    return self.queue_full(id, limit);
-                }
-                if !conn.flush_scheduled && !data.is_empty() {
-                    conn.flush_scheduled = true;
-                    self.to_flush.push((id.key(), id.gen));
-                }
-                return Ok(());
-            }
+        if self.try_write_copy(id, data) {
+            return Ok(());
         }
+        self.write_uncommon(id, data)
+    }
+
+    /// The common case of a copying write, inline in each caller: an open
+    /// connection with no producer and room under `max_queued`. The copy
+    /// lands in the connection's tail block, shared by small writes (no
+    /// allocation in steady state: blocks come from a pool). False when it
+    /// does not apply; then [`write_uncommon`](Reactor::write_uncommon) says why.
+    #[inline(always)]
+    fn try_write_copy(&mut self, id: ConnId, data: &[u8]) -> bool {
+        let Some(Source::Conn(conn)) = self.sources.get_mut(id.key()) else {
+            return false;
+        };
+        if conn.gen != id.gen
+            || !conn.accepts_writes()
+            || conn.fifo.is_some()
+            || conn.check_limit(data.len()).is_err()
+        {
+            return false;
+        }
+        conn.push_copy_unchecked(data, &mut self.tails);
+        if !conn.flush_scheduled && !data.is_empty() {
+            conn.flush_scheduled = true;
+            self.to_flush.push((id.key(), id.gen));
+        }
+        true
+    }
+
+    /// A copying write that is not the common case: a stale or closing
+    /// connection (an error), one with producers, or a queue at its limit.
+    #[inline(never)]
+    fn write_uncommon(&mut self, id: ConnId, data: &[u8]) -> io::Result<()> {
         let conn = open_for_writes(&mut self.sources, id)?;
         if data.is_empty() {
             return Ok(());
         }
-        let held = conn.hold_behind_producers(Bytes::copy_from_slice(data));
-        self.queued_or_full(id, held.unwrap_or(Ok(())))
+        if conn.fifo.is_some() {
+            let held = conn.hold_behind_producers(Bytes::copy_from_slice(data));
+            return self.queued_or_full(id, held.unwrap_or(Ok(())));
+        }
+        let queued = conn.enqueue_copy(data, &mut self.tails);
+        self.queued_or_full(id, queued)
     }
 
     /// Queues all of `data` on connection `id` and leaves `data` empty:
@@ -44,9 +68,16 @@ impl Reactor {
     /// [`write_bytes`](Reactor::write_bytes) for the rule). What an echo
     /// does with its input: cheaper than `write_bytes(data.split().freeze())`
     /// for the small messages that would be copied anyway.
+    #[inline]
     pub fn write_buf(&mut self, id: ConnId, data: &mut BytesMut) -> io::Result<()> {
         if self.copies(data) {
-            let result = self.write(id, data);
+            // An echo's path: inline down to the copy (each call frame on
+            // the way cost about as much as the copy of a small message).
+            let result = if self.try_write_copy(id, data) {
+                Ok(())
+            } else {
+                self.write_uncommon(id, data)
+            };
             data.clear();
             result
         } else {
@@ -56,6 +87,7 @@ impl Reactor {
 
     /// True when a write of `data` would be copied rather than queued as it
     /// is: it is small, or a small part of the read buffer it lies in.
+    #[inline]
     fn copies(&self, data: &[u8]) -> bool {
         self.read_block_of(data)
             .map_or(data.len() < COPY_BELOW, |block| data.len() * 2 < block)
