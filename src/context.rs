@@ -81,7 +81,9 @@ impl<'a> Context<'a> {
     /// copying, small ones copied (see [`Reactor::write_bytes`] for the
     /// rule). An echo's `cx.write_buf(data)` is cheaper than
     /// `cx.write_bytes(data.split().freeze())` for small messages, which are
-    /// copied either way.
+    /// copied either way. With nothing queued before it, what the socket
+    /// takes is sent at once and only the rest is queued (see
+    /// [`Reactor::write_buf`]).
     pub fn write_buf(&mut self, data: &mut bytes::BytesMut) {
         let len = data.len();
         if let Err(e) = self.reactor.write_buf(self.id, data) {
