@@ -100,6 +100,12 @@ pub(crate) struct Conn {
     /// as lost at the close).
     pub(crate) lost_in_kernel: usize,
     pub(crate) stall_timer: Option<TimerId>,
+    /// `sent` at `close()`: what the socket took since bounds the input
+    /// dropped before the peer has everything.
+    pub(crate) sent_at_close: u64,
+    /// Reading held back after `close()`: the peer sent far more than it
+    /// took (see `discard_budget`); its progress resumes it.
+    pub(crate) discard_held: bool,
     /// Producers and the writes queued behind them (boxed: most
     /// connections never have one).
     pub(crate) fifo: Option<Box<crate::producer::Fifo>>,
@@ -163,6 +169,8 @@ impl Conn {
             taken_at: now,
             lost_in_kernel: 0,
             stall_timer: None,
+            sent_at_close: 0,
+            discard_held: false,
             fifo: None,
             produce_scheduled: false,
             linger_timer: None,
@@ -179,6 +187,17 @@ impl Conn {
         } else {
             n
         }
+    }
+
+    /// Before the peer has everything, input is read and dropped up to
+    /// `close_discard` plus 4 times what the socket took since `close()`:
+    /// a peer that uploads while it reads the answer is never cut off, and
+    /// one that only uploads costs the server no more reads than that (its
+    /// flow control holds it back while reading waits).
+    pub(crate) fn discard_budget_spent(&self) -> bool {
+        let taken = self.sent.saturating_sub(self.sent_at_close);
+        let budget = (self.opts.close_discard as u64).saturating_add(taken.saturating_mul(4));
+        !self.delivered && self.discarded as u64 > budget
     }
 
     /// Notes a look at the peer's progress during a close (at `now`).

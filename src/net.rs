@@ -112,8 +112,9 @@ pub struct ConnOptions {
     /// connection is cut off (default 30 s), with
     /// [`CloseReason::PeerStalled`] and a warning that counts the bytes
     /// lost. A peer that keeps taking bytes, however slowly, is not cut off:
-    /// meanwhile its input is read and dropped without a byte bound (it
-    /// costs reads, not memory). The check looks every quarter of this, so
+    /// meanwhile its input is read and dropped (it costs reads, not memory,
+    /// and it is bounded: see `close_discard`).
+    /// The check looks every quarter of this, so
     /// the cut comes up to about half as much again after the last progress.
     ///
     /// [`CloseReason::PeerStalled`]: crate::CloseReason::PeerStalled
@@ -130,10 +131,13 @@ pub struct ConnOptions {
     pub close_linger: Duration,
     /// How many bytes the peer may send, once it has everything (see
     /// `close_linger`), before the connection is closed anyway with
-    /// [`CloseReason::PeerKeptSending`] (default 1 MiB). Input that arrives
-    /// while the peer is still taking our bytes is not counted: a peer
-    /// that uploads while it reads the answer would otherwise lose the rest
-    /// of the answer to the reset.
+    /// [`CloseReason::PeerKeptSending`] (default 1 MiB). Before that, while
+    /// the peer is still taking our bytes, its input is never a reason to
+    /// cut it off (a peer that uploads while it reads the answer would lose
+    /// the rest of the answer to the reset): it is read and dropped up to
+    /// this plus 4 times what the socket took since `close()`, and beyond
+    /// that left unread (TCP's flow control holds the peer back) until the
+    /// peer takes more.
     ///
     /// [`CloseReason::PeerKeptSending`]: crate::CloseReason::PeerKeptSending
     pub close_discard: usize,

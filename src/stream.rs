@@ -281,9 +281,10 @@ impl Reactor {
     /// final close finds no unread input (which would reset the connection
     /// and discard what the peer has not read yet). The peer's end of stream
     /// ends a lingering close. Only bytes sent once the peer has everything
-    /// count against `close_discard`: before, it is still taking ours (a
-    /// client uploading while it reads the answer), and the `close_stall`
-    /// check bounds a peer that stops taking them.
+    /// can cut it off (`close_discard`): before, it is still taking ours (a
+    /// client uploading while it reads the answer); reading then only waits
+    /// when it sent far more than it took (`Conn::discard_budget_spent`), and
+    /// the `close_stall` check bounds a peer that stops taking them.
     fn discard_input(&mut self, key: usize, trust_short_read: bool) {
         for _ in 0..READ_BUDGET {
             let Some(conn) = conn_in(&mut self.sources, key) else {
@@ -294,6 +295,11 @@ impl Reactor {
             }
             // What the protocol left unconsumed is not its business any more.
             conn.rbuf = None;
+            if conn.discard_budget_spent() {
+                // Leave it in the kernel: the peer's progress resumes reading.
+                conn.discard_held = true;
+                return;
+            }
             let mut buf = mem::take(&mut self.scratch);
             if buf.capacity() < READ_SIZE {
                 buf.reserve(READ_SIZE);
@@ -397,6 +403,9 @@ impl Reactor {
             if in_flight == 0 {
                 conn.delivered = true;
                 conn.discarded_at_linger = conn.discarded;
+                if mem::take(&mut conn.discard_held) {
+                    self.schedule_read(id.key());
+                }
             }
             return self.arm_linger(id.key());
         }
@@ -656,6 +665,9 @@ impl Reactor {
                 conn.taken_at = self.now; // progress, for the close_stall check
             }
         }
+        // The peer took more: more of its input may be dropped.
+        let resume_discard = conn.discard_held && conn.sent != sent_before;
+        conn.discard_held &= !resume_discard;
         // Everything sent, producers included: time for what waits on it.
         let done = flushed && conn.fifo.is_none();
         if done {
@@ -699,6 +711,9 @@ impl Reactor {
         if watch {
             self.watch_stall(key);
         }
+        if resume_discard {
+            self.schedule_read(key);
+        }
     }
 
     pub(crate) fn close_id(&mut self, id: ConnId, how: Closing) {
@@ -727,6 +742,7 @@ impl Reactor {
             (Closing::No, _) | (Closing::AfterFlush(_), Closing::Now(_)) => conn.closing = how,
             _ => return,
         }
+        conn.sent_at_close = conn.sent;
         self.schedule_flush(key);
         // Input that waits unread (the connection was paused) sends no new
         // edge: look now, to drop it.

@@ -389,3 +389,32 @@ fn a_slow_but_steady_reader_is_not_cut_off_by_the_stall_bound() {
     drop(s);
     assert_eq!(recv(&log), "closed unsent=0");
 }
+
+/// A client that only uploads after our close and never reads costs the
+/// server a bounded number of reads: input before the peer has everything
+/// is dropped up to `close_discard` plus 4 times what its socket took;
+/// beyond that reading waits and TCP's flow control holds the client back.
+/// (Without the bound the server read and dropped over a GB per second for
+/// as long as the close lasted.)
+#[test]
+fn a_client_that_only_uploads_after_close_is_held_back() {
+    let (server, _log) = firehose_server(8 << 20, ConnOptions::default());
+    let mut s = connect(server.inet(0));
+    s.set_write_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let block = [b'u'; 64 * 1024];
+    let started = Instant::now();
+    let mut sent = 0usize;
+    // Until a write blocks for 300 ms (held back), at most 3 s.
+    while started.elapsed() < Duration::from_secs(3) {
+        match s.write(&block) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    assert!(sent < 48 << 20, "the server read and dropped {sent} bytes");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "never held back"
+    );
+}
