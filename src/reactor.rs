@@ -37,9 +37,16 @@ pub(crate) const READ_SIZE: usize = 64 * 1024;
 pub(crate) const READ_BUDGET: usize = 8;
 /// Growth step of a connection's own buffer (one that holds a partial frame).
 pub(crate) const OWN_READ_SIZE: usize = 8 * 1024;
-/// Emptied connection buffers kept for reuse, so that partial frames in
+/// Small kept-input buffers kept for reuse, so that partial frames in
 /// steady traffic do not allocate.
 pub(crate) const BUFFER_POOL: usize = 64;
+/// Input a protocol leaves up to this size is kept in a small buffer (from
+/// the pool) and read after in the shared buffer; a longer partial frame
+/// gets a buffer of its own, read into in place.
+pub(crate) const KEPT_BLOCK: usize = 4 * 1024;
+/// What a connection's own read buffer may hold beyond twice its input
+/// before the input is copied out to a buffer of its size.
+pub(crate) const KEPT_SLACK: usize = 8 * 1024;
 
 pub(crate) enum Source {
     Listener(ListenerState),

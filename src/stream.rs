@@ -13,7 +13,8 @@ use mio::{Interest, Token};
 use crate::conn::{Closing, Conn, ShutdownWrite};
 use crate::net::{ConnOptions, Stream};
 use crate::reactor::{
-    conn_in, Source, TimerTarget, BUFFER_POOL, OWN_READ_SIZE, READ_BUDGET, READ_SIZE,
+    conn_in, Source, TimerTarget, BUFFER_POOL, KEPT_BLOCK, KEPT_SLACK, OWN_READ_SIZE, READ_BUDGET,
+    READ_SIZE,
 };
 use crate::{Addr, BlockingStream, CloseReason, ConnId, Protocol, Reactor, TimerId};
 
@@ -214,21 +215,39 @@ impl Reactor {
             if conn.redeliver {
                 conn.redeliver = false;
                 if let Some(mut buf) = conn.rbuf.take() {
+                    let start = buf.as_ptr() as usize;
+                    self.read_block = (start, start + buf.capacity());
                     self.call(key, |p, cx| p.on_data(cx, &mut buf));
                     self.keep_unconsumed(key, buf, true);
                     self.settle();
                 }
                 continue;
             }
-            let own = conn.rbuf.is_some();
+            let mut own = conn.rbuf.is_some();
             let mut buf = match conn.rbuf.take() {
+                // A few bytes kept move to the shared buffer and are read
+                // after there: a connection holding a little never grows a
+                // read buffer of its own (a copy of at most KEPT_BLOCK).
+                Some(kept) if kept.len() <= KEPT_BLOCK => {
+                    own = false;
+                    let mut buf = mem::take(&mut self.scratch);
+                    buf.extend_from_slice(&kept);
+                    self.release_kept(kept);
+                    buf
+                }
                 Some(buf) => buf,
                 None => mem::take(&mut self.scratch),
             };
             // Reserve only when little room is left: each split-off message
             // shrinks the room, and `reserve` on a shared buffer is not free
             // (it was a tenth of the reactor's work per echoed message).
-            let size = if own { OWN_READ_SIZE } else { READ_SIZE };
+            // An own buffer (a long partial frame) grows by at least what it
+            // holds: no quadratic copying while a long frame trickles in.
+            let size = if own {
+                buf.len().max(OWN_READ_SIZE)
+            } else {
+                READ_SIZE
+            };
             if buf.capacity() - buf.len() < size / 4 {
                 buf.reserve(size);
                 if !own {
@@ -529,23 +548,32 @@ impl Reactor {
     }
 
     /// Puts a read buffer back after `on_data`: what the protocol left stays
-    /// with the connection (in a buffer of its own, so the shared one is free
-    /// for others); an empty buffer goes back to the shared one or the pool.
+    /// with the connection, in a buffer that costs about what it holds
+    /// (docs/design.md, "Input kept for a partial frame"): a few bytes in a
+    /// small buffer of the pool, more in one of their size; the connection's
+    /// own buffer (a long frame read in place) only while at least about
+    /// half of it is input. An empty buffer goes back to the shared one.
     fn keep_unconsumed(&mut self, key: usize, mut buf: BytesMut, own: bool) {
-        if buf.is_empty() {
-            buf.clear();
+        let len = buf.len();
+        if len == 0 {
             if !own {
+                buf.clear();
                 self.return_scratch(buf);
-            } else if self.pool.len() < BUFFER_POOL && buf.capacity() <= READ_SIZE {
-                self.pool.push(buf);
             }
             return;
         }
         let kept = if own {
-            buf
+            // What the buffer holds from where this read (or redelivery)
+            // started: its spare room and what the protocol consumed.
+            let end = buf.as_ptr() as usize + buf.capacity();
+            let held = end - self.read_block.0.min(buf.as_ptr() as usize);
+            if held <= 2 * len + KEPT_SLACK {
+                buf
+            } else {
+                self.kept_copy(&buf)
+            }
         } else {
-            let mut kept = self.pool.pop().unwrap_or_default();
-            kept.extend_from_slice(&buf);
+            let kept = self.kept_copy(&buf);
             buf.clear();
             self.scratch = buf;
             kept
@@ -555,6 +583,30 @@ impl Reactor {
             // offered again when reading resumes.
             conn.redeliver = conn.paused();
             conn.rbuf = Some(kept);
+        }
+    }
+
+    /// A copy of `bytes` in a buffer of about their size: a small one from
+    /// the pool (no allocation in steady traffic), or one of exactly their size.
+    fn kept_copy(&mut self, bytes: &[u8]) -> BytesMut {
+        let mut kept = match self.pool.pop() {
+            Some(small) if bytes.len() <= KEPT_BLOCK => small,
+            other => {
+                if let Some(small) = other {
+                    self.pool.push(small);
+                }
+                BytesMut::with_capacity(bytes.len())
+            }
+        };
+        kept.extend_from_slice(bytes);
+        kept
+    }
+
+    /// Gives a small kept buffer whose bytes moved on back to the pool.
+    fn release_kept(&mut self, mut kept: BytesMut) {
+        kept.clear();
+        if self.pool.len() < BUFFER_POOL && kept.capacity() <= KEPT_BLOCK {
+            self.pool.push(kept);
         }
     }
 

@@ -10,6 +10,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use std::os::unix::net::UnixStream;
 
@@ -405,4 +406,156 @@ fn a_connection_idle_after_a_burst_holds_what_it_held_before() {
         median <= 128,
         "a connection holds {median} bytes more after a burst (bursts grew the heap by {grown:?})"
     );
+}
+
+// ----- input kept for a partial frame (red team B2) -------------------------
+
+/// A line echo that counts its reads, so that the test knows when the
+/// server has seen every byte sent.
+struct CountedLines(Framed<LineEcho>, Arc<AtomicU64>);
+impl Protocol for CountedLines {
+    fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+        self.0.on_data(cx, data);
+        self.1.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A line echo server and its count of reads (of its own: tests run in
+/// parallel).
+fn counted_line_server() -> (Server, Arc<AtomicU64>) {
+    let reads = Arc::new(AtomicU64::new(0));
+    let counter = reads.clone();
+    let server = Server::start(move |r| {
+        let id = r
+            .listen(&any_port(), move |_| {
+                CountedLines(Framed::new(LineEcho), counter.clone())
+            })
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    (server, reads)
+}
+
+/// Sends `bytes` on every client and waits until the server has read them
+/// all (at least one more read per client).
+fn send_to_all(
+    clients: &mut [std::net::TcpStream],
+    bytes: &[u8],
+    reads: &AtomicU64,
+    total: &mut u64,
+) {
+    for c in clients.iter_mut() {
+        c.write_all(bytes).unwrap();
+    }
+    *total += clients.len() as u64;
+    let want = *total;
+    wait_until("the server to read", || {
+        reads.load(Ordering::Relaxed) >= want
+    });
+}
+
+/// Heap the reactor thread holds per connection while each of `n`
+/// connections keeps a few bytes of input, after `steps` (each a write
+/// seen by the server in a read of its own; a line `\n` completes whatever
+/// came before it and is answered, and read back).
+fn heap_per_connection_holding_a_tail(n: usize, steps: &[&[u8]]) -> i64 {
+    let (server, count) = counted_line_server();
+    let mut clients: Vec<_> = (0..n).map(|_| connect(server.inet(0))).collect();
+    let mut reads = 0;
+    // Warm up: the shared buffers, the pools, the slab.
+    for c in clients.iter_mut() {
+        assert_eq!(roundtrip(c, b"hi\n"), b"hi\n");
+        reads += 1;
+    }
+    wait_until("the warm-up", || count.load(Ordering::Relaxed) >= reads);
+    let (_, before) = probe(&server);
+    let mut echoed = 0;
+    for step in steps {
+        send_to_all(&mut clients, step, &count, &mut reads);
+        if let Some(end) = step.iter().position(|&b| b == b'\n') {
+            let line = echoed + end + 1;
+            for c in clients.iter_mut() {
+                assert_eq!(read_n(c, line).len(), line);
+            }
+            echoed = 0;
+        } else {
+            echoed += step.len();
+        }
+    }
+    let (_, after) = probe(&server);
+    (after - before) / n as i64
+}
+
+/// One long line grew a connection's own read buffer; the byte sent after
+/// the line must not keep that buffer (it kept ~120 KB per connection).
+#[test]
+fn one_pending_byte_after_a_long_line_holds_about_one_byte() {
+    let long = vec![b'a'; 60_000];
+    let per_conn = heap_per_connection_holding_a_tail(100, &[&long, b"\nb"]);
+    eprintln!("heap per connection holding 1 byte after a 60,000-byte line: {per_conn} bytes");
+    // One byte kept, in a buffer of the pool (64 × 4 KiB shared) or its own.
+    assert!(
+        per_conn <= 3 * 1024,
+        "{per_conn} bytes per connection holding one byte"
+    );
+}
+
+/// Two bytes arriving in two reads cost a connection 8 KiB (its own
+/// buffer was reserved at its growth step before reading into it).
+#[test]
+fn two_pending_bytes_in_two_reads_hold_about_two_bytes() {
+    let per_conn = heap_per_connection_holding_a_tail(200, &[b"a", b"b"]);
+    eprintln!("heap per connection holding 2 bytes in two reads: {per_conn} bytes");
+    assert!(
+        per_conn <= 2 * 1024,
+        "{per_conn} bytes per connection holding two bytes"
+    );
+}
+
+/// A long line trickling in is read into a buffer of its own that grows by
+/// doubling (no copy per read of everything so far), and holds at most
+/// about twice the line at any time.
+#[test]
+fn a_long_line_trickling_in_costs_about_its_size() {
+    let (server, count) = counted_line_server();
+    let mut client = connect(server.inet(0));
+    client.set_nodelay(true).unwrap();
+    assert_eq!(roundtrip(&mut client, b"hi\n"), b"hi\n");
+    let mut reads = 1;
+    wait_until("the warm-up", || count.load(Ordering::Relaxed) >= reads);
+    let (allocs_before, before) = probe(&server);
+    let mut sent = 0;
+    let mut worst = 0;
+    // Up to 55,000 bytes: under Framed's 64 KiB frame limit.
+    for i in 0..55usize {
+        let piece = vec![b'z'; 1000 + i % 7];
+        send_to_all(
+            std::slice::from_mut(&mut client),
+            &piece,
+            &count,
+            &mut reads,
+        );
+        sent += piece.len();
+        let (_, live) = probe(&server);
+        let over = (live - before) - 2 * sent as i64;
+        worst = worst.max(over);
+        assert!(
+            over <= 16 * 1024,
+            "{} bytes of heap for a partial line of {sent} bytes",
+            live - before
+        );
+    }
+    let (allocs, _) = probe(&server);
+    eprintln!(
+        "partial line of {sent} bytes in 55 reads: {} allocations, worst excess over 2x {worst} bytes",
+        allocs - allocs_before
+    );
+    // Doubling: a few dozen growths, not one per read.
+    assert!(
+        allocs - allocs_before < 25,
+        "{} allocations",
+        allocs - allocs_before
+    );
+    client.write_all(b"\n").unwrap();
+    assert_eq!(read_n(&mut client, sent + 1).len(), sent + 1);
 }

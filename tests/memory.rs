@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::process::{connect, hwm_kib, rss_kib, LineClient, Program, TempDir};
+use common::process::{connect, hwm_kib, rss_kib, status_kib, LineClient, Program, TempDir};
 use socket2::{Domain, Socket, Type};
 
 /// The issue's "done when": peak resident growth under 16 MiB.
@@ -280,4 +280,84 @@ fn a_burst_drops_no_member_who_reads() {
         "no log line about the member who stopped reading: {log}"
     );
     drop(stuck);
+}
+
+/// Bytes waiting in the kernel on the TCP connections of local port `port`
+/// (both ends, both directions), from /proc/net/tcp: zero once the server
+/// has read everything sent to it and its peers everything it sent.
+fn bytes_in_flight(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<_> = l.split_whitespace().collect();
+            f[1].ends_with(&port) || f[2].ends_with(&port)
+        })
+        .map(|l| {
+            let queues = l.split_whitespace().nth(4).unwrap();
+            let (tx, rx) = queues.split_once(':').unwrap();
+            u64::from_str_radix(tx, 16).unwrap() + u64::from_str_radix(rx, 16).unwrap()
+        })
+        .sum()
+}
+
+/// Red team B2: line_echo clients each send a 60,000-byte line in two
+/// steps (the server keeps the first in a buffer of the connection's own,
+/// grown for it), then one byte with no newline. That byte used to keep the
+/// whole grown buffer: ~120 KB per connection. Two sets of clients, one
+/// after the other: memory the first set freed is reused by the second
+/// (the allocator's cache), memory it still holds is not, so the second
+/// set's growth is what connections holding one byte cost.
+#[test]
+fn a_byte_left_after_a_long_line_does_not_keep_its_buffer() {
+    const N: usize = 200;
+    let mut server = Program::start("line_echo", &["--port", "0"]);
+    let addr = server.listening_one();
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let pid = server.pid();
+    let data_kib = || status_kib(pid, "VmData").expect("VmData");
+    let mut sets: Vec<Vec<TcpStream>> = (0..2)
+        .map(|_| (0..N).map(|_| connect(&addr)).collect())
+        .collect();
+    let settle = |what: &str| {
+        let start = Instant::now();
+        while bytes_in_flight(port) > 0 {
+            assert!(start.elapsed() < LOAD_LIMIT, "timed out waiting for {what}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let long = vec![b'a'; 60_000];
+    let mut line = vec![0; long.len() + 1];
+    let mut figures = Vec::new();
+    for set in sets.iter_mut() {
+        let before = (rss_kib(pid), data_kib());
+        for c in set.iter_mut() {
+            c.write_all(&long).unwrap();
+        }
+        settle("the server to read the long lines");
+        for c in set.iter_mut() {
+            c.write_all(b"\nb").unwrap();
+        }
+        for c in set.iter_mut() {
+            c.read_exact(&mut line).unwrap();
+        }
+        settle("the server to read the last bytes");
+        let after = (rss_kib(pid), data_kib());
+        println!(
+            "{N} connections holding one byte after a 60,000-byte line: \
+             VmRSS +{} KiB, VmData +{} KiB",
+            after.0 as i64 - before.0 as i64,
+            after.1 as i64 - before.1 as i64
+        );
+        figures.push(after.0 as i64 - before.0 as i64);
+    }
+    // The second set: ~120 KB per connection (23 MiB) before the fix.
+    let second = figures[1];
+    assert!(
+        second < (N as i64) * 8,
+        "{N} connections each holding one byte grew the server by {second} KiB"
+    );
+    drop(sets);
 }
