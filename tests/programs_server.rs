@@ -137,13 +137,18 @@ fn echo_server_pool_in_every_family() {
 
 /// The delay each handler sleeps before answering.
 const DELAY: &str = "0.2";
-/// Four clients served one after the other would take 4 x 0.2 s.
-const CONCURRENT_BOUND: Duration = Duration::from_millis(700);
+/// Clients at once: eight, so that one after the other (8 x 0.2 s) and side
+/// by side (0.2 s) lie far apart, with a second of slack for a loaded
+/// machine (four clients and a 700 ms bound left 0.1 s below the 0.8 s of
+/// the serial case and 0.5 s above the concurrent one).
+const CLIENTS: usize = 8;
+/// Three quarters of the 1.6 s of the clients served one after the other.
+const CONCURRENT_BOUND: Duration = Duration::from_millis(1200);
 
-/// Four clients at once, each sending one message and reading its stamped
-/// reply, then closing. Returns how long they took together.
-fn four_concurrent_clients(addr: &str) -> Duration {
-    let clients = 4;
+/// `CLIENTS` clients at once, each sending one message and reading its
+/// stamped reply, then closing. Returns how long they took together.
+fn concurrent_clients(addr: &str) -> Duration {
+    let clients = CLIENTS;
     let barrier = Arc::new(Barrier::new(clients + 1));
     let threads: Vec<_> = (0..clients)
         .map(|i| {
@@ -178,17 +183,17 @@ fn four_concurrent_clients(addr: &str) -> Duration {
     started.elapsed()
 }
 
-/// Starts `name` with `--delay 0.2` and checks that four clients are
+/// Starts `name` with `--delay 0.2` and checks that `CLIENTS` clients are
 /// served side by side; returns the server, still running.
 fn serves_concurrently(name: &'static str, extra: &[&str]) -> Program {
     let mut args = vec!["--port", "0", "--delay", DELAY];
     args.extend_from_slice(extra);
     let mut server = Program::start(name, &args);
     let addr = server.listening_one();
-    let took = four_concurrent_clients(&addr);
+    let took = concurrent_clients(&addr);
     assert!(
         took < CONCURRENT_BOUND,
-        "{name} {extra:?}: four clients took {took:?}: not served concurrently"
+        "{name} {extra:?}: {CLIENTS} clients took {took:?}: not served concurrently"
     );
     assert!(
         took >= Duration::from_millis(200),
@@ -228,8 +233,8 @@ fn fork_server_serves(extra: &[&str], reaped: bool) {
     let pids: HashSet<&str> = logged_after(&stderr, "child ").into_iter().collect();
     assert_eq!(
         pids.len(),
-        4,
-        "four children, each logging its pid:\n{stderr}"
+        CLIENTS,
+        "a child per client, each logging its pid:\n{stderr}"
     );
     assert!(!pids.contains(pid.to_string().as_str()), "{stderr}");
 }
@@ -255,8 +260,8 @@ fn thread_server_serves_clients_on_threads() {
     let names: HashSet<&str> = logged_after(&stderr, "thread ").into_iter().collect();
     assert_eq!(
         names.len(),
-        4,
-        "four threads, each logging its name:\n{stderr}"
+        CLIENTS,
+        "a thread per client, each logging its name:\n{stderr}"
     );
     assert!(names.iter().all(|n| n.starts_with("request-")), "{names:?}");
 }
@@ -264,8 +269,12 @@ fn thread_server_serves_clients_on_threads() {
 #[test]
 fn class_server_serves_clients_on_threads() {
     let stderr = serves_concurrently("class_server", &[]).stop_with(libc::SIGTERM);
-    assert_eq!(logged_after(&stderr, "thread ").len(), 4, "{stderr}");
-    assert_eq!(logged_after(&stderr, ", replies: 1").len(), 4, "{stderr}");
+    assert_eq!(logged_after(&stderr, "thread ").len(), CLIENTS, "{stderr}");
+    assert_eq!(
+        logged_after(&stderr, ", replies: 1").len(),
+        CLIENTS,
+        "{stderr}"
+    );
 }
 
 #[test]
