@@ -21,11 +21,13 @@
 //! on an optional stream socket. End of stream on the command socket ends
 //! the fork server; its children go on to finish their requests.
 
+use std::collections::HashSet;
 use std::io::{self, Write};
 use std::mem;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -45,8 +47,46 @@ const MAX_FDS: usize = 4;
 const PANICKED: i32 = 70;
 
 /// How long the parent waits for the pid of a child it asked for. A fork
-/// takes milliseconds; a fork server that does not answer is broken.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// takes milliseconds; a fork server that does not answer within this is
+/// taken for broken and killed (the loop that asked must not stay blocked,
+/// and a late answer must never be read as the next request's).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Listening and datagram sockets the crate owns, in every reactor and
+/// server of the process: a fork server forked later holds copies of them
+/// all, which would keep a closed server's port listening; it closes them.
+/// User descriptors are never listed.
+static CRATE_SOCKETS: Mutex<Option<HashSet<RawFd>>> = Mutex::new(None);
+
+/// Lists a socket in [`CRATE_SOCKETS`] while it lives. Declare it as the
+/// first field of the owner, so that it is unlisted before the socket
+/// closes: a number reused by someone else is then never closed by a fork
+/// server (at worst one closed socket stays open in a fork server started
+/// in between).
+pub(crate) struct CrateSocket(RawFd);
+
+impl CrateSocket {
+    pub(crate) fn new(fd: RawFd) -> CrateSocket {
+        let mut set = CRATE_SOCKETS.lock().unwrap_or_else(|p| p.into_inner());
+        set.get_or_insert_with(HashSet::new).insert(fd);
+        CrateSocket(fd)
+    }
+}
+
+impl Drop for CrateSocket {
+    fn drop(&mut self) {
+        let mut set = CRATE_SOCKETS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(set) = set.as_mut() {
+            set.remove(&self.0);
+        }
+    }
+}
+
+fn crate_sockets() -> Vec<RawFd> {
+    let set = CRATE_SOCKETS.lock().unwrap_or_else(|p| p.into_inner());
+    set.as_ref()
+        .map_or_else(Vec::new, |s| s.iter().copied().collect())
+}
 
 /// The parent's side: the command socket and the fork server's pid.
 pub(crate) struct ForkServer {
@@ -57,6 +97,10 @@ pub(crate) struct ForkServer {
     /// message is sent whole): a signal never waits for a fork's answer.
     ctl_fd: RawFd,
     pid: libc::pid_t,
+    /// Why the fork server is gone (killed, or killed by us after it did
+    /// not answer), once it was reaped: no child can be forked any more.
+    gone: Mutex<Option<String>>,
+    reaped: AtomicBool,
 }
 
 impl ForkServer {
@@ -88,6 +132,10 @@ impl ForkServer {
                  servers and process pools before starting threads"
             );
         }
+        // Every listening or datagram socket of the crate in this process,
+        // taken before the fork (the child takes no lock).
+        let mut close = [close, &crate_sockets()].concat();
+        close.retain(|&fd| fd != theirs.as_raw_fd() && Some(fd) != reports);
         let out = io::stdout().lock();
         let err = io::stderr().lock();
         // SAFETY: fork has no memory-safety preconditions of its own. The
@@ -98,7 +146,7 @@ impl ForkServer {
             drop((out, err));
             let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
                 drop(ours);
-                for &fd in close {
+                for &fd in &close {
                     // SAFETY: `close` lists descriptors the crate owns; the
                     // objects that own them are never used in this process,
                     // which runs only `serve` and leaves with `_exit`.
@@ -118,35 +166,92 @@ impl ForkServer {
             ctl_fd: ours.as_raw_fd(),
             ctl: Mutex::new(ours),
             pid,
+            gone: Mutex::new(None),
+            reaped: AtomicBool::new(false),
         })
     }
 
     /// Asks for a child that runs the job with `fds` and `payload`;
     /// returns its pid. The descriptors stay open here: close them after.
+    ///
+    /// A fork server that cannot be reached or does not answer within
+    /// [`ANSWER_TIMEOUT`] is killed and reaped: every later call fails at
+    /// once, and [`gone`](Self::gone) says why.
     pub(crate) fn fork(&self, fds: &[BorrowedFd<'_>], payload: &[u8]) -> io::Result<libc::pid_t> {
+        if let Some(why) = self.gone() {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, why));
+        }
         let mut message = Vec::with_capacity(1 + payload.len());
         message.push(FORK);
         message.extend_from_slice(payload);
         let ctl = self.ctl.lock().unwrap_or_else(|p| p.into_inner());
-        send_message(ctl.as_raw_fd(), &message, fds)?;
+        if let Err(e) = send_message(ctl.as_raw_fd(), &message, fds) {
+            return Err(self.broken(format!("the fork server is gone: {e}")));
+        }
         let mut answer = [0u8; 4];
-        // SAFETY: reads into a buffer we own, of the length given.
-        let n = unsafe { libc::recv(ctl.as_raw_fd(), answer.as_mut_ptr().cast(), 4, 0) };
+        let n = loop {
+            // SAFETY: reads into a buffer we own, of the length given.
+            let n = unsafe { libc::recv(ctl.as_raw_fd(), answer.as_mut_ptr().cast(), 4, 0) };
+            if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break n;
+            }
+        };
         if n != 4 {
             let e = if n < 0 {
                 io::Error::last_os_error()
             } else {
                 io::Error::new(io::ErrorKind::BrokenPipe, "the fork server is gone")
             };
-            return Err(io::Error::new(
-                e.kind(),
-                format!("fork server did not answer: {e}"),
-            ));
+            // A late answer would be read as the next request's: the
+            // channel is never used again.
+            return Err(self.broken(format!("fork server did not answer: {e}")));
         }
         match i32::from_ne_bytes(answer) {
             pid if pid > 0 => Ok(pid),
             errno => Err(io::Error::from_raw_os_error(-errno)),
         }
+    }
+
+    /// Why the fork server is gone, if it is: checks (without waiting)
+    /// whether it exited, and reaps it.
+    pub(crate) fn gone(&self) -> Option<String> {
+        let mut gone = self.gone.lock().unwrap_or_else(|p| p.into_inner());
+        if gone.is_none() && !self.reaped.load(Ordering::Acquire) {
+            let mut status = 0;
+            // SAFETY: waits (without blocking) for our own child only.
+            let reaped = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+            if reaped == self.pid {
+                self.reaped.store(true, Ordering::Release);
+                *gone = Some(describe_exit(self.pid, status));
+            }
+        }
+        gone.clone()
+    }
+
+    /// Kills and reaps a fork server that failed us; the error to return.
+    fn broken(&self, why: String) -> io::Error {
+        let mut gone = self.gone.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.reaped.swap(true, Ordering::AcqRel) {
+            let mut status = 0;
+            // SAFETY: our own child, reaped once (killed first unless it
+            // already ended: then how it ended is the better reason).
+            let why = unsafe {
+                if libc::waitpid(self.pid, &mut status, libc::WNOHANG) == self.pid {
+                    format!("{} ({why})", describe_exit(self.pid, status))
+                } else {
+                    libc::kill(self.pid, libc::SIGKILL);
+                    while libc::waitpid(self.pid, &mut status, 0) == -1
+                        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+                    {
+                    }
+                    format!("{why}; killed it")
+                }
+            };
+            *gone = Some(why);
+        }
+        let why = gone.get_or_insert(why).clone();
+        log::error!("{why}: no more processes can be forked");
+        io::Error::new(io::ErrorKind::BrokenPipe, why)
     }
 
     /// Replaces the configuration that every later child gets.
@@ -182,6 +287,9 @@ impl Drop for ForkServer {
     /// wait (it may be killing its children, or blocked writing reports
     /// nobody reads), then SIGKILL; reaped either way.
     fn drop(&mut self) {
+        if *self.reaped.get_mut() {
+            return;
+        }
         let ctl = self.ctl.get_mut().unwrap_or_else(|p| p.into_inner());
         // SAFETY: ends our side of the stream; the descriptor stays ours.
         unsafe { libc::shutdown(ctl.as_raw_fd(), libc::SHUT_RDWR) };
@@ -208,6 +316,21 @@ impl Drop for ForkServer {
                 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
             {}
         }
+    }
+}
+
+/// Says how a fork server ended, from its wait status.
+fn describe_exit(pid: libc::pid_t, status: i32) -> String {
+    if libc::WIFSIGNALED(status) {
+        format!(
+            "the fork server {pid} was killed by signal {}",
+            libc::WTERMSIG(status)
+        )
+    } else {
+        format!(
+            "the fork server {pid} exited with status {}",
+            libc::WEXITSTATUS(status)
+        )
     }
 }
 
@@ -379,11 +502,13 @@ fn int_at(data: &[u8], at: usize) -> Option<i32> {
 fn serve(ctl: OwnedFd, reports: Option<RawFd>, kill_children: bool, job: &Job) -> ! {
     // SAFETY: signal dispositions and masks of this single-threaded process.
     let (signals, old_mask) = unsafe {
-        // A Ctrl-C reaches the whole process group: the parent decides what
-        // becomes of the children, so the fork server must outlive it.
+        // A Ctrl-C, or a service manager's SIGTERM, reaches the whole
+        // process group: the parent decides what becomes of the children
+        // (and must hear of their exits), so the fork server outlives it.
+        // It ends at end of stream on its command socket.
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
-        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
         libc::signal(libc::SIGCHLD, libc::SIG_DFL);
         let mut set: libc::sigset_t = mem::zeroed();
         let mut old: libc::sigset_t = mem::zeroed();

@@ -28,6 +28,8 @@ enum Acceptor {
 }
 
 pub(crate) struct ListenerState {
+    /// First: unlisted before `listener` closes.
+    _listed: crate::forkserver::CrateSocket,
     listener: Listener,
     pub(crate) gen: u32,
     acceptor: Acceptor,
@@ -124,6 +126,9 @@ impl Reactor {
         self.registry()
             .register(&mut listener, Token(key), Interest::READABLE)?;
         let state = ListenerState {
+            _listed: crate::forkserver::CrateSocket::new(std::os::fd::AsRawFd::as_raw_fd(
+                &listener,
+            )),
             listener,
             gen,
             acceptor,

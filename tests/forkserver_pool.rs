@@ -48,6 +48,9 @@ fn work(request: &[u8]) -> Vec<u8> {
     answer
 }
 
+/// These tests count this process's children: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn ask(stream: &mut BufReader<TcpStream>, line: &str) -> String {
     stream
         .get_mut()
@@ -60,6 +63,7 @@ fn ask(stream: &mut BufReader<TcpStream>, line: &str) -> String {
 
 #[test]
 fn two_hundred_replacement_workers_while_threads_hammer_the_allocator_log_and_stdout() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let _ = env_logger::builder().is_test(true).try_init();
     let server = Server::start(|r| {
         let pool = ProcessPool::start(r, 2, work).unwrap();
@@ -103,4 +107,57 @@ fn two_hundred_replacement_workers_while_threads_hammer_the_allocator_log_and_st
         "200 workers replaced and answering in {elapsed:?} while 4 threads made {rounds} rounds"
     );
     server.stop();
+}
+
+/// Children of `parent` (from /proc).
+fn children_of(parent: u32) -> Vec<i32> {
+    let parent = parent.to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.ok()?.path().join("stat")).ok()?;
+            let after = stat.rsplit(')').next()?;
+            let ppid = after.split_whitespace().nth(1)?;
+            (ppid == parent).then(|| stat.split_whitespace().next()?.parse().ok())?
+        })
+        .collect()
+}
+
+/// With its fork server killed, a pool whose workers then die can run
+/// nothing more: a job must be answered with an error at once, not wait
+/// forever.
+#[test]
+fn a_pool_that_lost_its_fork_server_and_workers_fails_every_job() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let before = children_of(std::process::id());
+    let server = Server::start(|r| {
+        let pool = ProcessPool::start(r, 1, work).unwrap();
+        let id = r
+            .listen(&any_port(), move |_| Framed::new(ToPool(pool.clone())))
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    let mut client =
+        BufReader::new(TcpStream::connect(server.addrs[0].as_inet().unwrap()).unwrap());
+    client
+        .get_ref()
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(ask(&mut client, "x"), "X");
+    let fork_server: Vec<i32> = children_of(std::process::id())
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(fork_server.len(), 1, "one fork server: {fork_server:?}");
+    let workers = children_of(fork_server[0] as u32);
+    assert_eq!(workers.len(), 1, "one worker: {workers:?}");
+    // SAFETY: killing the pool's own fork server, then its worker.
+    unsafe {
+        libc::kill(fork_server[0], libc::SIGKILL);
+        libc::kill(workers[0], libc::SIGKILL);
+    }
+    for _ in 0..3 {
+        assert_eq!(ask(&mut client, "y"), "error");
+    }
+    drop(server);
 }

@@ -65,6 +65,8 @@ struct PoolState {
 }
 
 struct Worker {
+    /// False once it ended and could not be replaced: never given work.
+    alive: bool,
     pid: libc::pid_t,
     link: ConnId,
     busy: Option<Pending>,
@@ -146,6 +148,10 @@ impl ProcessPool {
         then: impl FnOnce(&mut Context<'_>, io::Result<Vec<u8>>) + 'static,
     ) {
         let client = cx.id();
+        if let Some(why) = self.state.borrow().dead() {
+            // Nothing could ever run it: say so now, not never.
+            return then(cx, Err(io::Error::new(io::ErrorKind::BrokenPipe, why)));
+        }
         if !cx.reactor().work_started(client) {
             log::debug!("{client} is closing: request dropped");
             return;
@@ -191,6 +197,18 @@ impl super::HoldsWork for RefCell<PoolState> {
 }
 
 impl PoolState {
+    /// Why no request can run any more: every worker ended and none could
+    /// be replaced.
+    fn dead(&self) -> Option<String> {
+        if self.workers.is_empty() || self.workers.iter().any(|w| w.alive) {
+            return None;
+        }
+        Some(match self.forks.gone() {
+            Some(why) => format!("the process pool has no worker left: {why}"),
+            None => "the process pool has no worker left: none could be started".to_string(),
+        })
+    }
+
     fn in_flight(&self) -> usize {
         self.queue.len() + self.workers.iter().filter(|w| w.busy.is_some()).count()
     }
@@ -203,7 +221,11 @@ fn dispatch(reactor: &mut Reactor, state: &RefCell<PoolState>) {
     let resume = {
         let mut state = state.borrow_mut();
         let state = &mut *state;
-        for worker in state.workers.iter_mut().filter(|w| w.busy.is_none()) {
+        for worker in state
+            .workers
+            .iter_mut()
+            .filter(|w| w.alive && w.busy.is_none())
+        {
             let Some(pending) = state.queue.pop_front() else {
                 break;
             };
@@ -251,6 +273,7 @@ fn spawn(
     };
     match reactor.adopt(BlockingStream::Unix(parent_end), &opts, link) {
         Ok(link) => Ok(Worker {
+            alive: true,
             pid,
             link,
             busy: None,
@@ -391,8 +414,21 @@ impl FrameHandler for Link {
         );
         match spawn(reactor, &state, self.index) {
             Ok(worker) => state.borrow_mut().workers[self.index] = worker,
-            Err(e) => log::error!("cannot replace worker process {}: {e}", self.pid),
+            Err(e) => {
+                log::error!("cannot replace worker process {}: {e}", self.pid);
+                state.borrow_mut().workers[self.index].alive = false;
+            }
         }
         dispatch(reactor, &state);
+        let dead = state.borrow().dead();
+        if let Some(why) = dead {
+            log::error!("{why}: every request fails from now on");
+            let queued = std::mem::take(&mut state.borrow_mut().queue);
+            for pending in queued {
+                let err = io::Error::new(io::ErrorKind::BrokenPipe, why.clone());
+                reactor.work_done(pending.client, |client| (pending.then)(client, Err(err)));
+            }
+            dispatch(reactor, &state); // resumes paused submitters
+        }
     }
 }

@@ -236,6 +236,13 @@ impl RunningServer {
         self.handle.server_address()
     }
 
+    /// Whether the server stopped on its own: `serve_forever` failed (for
+    /// instance a forking server whose fork server died); `shutdown` returns
+    /// the error.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
     /// Shuts the server down, closes it (`server_close`: waits for threads
     /// or children per `block_on_close`) and returns `serve_forever`'s result.
     pub fn shutdown(mut self) -> io::Result<()> {

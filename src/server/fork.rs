@@ -123,8 +123,23 @@ impl Children {
         }
     }
 
+    /// Why no request can be forked any more, if so (the fork server died
+    /// or stopped answering; it is reaped by now).
+    pub(crate) fn broken(&self) -> Option<String> {
+        self.forks.gone()
+    }
+
     /// Takes note of the children that exited.
     pub(crate) fn reap(&mut self) {
+        if !self.pids.is_empty() && self.forks.gone().is_some() {
+            // Their reaper is gone: no exit report can come, so they are
+            // neither waited for nor counted (they are init's now).
+            log::warn!(
+                "{} request child(ren) orphaned by the fork server's end; not waiting for them",
+                self.pids.len()
+            );
+            self.pids.clear();
+        }
         for pid in self.exited.borrow_mut().drain(..) {
             if pid == FORK_SERVER_GONE {
                 // No more reports will come: the children are init's now,

@@ -332,6 +332,15 @@ impl Server {
             self.workers.collect();
             self.dispatch(usize::MAX);
             (self.service_actions)();
+            if let Some(why) = self.workers.broken() {
+                // Serving on would refuse every client while looking
+                // healthy: fail, so that a supervisor restarts us.
+                log::error!("{why}: the server cannot serve any more requests");
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    format!("{why}: no request can be forked"),
+                ));
+            }
         }
     }
 

@@ -166,6 +166,15 @@ impl Workers {
         }
     }
 
+    /// Why requests cannot be started any more (a forking server whose
+    /// fork server is gone), if so.
+    pub(crate) fn broken(&self) -> Option<String> {
+        match self {
+            Workers::Children(c) => c.broken(),
+            _ => None,
+        }
+    }
+
     /// Requests still running.
     pub(crate) fn running(&self) -> usize {
         match self {

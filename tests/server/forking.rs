@@ -452,5 +452,120 @@ fn a_killed_fork_server_fails_requests_cleanly() {
     wait_until("handle_error to hear of it", || {
         !errors.lock().unwrap().is_empty()
     });
+    // It fails loudly (a supervisor can restart it) and reaps the dead
+    // fork server instead of leaving a zombie for the rest of its life.
+    wait_until("the server to stop on its own", || server.is_finished());
+    let e = server.shutdown().unwrap_err();
+    assert!(e.to_string().contains("killed by signal 9"), "{e}");
+    assert_eq!(zombies(), Vec::<i32>::new());
+}
+
+/// Pids of this process's children not in `before`.
+fn new_children(before: &[i32]) -> Vec<i32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.ok()?.path().join("stat")).ok()?;
+            let after = stat.rsplit(')').next()?;
+            let ppid = after.split_whitespace().nth(1)?;
+            (ppid == me).then(|| stat.split_whitespace().next()?.parse().ok())?
+        })
+        .filter(|p| !before.contains(p))
+        .collect()
+}
+
+fn own_children() -> Vec<i32> {
+    new_children(&[])
+}
+
+/// A fork server copies every socket the program has; it must not keep
+/// the crate's other servers' listeners open (their clients would connect
+/// to a closed server and hang).
+#[test]
+fn a_closed_forking_servers_port_is_not_held_by_another_fork_server() {
+    let _serial = serial();
+    let first = ServerBuilder::new(Family::Tcp)
+        .bind(any_port())
+        .mode(Mode::forking())
+        .spawn(|| EchoLine)
+        .unwrap();
+    let first_addr = first.server_address()[0].as_inet().unwrap();
+    let second = ServerBuilder::new(Family::Tcp)
+        .bind(any_port())
+        .mode(Mode::forking())
+        .spawn(|| EchoLine)
+        .unwrap();
+    first.shutdown().unwrap();
+    match std::net::TcpStream::connect(first_addr) {
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
+        Ok(_) => panic!("{first_addr} still accepts connections after its server closed"),
+    }
+    super::examine(Family::Tcp, &second.server_address()[0]);
+    second.shutdown().unwrap();
+}
+
+/// A fork server that does not answer (stopped) is killed after a short
+/// bound and the server fails: the loop is not blocked for 10 s per
+/// request, and no late answer is ever read as a later request's pid.
+#[test]
+fn a_fork_server_that_does_not_answer_is_killed_and_the_server_fails() {
+    let _serial = serial();
+    let before = own_children();
+    let server = ServerBuilder::new(Family::Tcp)
+        .bind(any_port())
+        .mode(Mode::forking())
+        .spawn(|| EchoLine)
+        .unwrap();
+    let fork_server = new_children(&before);
+    assert_eq!(fork_server.len(), 1, "one fork server: {fork_server:?}");
+    let addr = server.server_address()[0].as_inet().unwrap();
+    // SAFETY: stopping the fork server of the server under test.
+    unsafe { libc::kill(fork_server[0], libc::SIGSTOP) };
+    let started = Instant::now();
+    let mut client = connect(addr);
+    client
+        .set_read_timeout(Some(Duration::from_secs(6)))
+        .unwrap();
+    client.write_all(b"hello\n").unwrap();
+    assert_eq!(
+        read_to_eof(&mut client).unwrap(),
+        b"",
+        "refused, not served"
+    );
+    wait_until("the server to stop on its own", || server.is_finished());
+    let took = started.elapsed();
+    let e = server.shutdown().unwrap_err();
+    assert!(e.to_string().contains("did not answer"), "{e}");
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    assert_eq!(
+        new_children(&before),
+        Vec::<i32>::new(),
+        "fork server reaped"
+    );
+}
+
+/// A service manager stops a service with SIGTERM to its whole process
+/// group: the fork server must survive it (the server decides what becomes
+/// of the children, and must hear of their exits).
+#[test]
+fn the_fork_server_survives_a_sigterm() {
+    let _serial = serial();
+    let before = own_children();
+    let server = ServerBuilder::new(Family::Tcp)
+        .bind(any_port())
+        .mode(Mode::forking())
+        .spawn(|| EchoLine)
+        .unwrap();
+    let fork_server = new_children(&before);
+    assert_eq!(fork_server.len(), 1, "one fork server: {fork_server:?}");
+    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: signalling the fork server of the server under test.
+        unsafe { libc::kill(fork_server[0], signal) };
+    }
+    for _ in 0..3 {
+        super::examine(Family::Tcp, &server.server_address()[0]);
+    }
+    assert_eq!(new_children(&before), fork_server, "still there");
     server.shutdown().unwrap();
 }
