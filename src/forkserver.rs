@@ -40,6 +40,10 @@ const CONFIGURE: u8 = b'C';
 const SIGNAL: u8 = b'K';
 const SIGNAL_ALL: u8 = b'A';
 
+/// Signals that stop a program: the fork server ignores them (the parent
+/// decides what becomes of the children, and must hear of their exits).
+const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
 /// Descriptors one command may carry.
 const MAX_FDS: usize = 4;
 
@@ -136,6 +140,21 @@ impl ForkServer {
         // taken before the fork (the child takes no lock).
         let mut close = [close, &crate_sockets()].concat();
         close.retain(|&fd| fd != theirs.as_raw_fd() && Some(fd) != reports);
+        // The stop signals are held back across the fork, so that one sent
+        // to the fork server (or its group) before it ignores them does
+        // not kill it: once ignored, a pending one is discarded.
+        // SAFETY: plain sigset operations on values we own; the mask is
+        // this thread's, restored below in both processes.
+        let saved = unsafe {
+            let mut stops: libc::sigset_t = mem::zeroed();
+            let mut saved: libc::sigset_t = mem::zeroed();
+            libc::sigemptyset(&mut stops);
+            for signal in STOP_SIGNALS {
+                libc::sigaddset(&mut stops, signal);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &stops, &mut saved);
+            saved
+        };
         let out = io::stdout().lock();
         let err = io::stderr().lock();
         // SAFETY: fork has no memory-safety preconditions of its own. The
@@ -144,6 +163,14 @@ impl ForkServer {
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             drop((out, err));
+            // SAFETY: this single-threaded process's own dispositions and
+            // mask (its children restore the defaults).
+            unsafe {
+                for signal in STOP_SIGNALS {
+                    libc::signal(signal, libc::SIG_IGN);
+                }
+                libc::pthread_sigmask(libc::SIG_SETMASK, &saved, ptr::null_mut());
+            }
             let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
                 drop(ours);
                 for &fd in &close {
@@ -152,6 +179,17 @@ impl ForkServer {
                     // which runs only `serve` and leaves with `_exit`.
                     unsafe { libc::close(fd) };
                 }
+                // Ready: the parent returns only now, so that a socket it
+                // closes next is not still open here.
+                // SAFETY: sends from a buffer we own.
+                unsafe {
+                    libc::send(
+                        theirs.as_raw_fd(),
+                        0i32.to_ne_bytes().as_ptr().cast(),
+                        4,
+                        libc::MSG_NOSIGNAL,
+                    )
+                };
                 serve(theirs, reports, kill_children, &job)
             }));
             // SAFETY: ends the process without unwinding into, or running
@@ -159,16 +197,23 @@ impl ForkServer {
             unsafe { libc::_exit(if outcome.is_ok() { 0 } else { PANICKED }) }
         }
         drop((out, err));
+        // SAFETY: restores this thread's mask as it was.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, ptr::null_mut()) };
         if pid == -1 {
             return Err(io::Error::last_os_error());
         }
-        Ok(ForkServer {
+        let forks = ForkServer {
             ctl_fd: ours.as_raw_fd(),
             ctl: Mutex::new(ours),
             pid,
             gone: Mutex::new(None),
             reaped: AtomicBool::new(false),
-        })
+        };
+        match forks.answer() {
+            Ok(0) => Ok(forks),
+            Ok(_) => Err(forks.broken("the fork server did not start".into())),
+            Err(e) => Err(forks.broken(format!("the fork server did not start: {e}"))),
+        }
     }
 
     /// Asks for a child that runs the job with `fds` and `payload`;
@@ -188,6 +233,23 @@ impl ForkServer {
         if let Err(e) = send_message(ctl.as_raw_fd(), &message, fds) {
             return Err(self.broken(format!("the fork server is gone: {e}")));
         }
+        let answer = Self::read_answer(&ctl);
+        drop(ctl);
+        match answer {
+            Ok(pid) if pid > 0 => Ok(pid),
+            Ok(errno) => Err(io::Error::from_raw_os_error(-errno)),
+            // A late answer would be read as the next request's: the
+            // channel is never used again.
+            Err(e) => Err(self.broken(format!("fork server did not answer: {e}"))),
+        }
+    }
+
+    fn answer(&self) -> io::Result<i32> {
+        Self::read_answer(&self.ctl.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// One 4-byte answer, waited for at most [`ANSWER_TIMEOUT`].
+    fn read_answer(ctl: &OwnedFd) -> io::Result<i32> {
         let mut answer = [0u8; 4];
         let n = loop {
             // SAFETY: reads into a buffer we own, of the length given.
@@ -196,19 +258,13 @@ impl ForkServer {
                 break n;
             }
         };
-        if n != 4 {
-            let e = if n < 0 {
-                io::Error::last_os_error()
-            } else {
-                io::Error::new(io::ErrorKind::BrokenPipe, "the fork server is gone")
-            };
-            // A late answer would be read as the next request's: the
-            // channel is never used again.
-            return Err(self.broken(format!("fork server did not answer: {e}")));
-        }
-        match i32::from_ne_bytes(answer) {
-            pid if pid > 0 => Ok(pid),
-            errno => Err(io::Error::from_raw_os_error(-errno)),
+        match n {
+            4 => Ok(i32::from_ne_bytes(answer)),
+            n if n < 0 => Err(io::Error::last_os_error()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the fork server is gone",
+            )),
         }
     }
 
@@ -228,28 +284,30 @@ impl ForkServer {
         gone.clone()
     }
 
-    /// Kills and reaps a fork server that failed us; the error to return.
+    /// Reaps a fork server that failed us (killed first if it does not end
+    /// on its own within a moment: it may be stopped, or stuck); the error
+    /// to return.
     fn broken(&self, why: String) -> io::Error {
         let mut gone = self.gone.lock().unwrap_or_else(|p| p.into_inner());
-        if !self.reaped.swap(true, Ordering::AcqRel) {
-            let mut status = 0;
-            // SAFETY: our own child, reaped once (killed first unless it
-            // already ended: then how it ended is the better reason).
-            let why = unsafe {
-                if libc::waitpid(self.pid, &mut status, libc::WNOHANG) == self.pid {
-                    format!("{} ({why})", describe_exit(self.pid, status))
-                } else {
-                    libc::kill(self.pid, libc::SIGKILL);
-                    while libc::waitpid(self.pid, &mut status, 0) == -1
-                        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-                    {
-                    }
+        if self.reaped.swap(true, Ordering::AcqRel) {
+            gone.get_or_insert(why);
+        } else {
+            // A fork server that closed its socket is dying: wait a moment
+            // for it, so that how it ended is what we report.
+            let ended = reap_within(self.pid, Duration::from_millis(200));
+            let why = match ended {
+                Some(Some(status)) => format!("{} ({why})", describe_exit(self.pid, status)),
+                Some(None) => why,
+                None => {
+                    // SAFETY: our own child, not reaped yet.
+                    unsafe { libc::kill(self.pid, libc::SIGKILL) };
+                    let _ = reap_within(self.pid, Duration::MAX);
                     format!("{why}; killed it")
                 }
             };
             *gone = Some(why);
         }
-        let why = gone.get_or_insert(why).clone();
+        let why = gone.clone().unwrap_or_default();
         log::error!("{why}: no more processes can be forked");
         io::Error::new(io::ErrorKind::BrokenPipe, why)
     }
@@ -293,29 +351,35 @@ impl Drop for ForkServer {
         let ctl = self.ctl.get_mut().unwrap_or_else(|p| p.into_inner());
         // SAFETY: ends our side of the stream; the descriptor stays ours.
         unsafe { libc::shutdown(ctl.as_raw_fd(), libc::SHUT_RDWR) };
-        let mut pause = Duration::from_micros(100);
-        let mut waited = Duration::ZERO;
-        let mut status = 0;
-        loop {
-            // SAFETY: plain system calls on our own child.
-            let reaped = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-            if reaped != 0 {
-                return; // reaped, or not ours any more
-            }
-            if waited >= Duration::from_secs(1) {
-                break;
-            }
-            std::thread::sleep(pause);
-            waited += pause;
-            pause = (pause * 2).min(Duration::from_millis(20));
+        if reap_within(self.pid, Duration::from_secs(1)).is_none() {
+            // SAFETY: our own child, not reaped yet.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let _ = reap_within(self.pid, Duration::MAX);
         }
-        // SAFETY: as above.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            while libc::waitpid(self.pid, &mut status, 0) == -1
-                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-            {}
+    }
+}
+
+/// Waits at most `bound` for child `pid` to end: `None` if it still runs,
+/// else `Some` of its wait status (`None` if it is not ours to reap any
+/// more: never signal that pid).
+fn reap_within(pid: libc::pid_t, bound: Duration) -> Option<Option<i32>> {
+    let mut pause = Duration::from_micros(100);
+    let mut waited = Duration::ZERO;
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child, without blocking.
+        match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
+            0 => {}
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
+            reaped if reaped == pid => return Some(Some(status)),
+            _ => return Some(None),
         }
+        if waited >= bound {
+            return None;
+        }
+        std::thread::sleep(pause);
+        waited += pause;
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
