@@ -88,8 +88,9 @@ impl Chatter {
                 // A talker faster than a member reads waits for that member
                 // (it is held back by TCP flow control meanwhile), so a burst
                 // does not fill the queues of members who read. A member
-                // that stopped reading altogether stops holding the talker
-                // after `stall_timeout` and is dropped at `max_queued`.
+                // that stopped reading, or reads too slowly to drain within
+                // `stall_timeout`, stops holding the talker and is dropped
+                // at `max_queued` unless it catches up.
                 cx.pause_until_drained(id);
             }
         }

@@ -6,25 +6,29 @@
 //! A protocol asks for it after a write with
 //! [`Context::pause_until_drained`](crate::Context::pause_until_drained).
 //! The waiting producer is released when the consumer's queue is down to
-//! its low-water mark, when the consumer closes, or when the consumer's
-//! socket has taken nothing for `ConnOptions::stall_timeout`: a consumer
-//! whose peer stopped reading does not hold everyone back; it goes on
-//! queueing until `max_queued` cuts it off.
+//! its low-water mark, when the consumer closes, or when the consumer has
+//! not come down to its low-water mark within `ConnOptions::stall_timeout`
+//! of holding the producer back: a consumer whose peer stopped reading, or
+//! reads slower than that, does not hold everyone back; it goes on queueing
+//! until `max_queued` cuts it off, or until it catches up (down to low
+//! water), from when it holds its producers back again.
 
 use crate::reactor::conn_in;
 use crate::{ConnId, Reactor};
 
 impl Reactor {
     /// True while connection `id`'s write queue is over its high-water mark
-    /// (and not yet down to the low-water one) and its peer is still reading
-    /// it (see [`ConnOptions::stall_timeout`](crate::ConnOptions::stall_timeout)).
+    /// (and not yet down to the low-water one) and it has not stalled (see
+    /// [`ConnOptions::stall_timeout`](crate::ConnOptions::stall_timeout)).
     /// False for a closed or closing connection.
     pub fn is_backed_up(&mut self, id: ConnId) -> bool {
         self.conn(id).is_some_and(|c| c.is_backed_up())
     }
 
     /// Stops reading from `producer` until `consumer` drains (its queue is
-    /// down to its low-water mark), closes, or stalls, if `consumer` is
+    /// down to its low-water mark), closes, or stalls (does not drain within
+    /// [`ConnOptions::stall_timeout`](crate::ConnOptions::stall_timeout)
+    /// of holding a producer back), if `consumer` is
     /// backed up now ([`is_backed_up`](Reactor::is_backed_up)); true if it
     /// did. Asking again for the same pair changes nothing; a producer that
     /// waits for several consumers reads again when the last one releases it.
@@ -46,10 +50,10 @@ impl Reactor {
         }
         c.producers.push(producer);
         let first = c.producers.len() == 1;
-        let (sent, stall) = (c.sent, c.opts.stall_timeout);
+        let (drained, stall) = (c.drained, c.opts.stall_timeout);
         self.conn(producer).expect("checked above").waiting_for += 1;
         if first {
-            self.call_later(stall, move |r| r.check_stalled(consumer, sent));
+            self.call_later(stall, move |r| r.check_stalled(consumer, drained));
         }
         true
     }
@@ -73,27 +77,25 @@ impl Reactor {
         }
     }
 
-    /// The stall check of a consumer with waiting producers: no byte taken
-    /// by its socket since `sent` means its peer is not reading.
-    fn check_stalled(&mut self, consumer: ConnId, sent: u64) {
+    /// The stall check of a consumer with waiting producers: not down to
+    /// its low-water mark since `drained` means its peer reads slower than
+    /// `stall_timeout` allows (or not at all): its producers go on without it.
+    fn check_stalled(&mut self, consumer: ConnId, drained: u32) {
         let Some(c) = self.conn(consumer) else {
             return;
         };
-        if c.producers.is_empty() {
+        // Drained meanwhile: its producers were released then, and those
+        // waiting now started a check of their own.
+        if c.producers.is_empty() || c.drained != drained {
             return;
         }
-        if c.sent == sent {
-            log::info!(
-                "{consumer}: peer took nothing for {:?} with {} bytes queued; \
-                 its producers go on",
-                c.opts.stall_timeout,
-                c.wq.len()
-            );
-            c.stalled = true;
-            self.release_producers(consumer.key());
-        } else {
-            let (sent, stall) = (c.sent, c.opts.stall_timeout);
-            self.call_later(stall, move |r| r.check_stalled(consumer, sent));
-        }
+        log::info!(
+            "{consumer}: not down to its low-water mark within {:?} ({} bytes queued); \
+             its producers go on without it",
+            c.opts.stall_timeout,
+            c.wq.len()
+        );
+        c.stalled = true;
+        self.release_producers(consumer.key());
     }
 }

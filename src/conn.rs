@@ -56,9 +56,13 @@ pub(crate) struct Conn {
     pub(crate) producers: Vec<ConnId>,
     /// Bytes the socket has taken in all: progress, for the stall check.
     pub(crate) sent: u64,
-    /// Over high water and the socket took nothing for `stall_timeout`:
-    /// it holds back no producer until it takes something again.
+    /// Over high water and not back down to low water within
+    /// `stall_timeout` of holding a producer back (its peer reads too
+    /// slowly, or not at all): it holds back no producer until it is.
     pub(crate) stalled: bool,
+    /// How many times the queue came down from over high water to low
+    /// water: the stall check's way to tell that it did meanwhile.
+    pub(crate) drained: u32,
     /// The peer sent FIN; nothing more to read.
     pub(crate) eof: bool,
     /// Bytes left in `rbuf` when reading was paused, which the protocol has
@@ -150,6 +154,7 @@ impl Conn {
             producers: Vec::new(),
             sent: 0,
             stalled: false,
+            drained: 0,
             eof: false,
             redeliver: false,
             pending_work: 0,
@@ -308,7 +313,6 @@ impl Conn {
         let sent = before - self.wq.len();
         if sent > 0 {
             self.sent += sent as u64;
-            self.stalled = false;
         }
         result
     }
@@ -324,6 +328,9 @@ impl Conn {
     pub(crate) fn crossed_low_water(&mut self) -> bool {
         if self.over_high_water && self.wq.len() <= self.opts.low_water {
             self.over_high_water = false;
+            // Caught up: it holds its producers back again next time.
+            self.stalled = false;
+            self.drained = self.drained.wrapping_add(1);
             return true;
         }
         false

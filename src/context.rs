@@ -97,17 +97,18 @@ impl<'a> Context<'a> {
         self.reactor.write(other, data)
     }
 
-    /// True while `other`'s write queue is over its high-water mark and its
-    /// peer is reading (see [`Reactor::is_backed_up`]).
+    /// True while `other`'s write queue is over its high-water mark and it
+    /// has not stalled (see [`Reactor::is_backed_up`]).
     pub fn is_backed_up(&mut self, other: ConnId) -> bool {
         self.reactor.is_backed_up(other)
     }
 
     /// Holds back this connection's input while `other` is backed up:
     /// reading stops until `other`'s queue is down to its low-water mark,
-    /// it closes, or its peer stops reading for
+    /// it closes, or it stalls: it is not down to its low-water mark within
     /// [`ConnOptions::stall_timeout`](crate::ConnOptions::stall_timeout)
-    /// (Twisted's producer/consumer). True if reading stopped. A relay calls
+    /// (its peer stopped reading or reads too slowly; Twisted's
+    /// producer/consumer). True if reading stopped. A relay calls
     /// it after each write to another connection:
     ///
     /// ```

@@ -87,11 +87,16 @@ pub struct ConnOptions {
     /// [`CloseReason::WriteQueueFull`]: crate::CloseReason::WriteQueueFull
     pub max_queued: Option<usize>,
     /// A connection over its high-water mark holds back the producers that
-    /// asked to wait for it ([`Context::pause_until_drained`]) only while
-    /// its peer reads: once its socket has taken nothing for this long
-    /// (default 1 s) it counts as stalled, its producers go on, and it
-    /// meets `max_queued` if it never reads again. One peer that stopped
-    /// reading thus cannot stop the others.
+    /// asked to wait for it ([`Context::pause_until_drained`]) for at most
+    /// this long (default 1 s): if its queue is not down to its low-water
+    /// mark by then (its peer stopped reading, or reads slower than that),
+    /// it counts as stalled and its producers go on without it. It then
+    /// meets `max_queued` if its peer does not catch up, and holds its
+    /// producers back again once it is down to its low-water mark. One peer
+    /// that stopped reading, or reads slowly, thus cannot hold back the
+    /// others; a consumer must drain from the high-water mark to the
+    /// low-water one (48 KiB by default) within this time to keep pacing
+    /// its producers.
     ///
     /// [`Context::pause_until_drained`]: crate::Context::pause_until_drained
     pub stall_timeout: Duration,
