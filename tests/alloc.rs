@@ -54,9 +54,23 @@ static PROBE_ALLOCS: AtomicU64 = AtomicU64::new(0);
 static PROBE_LIVE: AtomicI64 = AtomicI64::new(0);
 static PROBE_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Serialises probes: tests run in parallel, each with its own server, and
+/// the statics a probe reports through are shared (a probe that read
+/// another server's counters made a window negative).
+static PROBE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn probe_lock() -> std::sync::MutexGuard<'static, ()> {
+    PROBE_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Reads the reactor thread's counters without allocating there (the probe
 /// stores into statics; the closure's box is allocated by the caller).
 fn probe(server: &Server) -> (u64, i64) {
+    let _one_at_a_time = probe_lock();
+    probe_locked(server)
+}
+
+fn probe_locked(server: &Server) -> (u64, i64) {
     let seq = PROBE_SEQ.load(Ordering::Acquire);
     server
         .handle
@@ -216,6 +230,7 @@ static MAX_QUEUED: AtomicU64 = AtomicU64::new(0);
 /// The reactor thread's live heap bytes, and what connection `id`'s queue
 /// holds by the crate's own account (`queued`, `queued_memory`).
 fn probe_queue(server: &Server, id: ConnId) -> (i64, u64, u64) {
+    let _one_at_a_time = probe_lock();
     server
         .handle
         .post(move |r: &mut Reactor| {
@@ -223,7 +238,7 @@ fn probe_queue(server: &Server, id: ConnId) -> (i64, u64, u64) {
             QUEUE_MEMORY.store(r.queued_memory(id) as u64, Ordering::Relaxed);
         })
         .unwrap();
-    let (_, live) = probe(server);
+    let (_, live) = probe_locked(server);
     (
         live,
         QUEUED.load(Ordering::Relaxed),
