@@ -8,6 +8,8 @@
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -126,8 +128,9 @@ pub fn announce(addrs: &[String]) -> io::Result<()> {
 #[derive(clap::Args)]
 pub struct Serving {
     /// Seconds a request may wait for its client to send or take data; past
-    /// it the request ends with a timeout error (0: wait forever). An idle
-    /// client cannot hold a worker longer than this.
+    /// it the request ends with a timeout error (0: wait forever). The bound
+    /// is per read or write: an idle client cannot hold a worker longer, but
+    /// one that sends a byte now and then can.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
     pub timeout: Duration,
     /// Seconds running requests get to finish after the first SIGINT,
@@ -159,20 +162,38 @@ impl Serving {
 /// a `ServerHandle`.
 pub fn serve(mut server: Server, grace: Duration) -> io::Result<()> {
     // Registered before the announcement: from then on a signal must find its handler.
+    // `Signals` reports the signals pending when its thread wakes, as a set:
+    // two deliveries before it runs would count as one. So every delivery is
+    // also counted, by a handler registered first (it runs first).
+    let arrived = Arc::new(AtomicUsize::new(0));
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
+        let arrived = arrived.clone();
+        // SAFETY: the action only increments an atomic: async-signal-safe.
+        unsafe {
+            signal_hook::low_level::register(signal, move || {
+                arrived.fetch_add(1, Ordering::SeqCst);
+            })
+        }?;
+    }
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let handle = server.handle();
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut first = true;
+            let mut heard = 0;
             for signal in signals.forever() {
-                let grace = if std::mem::take(&mut first) {
+                let now = arrived.load(Ordering::SeqCst);
+                if now <= heard || heard >= 2 {
+                    continue;
+                }
+                let grace = if heard == 0 && now == 1 {
                     log::info!("signal {signal} received, stopping: requests get {grace:?}");
                     grace
                 } else {
-                    log::info!("signal {signal} received again, stopping now");
+                    log::info!("signal {signal} received again ({now} in all), stopping now");
                     Duration::ZERO
                 };
+                heard = now;
                 // Waits for serve_forever to return: on a thread of its own,
                 // so that a second signal is still heard.
                 let handle = handle.clone();

@@ -113,7 +113,9 @@ impl ServerBuilder {
     /// How long a request's reads and writes may wait (default: forever, as
     /// in Python). A read or write that waits longer fails, and the
     /// handler's error reaches `handle_error` as [`io::ErrorKind::TimedOut`]:
-    /// an idle client cannot hold a worker forever. A datagram's answer
+    /// an idle client cannot hold a worker forever (the bound is per read or
+    /// write, not for the whole request: a client that sends a byte now and
+    /// then still can). A datagram's answer
     /// waits for room in the socket for at most this long, and 1 s at most
     /// (datagrams are lossy: an answer the peer does not take is dropped
     /// with a log line).
