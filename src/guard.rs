@@ -61,6 +61,12 @@ impl Reactor {
         }
     }
 
+    /// Whether an operation is postponed, for `settle`'s quick check.
+    #[inline]
+    pub(crate) fn has_deferred(&self) -> bool {
+        !self.nesting.deferred.is_empty()
+    }
+
     /// The next postponed operation, for `settle`.
     pub(crate) fn take_deferred(&mut self) -> Option<Deferred> {
         self.nesting.deferred.pop_front()

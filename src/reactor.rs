@@ -434,7 +434,17 @@ impl Reactor {
     /// that a connection's `on_open` comes before anything else of it), then
     /// flushes and closes, and the callbacks those cause (`on_drained`,
     /// `on_close`), until nothing is left.
+    #[inline]
     pub(crate) fn settle(&mut self) {
+        // Called after every event and callback; most calls find nothing.
+        if self.to_flush.is_empty() && !self.has_deferred() {
+            return;
+        }
+        self.settle_queued();
+    }
+
+    #[inline(never)]
+    fn settle_queued(&mut self) {
         loop {
             if let Some(op) = self.take_deferred() {
                 op(self);

@@ -553,7 +553,17 @@ impl Reactor {
     /// small buffer of the pool, more in one of their size; the connection's
     /// own buffer (a long frame read in place) only while at least about
     /// half of it is input. An empty buffer goes back to the shared one.
-    fn keep_unconsumed(&mut self, key: usize, mut buf: BytesMut, own: bool) {
+    #[inline]
+    fn keep_unconsumed(&mut self, key: usize, buf: BytesMut, own: bool) {
+        // The common case (an echo consumed all of the shared buffer): inline.
+        if !own && buf.is_empty() {
+            return self.return_scratch(buf);
+        }
+        self.keep_unconsumed_other(key, buf, own);
+    }
+
+    #[inline(never)]
+    fn keep_unconsumed_other(&mut self, key: usize, mut buf: BytesMut, own: bool) {
         let len = buf.len();
         if len == 0 {
             if !own {
