@@ -240,6 +240,9 @@ impl ForkServer {
             Ok(errno) => Err(io::Error::from_raw_os_error(-errno)),
             // A late answer would be read as the next request's: the
             // channel is never used again.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(self.broken(format!(
+                "fork server did not answer within {ANSWER_TIMEOUT:?}"
+            ))),
             Err(e) => Err(self.broken(format!("fork server did not answer: {e}"))),
         }
     }
