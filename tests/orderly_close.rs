@@ -382,8 +382,19 @@ fn a_slow_but_steady_reader_is_not_cut_off_by_the_stall_bound() {
     let mut got = Vec::with_capacity(SIZE);
     let mut buf = vec![0; 4 * 1024];
     let started = Instant::now();
+    // The longest time between two reads: if cut off anyway, was the
+    // reader itself held up (a loaded machine) or the server wrong?
+    let (mut last, mut longest) = (started, Duration::ZERO);
     loop {
-        let n = s.read(&mut buf).unwrap();
+        let n = s.read(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "{e} after {} bytes in {:?}; longest gap between reads {longest:?}",
+                got.len(),
+                started.elapsed()
+            )
+        });
+        longest = longest.max(last.elapsed());
+        last = Instant::now();
         if n == 0 {
             break;
         }
