@@ -431,7 +431,10 @@ fn a_client_that_only_uploads_after_close_is_held_back() {
             Err(_) => break,
         }
     }
-    assert!(sent < 48 << 20, "the server read and dropped {sent} bytes");
+    // What the kernel buffers on both sides holds (several MiB each on an
+    // autotuned loopback) plus close_discard + 4x what the client's socket
+    // took: tens of MiB. Without the bound it is over a GB in these 3 s.
+    assert!(sent < 128 << 20, "the server read and dropped {sent} bytes");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "never held back"
