@@ -343,22 +343,34 @@ impl ForkServer {
     }
 }
 
-impl Drop for ForkServer {
+impl ForkServer {
     /// Ends the fork server: end of stream on its command socket, a bounded
     /// wait (it may be killing its children, or blocked writing reports
-    /// nobody reads), then SIGKILL; reaped either way.
-    fn drop(&mut self) {
-        if *self.reaped.get_mut() {
+    /// nobody reads), then SIGKILL; reaped either way. Later forks fail.
+    /// Idempotent; also done on drop.
+    pub(crate) fn end(&self) {
+        if self.reaped.swap(true, Ordering::AcqRel) {
             return;
         }
-        let ctl = self.ctl.get_mut().unwrap_or_else(|p| p.into_inner());
-        // SAFETY: ends our side of the stream; the descriptor stays ours.
-        unsafe { libc::shutdown(ctl.as_raw_fd(), libc::SHUT_RDWR) };
+        {
+            let mut gone = self.gone.lock().unwrap_or_else(|p| p.into_inner());
+            gone.get_or_insert_with(|| "the server is closed".to_string());
+        }
+        // SAFETY: ends our side of the stream; the descriptor stays ours
+        // (the raw one: a fork waiting for its answer holds the mutex, and
+        // is answered with end of stream).
+        unsafe { libc::shutdown(self.ctl_fd, libc::SHUT_RDWR) };
         if reap_within(self.pid, Duration::from_secs(1)).is_none() {
             // SAFETY: our own child, not reaped yet.
             unsafe { libc::kill(self.pid, libc::SIGKILL) };
             let _ = reap_within(self.pid, Duration::MAX);
         }
+    }
+}
+
+impl Drop for ForkServer {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 

@@ -450,6 +450,11 @@ impl Server {
             self.drain();
         }
         self.workers.close();
+        if let Some(forks) = self.shared.forks.get() {
+            // Not left to the last handle's drop (a signal thread may hold
+            // one for the program's life): the program reaps what it forked.
+            forks.end();
+        }
     }
 
     /// Waits for running requests until the deadline, then unblocks them and

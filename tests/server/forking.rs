@@ -581,3 +581,26 @@ fn the_fork_server_survives_a_sigterm() {
     assert_eq!(new_children(&before), fork_server, "still there");
     server.shutdown().unwrap();
 }
+
+/// `server_close` ends and reaps the fork server even while a handle lives
+/// on (the example programs' signal thread holds one for their whole life:
+/// the fork server used to outlive the program, left to init).
+#[test]
+fn server_close_reaps_the_fork_server_while_handles_live() {
+    let _serial = serial();
+    let before = own_children();
+    let mut server = ServerBuilder::new(Family::Tcp)
+        .bind(any_port())
+        .mode(Mode::forking())
+        .build(|| EchoLine)
+        .unwrap();
+    let handle = server.handle();
+    assert_eq!(new_children(&before).len(), 1, "one fork server");
+    server.server_close();
+    assert_eq!(
+        new_children(&before),
+        Vec::<i32>::new(),
+        "fork server reaped"
+    );
+    drop(handle);
+}
