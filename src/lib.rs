@@ -53,6 +53,7 @@ mod allow;
 mod backpressure;
 mod blocking;
 mod child;
+mod closing;
 mod conn;
 mod context;
 mod datagram;
