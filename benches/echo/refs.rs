@@ -35,7 +35,17 @@ pub fn serve(name: &str, port: u16, work: Duration, workers: usize) -> io::Resul
                 .build()?;
             rt.block_on(tokio_echo(listener(port)?))
         }
-        "sockloop_threading" => sockloop(port, sockloop::server::Mode::threading(), work),
+        // max_threads raised, as max_children is for forking: conn1000 and
+        // idle9000 hold a thread per connection by design.
+        "sockloop_threading" => sockloop(
+            port,
+            sockloop::server::Mode::Threading {
+                daemon_threads: false,
+                block_on_close: true,
+                max_threads: 100_000,
+            },
+            work,
+        ),
         "sockloop_forking" => sockloop(
             port,
             sockloop::server::Mode::Forking {

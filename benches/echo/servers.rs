@@ -52,7 +52,7 @@ pub fn all(reactors: usize) -> Vec<Server> {
     vec![
         Server { key: "select_echo", what: "sockloop `select_echo` example: one reactor on one thread, 2 ports".into(), launch: ex("select_echo", &["--port", "0", "--port", "0"], 2) },
         Server { key: "select_echo_mt", what: format!("sockloop `select_echo --threads {reactors}`: {reactors} reactors on {reactors} threads sharing 2 ports (SO_REUSEPORT)"), launch: ex("select_echo", &["--threads", &n, "--port", "0", "--port", "0"], 2) },
-        Server { key: "sl_threading", what: "sockloop socketserver `Mode::threading()`: a thread per connection, blocking echo handler".into(), launch: Bench("sockloop_threading") },
+        Server { key: "sl_threading", what: "sockloop socketserver `Mode::Threading` (max_threads raised from 256 to 100000): a thread per connection, blocking echo handler".into(), launch: Bench("sockloop_threading") },
         Server { key: "sl_forking", what: "sockloop socketserver `Mode::Forking` (max_children raised to 100000): a process per connection".into(), launch: Bench("sockloop_forking") },
         Server { key: "sl_pool", what: format!("sockloop socketserver `Mode::pool(4)` (long work: `pool({LONG_WORKERS})`)"), launch: Bench("sockloop_pool") },
         Server { key: "std_threads", what: "reference: std thread per connection, blocking read / write_all".into(), launch: Bench("std_threads") },
