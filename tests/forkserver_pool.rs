@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::BufReader;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -50,16 +50,6 @@ fn work(request: &[u8]) -> Vec<u8> {
 
 /// These tests count this process's children: one at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn ask(stream: &mut BufReader<TcpStream>, line: &str) -> String {
-    stream
-        .get_mut()
-        .write_all(format!("{line}\n").as_bytes())
-        .unwrap();
-    let mut reply = String::new();
-    stream.read_line(&mut reply).unwrap();
-    reply.trim_end().to_string()
-}
 
 #[test]
 fn two_hundred_replacement_workers_while_threads_hammer_the_allocator_log_and_stdout() {

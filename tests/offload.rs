@@ -104,16 +104,6 @@ fn line_server(processes: bool) -> Server {
     })
 }
 
-fn ask(stream: &mut BufReader<TcpStream>, line: &str) -> String {
-    stream
-        .get_mut()
-        .write_all(format!("{line}\n").as_bytes())
-        .unwrap();
-    let mut reply = String::new();
-    stream.read_line(&mut reply).unwrap();
-    reply.trim_end().to_string()
-}
-
 fn client(addr: std::net::SocketAddr) -> BufReader<TcpStream> {
     BufReader::new(connect(addr))
 }

@@ -131,3 +131,14 @@ pub fn pattern(len: usize) -> Vec<u8> {
         .map(|i| (i % 251) as u8 ^ (i / 251) as u8)
         .collect()
 }
+
+/// Sends `line` and a newline, and returns the one line that comes back.
+pub fn ask(stream: &mut io::BufReader<TcpStream>, line: &str) -> String {
+    stream
+        .get_mut()
+        .write_all(format!("{line}\n").as_bytes())
+        .unwrap();
+    let mut reply = String::new();
+    io::BufRead::read_line(stream, &mut reply).unwrap();
+    reply.trim_end().to_string()
+}
