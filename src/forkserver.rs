@@ -483,8 +483,12 @@ fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Both directions are bounded: a stopped fork server whose queue is full
+/// must not hold the loop in `sendmsg` forever either.
 fn ours_timeout(fd: &OwnedFd) -> io::Result<()> {
-    socket2::SockRef::from(fd).set_read_timeout(Some(ANSWER_TIMEOUT))
+    let sock = socket2::SockRef::from(fd);
+    sock.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    sock.set_write_timeout(Some(ANSWER_TIMEOUT))
 }
 
 fn send_message(fd: RawFd, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
