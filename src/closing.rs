@@ -40,6 +40,10 @@ impl Reactor {
             let mut buf = mem::take(&mut self.scratch);
             if buf.capacity() < READ_SIZE {
                 buf.reserve(READ_SIZE);
+                // The shared buffer may have moved: slices of it are judged
+                // by this range (see `read_block`).
+                let start = buf.as_ptr() as usize;
+                self.scratch_block = (start, start + buf.capacity());
             }
             let offered = buf.capacity();
             let result = conn.stream.read_into(&mut buf);
@@ -129,7 +133,7 @@ impl Reactor {
     /// go with the close's own reason (the close is orderly: nothing is
     /// unread); one that went on sending is cut off, and `on_close` says so.
     fn linger_expired(&mut self, id: ConnId) {
-        let now = Instant::now();
+        let now = self.now;
         let Some(conn) = self.conn(id) else {
             return;
         };
@@ -220,7 +224,7 @@ impl Reactor {
     /// never got are reported. Without this a peer that never reads keeps
     /// the connection, its descriptor and its queue for as long as it likes.
     fn stall_check(&mut self, id: ConnId) {
-        let now = Instant::now();
+        let now = self.now;
         let Some(conn) = self.conn(id) else {
             return;
         };

@@ -324,7 +324,9 @@ impl Reactor {
     }
 
     fn fire_timers(&mut self) {
-        let now = Instant::now();
+        // Timer handlers read the clock from here: one clock read per turn.
+        self.now = Instant::now();
+        let now = self.now;
         while let Some((timer, target)) = self.timers.pop_expired(now) {
             match target {
                 TimerTarget::User(id) => self.user_timer(id, timer),

@@ -4,7 +4,6 @@
 
 use std::io;
 use std::mem;
-use std::time::Instant;
 
 use bytes::BytesMut;
 use mio::event::Event;
@@ -539,7 +538,7 @@ impl Reactor {
     }
 
     pub(crate) fn idle_timer(&mut self, id: ConnId) {
-        let now = Instant::now();
+        let now = self.now;
         let Some(conn) = self.conn(id) else { return };
         conn.idle_timer = None;
         let Some(limit) = conn.opts.idle_timeout else {
