@@ -358,15 +358,12 @@ impl Reactor {
     /// A copy of `bytes` in a buffer of about their size: a small one from
     /// the pool (no allocation in steady traffic), or one of exactly their size.
     fn kept_copy(&mut self, bytes: &[u8]) -> BytesMut {
-        let mut kept = match self.pool.pop() {
-            Some(small) if bytes.len() <= KEPT_BLOCK => small,
-            other => {
-                if let Some(small) = other {
-                    self.pool.push(small);
-                }
-                BytesMut::with_capacity(bytes.len())
-            }
+        let pooled = if bytes.len() <= KEPT_BLOCK {
+            self.pool.pop()
+        } else {
+            None
         };
+        let mut kept = pooled.unwrap_or_else(|| BytesMut::with_capacity(bytes.len()));
         kept.extend_from_slice(bytes);
         kept
     }
