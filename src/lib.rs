@@ -48,46 +48,27 @@
 //! `docs/asyncore.md`.
 #![warn(missing_docs)]
 
-mod addr;
-mod allow;
-mod backpressure;
-mod blocking;
-mod child;
-mod closing;
-mod conn;
-mod context;
-mod datagram;
-mod forkserver;
-mod framing;
-mod guard;
-mod handle;
-mod id;
-mod listener;
-mod multi;
+// The layers, bottom up (docs/design.md): each module imports only from the
+// ones above it in this list.
 mod net;
 mod offload;
-mod ops;
-mod producer;
+mod process;
 mod protocol;
 mod reactor;
 pub mod server;
-mod signals;
-mod stream;
-mod timer;
-mod wqueue;
 
-pub use addr::Addr;
-pub use allow::AllowList;
-pub use blocking::{BlockingDatagram, BlockingStream};
-pub use context::{Context, DatagramContext};
-pub use framing::{FrameDecoder, FrameHandler, Framed, Oversized, Terminator};
-pub use handle::Handle;
-pub use id::{ConnId, ListenerId, TimerId};
-pub use multi::{Reactors, ReactorsHandle};
+pub use net::addr::Addr;
+pub use net::allow::AllowList;
+pub use net::blocking::{BlockingDatagram, BlockingStream};
 pub use net::{ConnOptions, ListenOptions};
 pub use offload::{OffloadOptions, ProcessPool};
-pub use producer::Producer;
+pub use protocol::context::{Context, DatagramContext};
+pub use protocol::framing::{FrameDecoder, FrameHandler, Framed, Oversized, Terminator};
 pub use protocol::{CloseReason, DatagramProtocol, Protocol};
+pub use reactor::handle::Handle;
+pub use reactor::id::{ConnId, ListenerId, TimerId};
+pub use reactor::multi::{Reactors, ReactorsHandle};
+pub use reactor::producer::Producer;
 pub use reactor::{Reactor, Stats};
 
 /// The README's example is compiled as a doctest, so it cannot rot.

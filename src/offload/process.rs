@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::forkserver::ForkServer;
+use crate::process::forkserver::ForkServer;
 use crate::{
     BlockingStream, CloseReason, ConnId, ConnOptions, Context, FrameHandler, Framed, Reactor,
     Terminator,

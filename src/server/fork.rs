@@ -1,6 +1,6 @@
 //! A process per request (`ForkingMixIn`), forked by a fork server.
 //!
-//! The fork server (src/forkserver.rs) is forked when the server is built,
+//! The fork server (src/process/forkserver.rs) is forked when the server is built,
 //! before the server binds anything, so it holds none of the server's
 //! sockets; each request's socket is passed to it and on to the child.
 //! It reaps the children and reports each exit on a socket the server's
@@ -20,7 +20,7 @@ use bytes::BytesMut;
 
 use super::request::{decode_incoming, encode_incoming, process, Incoming};
 use super::{Family, ServerHandle, Shared, SHUTDOWN_REQUEST};
-use crate::forkserver::{decode_report, ForkServer};
+use crate::process::forkserver::{decode_report, ForkServer};
 use crate::{BlockingStream, ConnOptions, Context, Protocol, Reactor};
 
 /// Starts the fork server of a forking server, and the socket its reports

@@ -9,7 +9,7 @@ use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use super::{ErrorHook, Factory};
-use crate::forkserver::ForkServer;
+use crate::process::forkserver::ForkServer;
 use crate::{Addr, Handle};
 
 /// After running requests were unblocked (their sockets shut down, children
@@ -264,8 +264,8 @@ impl ServerHandle {
         let Some(&fd) = self.shared.parent.get() else {
             return false;
         };
-        let record = crate::forkserver::encode_report(0, SHUTDOWN_REQUEST);
-        if let Err(e) = crate::forkserver::send_record(fd, &record) {
+        let record = crate::process::forkserver::encode_report(0, SHUTDOWN_REQUEST);
+        if let Err(e) = crate::process::forkserver::send_record(fd, &record) {
             log::error!("cannot ask the server to shut down: {e}");
         }
         true

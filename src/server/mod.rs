@@ -63,7 +63,7 @@ use handle::{Shared, SHUTDOWN_REQUEST, UNBLOCK_WAIT};
 use request::Incoming;
 use workers::Workers;
 
-use crate::forkserver::ForkServer;
+use crate::process::forkserver::ForkServer;
 use crate::{
     Addr, BlockingDatagram, ConnId, DatagramContext, DatagramProtocol, ListenOptions, ListenerId,
     Reactor,

@@ -6,6 +6,10 @@
 //! (`SO_REUSEADDR`, `SO_REUSEPORT`, `IPV6_V6ONLY`, the listen backlog) must be
 //! set between `socket()` and `bind()`/`listen()`, which std does not allow.
 
+pub(crate) mod addr;
+pub(crate) mod allow;
+pub(crate) mod blocking;
+
 use std::fs;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};

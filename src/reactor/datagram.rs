@@ -26,7 +26,7 @@ const MAX_DATAGRAM: usize = 64 * 1024;
 
 pub(crate) struct DatagramSocket {
     /// First: unlisted before `socket` closes.
-    _listed: crate::forkserver::CrateSocket,
+    _listed: crate::process::forkserver::CrateSocket,
     socket: Datagram,
     pub(crate) gen: u32,
     proto: Option<Box<dyn DatagramProtocol>>,
@@ -72,7 +72,9 @@ impl Reactor {
         self.registry()
             .register(&mut socket, Token(key), Interest::READABLE)?;
         self.sources.insert(Source::Datagram(DatagramSocket {
-            _listed: crate::forkserver::CrateSocket::new(std::os::fd::AsRawFd::as_raw_fd(&socket)),
+            _listed: crate::process::forkserver::CrateSocket::new(std::os::fd::AsRawFd::as_raw_fd(
+                &socket,
+            )),
             socket,
             gen,
             proto: Some(Box::new(proto)),

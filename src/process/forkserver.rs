@@ -744,7 +744,7 @@ fn fork_child(
                 libc::close(ctl.as_raw_fd());
                 libc::close(signals.as_raw_fd());
             }
-            crate::child::restore_default_signals();
+            crate::process::child::restore_default_signals();
             let _ = reports; // kept: the job may report through it
             let status = panic::catch_unwind(AssertUnwindSafe(|| job(fds, payload, config)))
                 .unwrap_or(PANICKED);

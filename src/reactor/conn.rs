@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use crate::net::{ConnOptions, Stream};
-use crate::wqueue::{TailPool, WriteQueue};
+use crate::reactor::wqueue::{TailPool, WriteQueue};
 use crate::{CloseReason, ConnId, Protocol, TimerId};
 
 /// How a connection is being wound down.
@@ -112,7 +112,7 @@ pub(crate) struct Conn {
     pub(crate) discard_held: bool,
     /// Producers and the writes queued behind them (boxed: most
     /// connections never have one).
-    pub(crate) fifo: Option<Box<crate::producer::Fifo>>,
+    pub(crate) fifo: Option<Box<crate::reactor::producer::Fifo>>,
     /// On the ready list to pump its producers next turn (its budget ran
     /// out while the socket still took everything).
     pub(crate) produce_scheduled: bool,

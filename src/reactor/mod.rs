@@ -12,6 +12,22 @@
 //! operations by id in `ops.rs`, accepting in `listener.rs`, datagram
 //! sockets in `datagram.rs`.
 
+pub(crate) mod backpressure;
+pub(crate) mod closing;
+pub(crate) mod conn;
+pub(crate) mod datagram;
+pub(crate) mod guard;
+pub(crate) mod handle;
+pub(crate) mod id;
+pub(crate) mod listener;
+pub(crate) mod multi;
+pub(crate) mod ops;
+pub(crate) mod producer;
+pub(crate) mod signals;
+pub(crate) mod stream;
+pub(crate) mod timer;
+pub(crate) mod wqueue;
+
 use std::any::Any;
 use std::io;
 use std::mem;
@@ -23,11 +39,11 @@ use mio::event::Event;
 use mio::{Events, Poll, Token};
 use slab::Slab;
 
-use crate::conn::{Closing, Conn};
-use crate::datagram::DatagramSocket;
-use crate::handle::{Command, Shared};
-use crate::listener::ListenerState;
-use crate::timer::Timers;
+use crate::reactor::conn::{Closing, Conn};
+use crate::reactor::datagram::DatagramSocket;
+use crate::reactor::handle::{Command, Shared};
+use crate::reactor::listener::ListenerState;
+use crate::reactor::timer::Timers;
 use crate::{CloseReason, ConnId, Context, Handle, Protocol};
 
 const WAKER: Token = Token(usize::MAX);
@@ -52,7 +68,7 @@ pub(crate) enum Source {
     Listener(ListenerState),
     Conn(Conn),
     Datagram(DatagramSocket),
-    Signals(crate::signals::SignalSource),
+    Signals(crate::reactor::signals::SignalSource),
     /// A closed source whose slot stays reserved until the end of the turn, so
     /// that an event already fetched for it cannot reach a new occupant.
     Closed,
@@ -116,7 +132,7 @@ pub struct Reactor {
     /// block, or the connection's own buffer).
     pub(crate) read_block: (usize, usize),
     /// Emptied tail blocks of write queues, for reuse (see `wqueue.rs`).
-    pub(crate) tails: crate::wqueue::TailPool,
+    pub(crate) tails: crate::reactor::wqueue::TailPool,
     pub(crate) pool: Vec<BytesMut>,
     /// Receive buffer of datagram sockets.
     pub(crate) dgram_buf: Vec<u8>,
@@ -137,7 +153,7 @@ pub struct Reactor {
     stopping: bool,
     pub(crate) running: bool,
     /// Running user code and operations postponed until it returns.
-    pub(crate) nesting: crate::guard::Nesting,
+    pub(crate) nesting: crate::reactor::guard::Nesting,
     /// Set by `stop_now`: dropping the reactor waits for nothing.
     hurry: bool,
 }
@@ -209,7 +225,7 @@ impl Reactor {
         }
         self.running = true;
         // Puts the loop's state back even if something unwinds out of the turn.
-        let guard = crate::guard::TurnGuard { reactor: self };
+        let guard = crate::reactor::guard::TurnGuard { reactor: self };
         guard.reactor.turn(timeout)?;
         Ok(mem::take(&mut guard.reactor.stopping))
     }

@@ -1,6 +1,9 @@
 //! The callback traits: what user code implements to serve a connection or a
 //! datagram socket (asyncore's `dispatcher`, Twisted's `Protocol`).
 
+pub(crate) mod context;
+pub(crate) mod framing;
+
 use std::fmt;
 use std::io;
 

@@ -17,7 +17,7 @@ use std::panic::{self, AssertUnwindSafe};
 
 use bytes::Bytes;
 
-use crate::conn::Conn;
+use crate::reactor::conn::Conn;
 use crate::{ConnId, Reactor};
 
 /// A source of bytes that a connection pulls from as it can send them (see
@@ -97,7 +97,7 @@ impl Reactor {
     /// Streams from `producer` on connection `id` after everything queued
     /// before (see [`Context::write_producer`](crate::Context::write_producer)).
     pub fn write_producer(&mut self, id: ConnId, producer: impl Producer) -> io::Result<()> {
-        let conn = crate::ops::open_for_writes(&mut self.sources, id)?;
+        let conn = crate::reactor::ops::open_for_writes(&mut self.sources, id)?;
         conn.fifo
             .get_or_insert_with(Box::default)
             .items

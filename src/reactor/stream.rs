@@ -9,8 +9,8 @@ use bytes::BytesMut;
 use mio::event::Event;
 use mio::{Interest, Token};
 
-use crate::conn::{Closing, Conn, ShutdownWrite};
 use crate::net::{ConnOptions, Stream};
+use crate::reactor::conn::{Closing, Conn, ShutdownWrite};
 use crate::reactor::{
     conn_in, Source, TimerTarget, BUFFER_POOL, KEPT_BLOCK, KEPT_SLACK, OWN_READ_SIZE, READ_BUDGET,
     READ_SIZE,
@@ -416,7 +416,7 @@ impl Reactor {
     /// mark, send, and again while the socket takes it all, up to the
     /// budget. Whether the queue is empty; `None` when it closed.
     fn flush_producing(&mut self, key: usize) -> Option<bool> {
-        let mut budget = crate::producer::PRODUCE_BUDGET;
+        let mut budget = crate::reactor::producer::PRODUCE_BUDGET;
         loop {
             let producing = conn_in(&mut self.sources, key).is_some_and(|c| c.fifo.is_some());
             if producing {

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::conn::{Closing, ShutdownWrite};
-use crate::wqueue::COPY_BELOW;
+use crate::reactor::conn::{Closing, ShutdownWrite};
+use crate::reactor::wqueue::COPY_BELOW;
 use slab::Slab;
 
 use crate::reactor::{Source, TimerTarget};
@@ -493,7 +493,7 @@ impl Reactor {
 pub(crate) fn open_for_writes(
     sources: &mut Slab<Source>,
     id: ConnId,
-) -> io::Result<&mut crate::conn::Conn> {
+) -> io::Result<&mut crate::reactor::conn::Conn> {
     let Some(conn) = crate::reactor::conn_in(sources, id.key()).filter(|c| c.gen == id.gen) else {
         return Err(io::Error::new(
             io::ErrorKind::NotConnected,

@@ -29,7 +29,7 @@ enum Acceptor {
 
 pub(crate) struct ListenerState {
     /// First: unlisted before `listener` closes.
-    _listed: crate::forkserver::CrateSocket,
+    _listed: crate::process::forkserver::CrateSocket,
     listener: Listener,
     pub(crate) gen: u32,
     acceptor: Acceptor,
@@ -126,7 +126,7 @@ impl Reactor {
         self.registry()
             .register(&mut listener, Token(key), Interest::READABLE)?;
         let state = ListenerState {
-            _listed: crate::forkserver::CrateSocket::new(std::os::fd::AsRawFd::as_raw_fd(
+            _listed: crate::process::forkserver::CrateSocket::new(std::os::fd::AsRawFd::as_raw_fd(
                 &listener,
             )),
             listener,

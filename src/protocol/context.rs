@@ -156,7 +156,7 @@ impl<'a> Context<'a> {
     /// the log (for example a protocol error).
     pub fn close_with(&mut self, reason: CloseReason) {
         self.reactor
-            .close_id(self.id, crate::conn::Closing::AfterFlush(reason));
+            .close_id(self.id, crate::reactor::conn::Closing::AfterFlush(reason));
     }
 
     /// Closes now; queued bytes are dropped (and counted in [`queued`](Context::queued)).

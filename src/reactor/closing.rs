@@ -9,7 +9,7 @@ use std::io;
 use std::mem;
 use std::time::Instant;
 
-use crate::conn::{Closing, ShutdownWrite};
+use crate::reactor::conn::{Closing, ShutdownWrite};
 use crate::reactor::{conn_in, Source, READ_BUDGET, READ_SIZE};
 use crate::{CloseReason, ConnId, Reactor};
 
