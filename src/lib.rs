@@ -48,6 +48,15 @@
 //! `docs/asyncore.md`.
 #![warn(missing_docs)]
 
+// One clear message instead of a page of unresolved `libc` items: the crate
+// relies on signalfd, SOCK_CLOEXEC / MSG_CMSG_CLOEXEC, MSG_NOSIGNAL, TIOCOUTQ
+// and /proc, and is built and tested on Linux only.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "sockloop supports Linux only: it uses signalfd, SOCK_CLOEXEC, MSG_CMSG_CLOEXEC, \
+     MSG_NOSIGNAL, TIOCOUTQ and /proc, which macOS and the BSDs lack or spell differently"
+);
+
 // The layers, bottom up (docs/design.md): each module imports only from the
 // ones above it in this list.
 mod net;
