@@ -22,7 +22,7 @@ mod common;
 
 /// Relays each line to every other connected client.
 #[derive(Parser)]
-#[command(name = "chat_server")]
+#[command(name = "chat_server", version)]
 struct Args {
     #[command(flatten)]
     listen: common::ListenPorts,

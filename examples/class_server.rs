@@ -20,7 +20,7 @@ mod common;
 
 /// Serves each client with a `RequestHandler`, on a thread of its own.
 #[derive(Parser)]
-#[command(name = "class_server")]
+#[command(name = "class_server", version)]
 struct Args {
     #[command(flatten)]
     listen: common::Listen,

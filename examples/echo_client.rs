@@ -17,7 +17,7 @@ mod common;
 
 /// Sends words to an echo server and prints the replies.
 #[derive(Parser)]
-#[command(name = "echo_client")]
+#[command(name = "echo_client", version)]
 struct Args {
     #[command(flatten)]
     server: common::Connect,

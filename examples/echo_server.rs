@@ -26,9 +26,9 @@ mod common;
 
 /// Echoes one line per connection, or each datagram, back to its sender.
 #[derive(Parser)]
-#[command(name = "echo_server")]
+#[command(name = "echo_server", version)]
 // The shared --host and --port serve udp as well here, and the unix families not at all.
-#[command(mut_arg("host", |a| a.help("Host or IP address to listen on (tcp and udp)")))]
+#[command(mut_arg("host", |a| a.help("Host or IP address to listen on (tcp and udp); '' means all interfaces (0.0.0.0), as in Python's socketserver")))]
 #[command(mut_arg("port", |a| a.help("Port to listen on (tcp and udp; 0 picks a free port)")))]
 struct Args {
     #[command(flatten)]

@@ -20,7 +20,7 @@ mod common;
 
 /// Serves each client in a forked child, after a delay.
 #[derive(Parser)]
-#[command(name = "fork_server")]
+#[command(name = "fork_server", version)]
 struct Args {
     #[command(flatten)]
     listen: common::Listen,

@@ -18,16 +18,16 @@ mod common;
 
 /// Echoes each line (record) back, with its terminator.
 #[derive(Parser)]
-#[command(name = "line_echo")]
+#[command(name = "line_echo", version)]
 struct Args {
     #[command(flatten)]
     listen: common::ListenPorts,
     /// Record terminator; understands the escapes \r \n \t \\.
     #[arg(long, default_value = "\\n", value_parser = unescape)]
     terminator: Bytes,
-    /// Longest record accepted; a client that sends more without a
-    /// terminator is disconnected instead of buffered without end.
-    #[arg(long, default_value_t = 65536)]
+    /// Longest record accepted, in bytes (at least 1); a client that sends
+    /// more without a terminator is disconnected instead of buffered without end.
+    #[arg(long, value_name = "N", default_value = "65536", value_parser = frame_size)]
     max_frame: usize,
     #[command(flatten)]
     shutdown: common::Shutdown,
@@ -88,6 +88,15 @@ impl FrameHandler for LineEcho {
 
     fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
         log::info!("{}: {reason}", cx.id());
+    }
+}
+
+/// `--max-frame`: a size of 0 would refuse every record but the empty one,
+/// which is a mistake on the command line, not a way to serve.
+fn frame_size(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>().map_err(|e| e.to_string())? {
+        0 => Err("must be at least 1 byte".into()),
+        n => Ok(n),
     }
 }
 

@@ -33,7 +33,7 @@ enum Pool {
 
 /// A line server whose slow work runs on workers.
 #[derive(Parser)]
-#[command(name = "offload_server")]
+#[command(name = "offload_server", version)]
 struct Args {
     #[command(flatten)]
     listen: common::ListenPorts,
@@ -41,10 +41,10 @@ struct Args {
     #[arg(long, value_enum, default_value = "threads")]
     pool: Pool,
     /// Number of worker threads or processes.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     workers: u16,
     /// Seconds of blocking work per line.
-    #[arg(long, default_value = "1.0", value_parser = common::seconds, allow_negative_numbers = true)]
+    #[arg(long, value_name = "SECS", default_value = "1.0", value_parser = common::seconds, allow_negative_numbers = true)]
     delay: Duration,
     #[command(flatten)]
     shutdown: common::Shutdown,

@@ -18,7 +18,7 @@ mod common;
 
 /// Echoes each line prefixed with the pid or thread serving it.
 #[derive(Parser)]
-#[command(name = "pid_echo")]
+#[command(name = "pid_echo", version)]
 struct Args {
     #[command(flatten)]
     listen: common::Listen,

@@ -23,10 +23,11 @@ mod common;
 
 /// Echo server on many sockets at once, in one thread.
 #[derive(Parser)]
-#[command(name = "select_echo")]
+#[command(name = "select_echo", version)]
 struct Args {
-    /// Host or IP address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
+    /// Host or IP address to listen on; '' means all interfaces (0.0.0.0),
+    /// as in Python's socketserver.
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
     host: String,
     /// TCP port to listen on (repeatable; 0 picks a free port). Without any
     /// --port, --unix or --udp: 50007 and 50008, as the classic server.
@@ -43,7 +44,7 @@ struct Args {
     stamp: bool,
     /// Reactors, each on its own thread with its own listeners on the same
     /// ports (SO_REUSEPORT); the kernel spreads connections over them.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     threads: u16,
     #[command(flatten)]
     shutdown: common::Shutdown,

@@ -18,13 +18,13 @@ mod common;
 
 /// Runs echo clients in parallel and checks every reply.
 #[derive(Parser)]
-#[command(name = "testecho")]
+#[command(name = "testecho", version)]
 struct Args {
     /// Number of clients running at once.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, value_name = "N", default_value_t = 8)]
     clients: usize,
     /// Lines each client sends.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = 3)]
     messages: usize,
     #[command(flatten)]
     server: common::Connect,

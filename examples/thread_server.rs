@@ -19,7 +19,7 @@ mod common;
 
 /// Serves each client on a thread of its own, after a delay.
 #[derive(Parser)]
-#[command(name = "thread_server")]
+#[command(name = "thread_server", version)]
 struct Args {
     #[command(flatten)]
     listen: common::Listen,

@@ -21,7 +21,7 @@ mod common;
 
 /// Echoes one line per connection, logging every step of the request.
 #[derive(Parser)]
-#[command(name = "trace_echo")]
+#[command(name = "trace_echo", version)]
 struct Args {
     #[command(flatten)]
     listen: common::Listen,

@@ -16,7 +16,7 @@ mod common;
 
 /// Answers one line per connection, in upper case.
 #[derive(Parser)]
-#[command(name = "upper_server")]
+#[command(name = "upper_server", version)]
 struct Args {
     #[command(flatten)]
     listen: common::Listen,

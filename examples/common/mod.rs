@@ -49,18 +49,19 @@ const DEFAULT_PORT: u16 = 50007;
 /// program's arguments with `#[command(flatten)]`.
 #[derive(clap::Args)]
 pub struct Listen {
-    /// Host or IP address to listen on.
-    #[arg(long, default_value = DEFAULT_HOST)]
+    /// Host or IP address to listen on; '' means all interfaces (0.0.0.0),
+    /// as in Python's socketserver.
+    #[arg(long, value_name = "HOST", default_value = DEFAULT_HOST)]
     pub host: String,
     /// TCP port to listen on (0 picks a free port).
-    #[arg(long, default_value_t = DEFAULT_PORT)]
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PORT)]
     pub port: u16,
 }
 
 impl Listen {
     /// The address to bind. The error names the host.
     pub fn addr(&self) -> io::Result<Addr> {
-        Addr::resolve(&self.host, self.port)
+        Addr::resolve(bind_host(&self.host), self.port)
     }
 }
 
@@ -68,8 +69,9 @@ impl Listen {
 /// several ports at once.
 #[derive(clap::Args)]
 pub struct ListenPorts {
-    /// Host or IP address to listen on.
-    #[arg(long, default_value = DEFAULT_HOST)]
+    /// Host or IP address to listen on; '' means all interfaces (0.0.0.0),
+    /// as in Python's socketserver.
+    #[arg(long, value_name = "HOST", default_value = DEFAULT_HOST)]
     pub host: String,
     /// TCP port to listen on (repeatable; 0 picks a free port).
     #[arg(long = "port", value_name = "PORT", default_values_t = [DEFAULT_PORT])]
@@ -86,27 +88,44 @@ impl ListenPorts {
 /// `--host` and `--port` of the server a client talks to.
 #[derive(clap::Args)]
 pub struct Connect {
-    /// Server host.
-    #[arg(long, default_value = DEFAULT_HOST)]
+    /// Server host; '' means this machine (127.0.0.1), as a Python client's
+    /// `connect(('', port))`.
+    #[arg(long, value_name = "HOST", default_value = DEFAULT_HOST)]
     pub host: String,
     /// Server port.
-    #[arg(long, default_value_t = DEFAULT_PORT)]
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PORT)]
     pub port: u16,
 }
 
 impl Connect {
     /// The server's address, for `std::net`: a name resolves to an IP address.
     pub fn addr(&self) -> io::Result<SocketAddr> {
-        let addr = Addr::resolve(&self.host, self.port)?;
+        let host = if self.host.is_empty() {
+            "127.0.0.1"
+        } else {
+            &self.host
+        };
+        let addr = Addr::resolve(host, self.port)?;
         Ok(addr.as_inet().expect("resolve gives an IP address"))
     }
 }
 
-/// Resolves `host` with each of `ports`. The error names the host.
+/// The host to bind for `--host`: Python's socketserver binds `''` to every
+/// interface (`INADDR_ANY`), and so do we; a resolver would refuse it.
+pub fn bind_host(host: &str) -> &str {
+    if host.is_empty() {
+        "0.0.0.0"
+    } else {
+        host
+    }
+}
+
+/// Resolves `host` with each of `ports` (`''` is every interface, see
+/// [`bind_host`]). The error names the host.
 pub fn addrs(host: &str, ports: &[u16]) -> io::Result<Vec<Addr>> {
     ports
         .iter()
-        .map(|&port| Addr::resolve(host, port))
+        .map(|&port| Addr::resolve(bind_host(host), port))
         .collect()
 }
 
