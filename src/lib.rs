@@ -47,6 +47,7 @@
 //! asyncore, asynchat and the select server to this crate is in
 //! `docs/asyncore.md`.
 #![warn(missing_docs)]
+#![warn(missing_debug_implementations)]
 
 // One clear message instead of a page of unresolved `libc` items: the crate
 // relies on signalfd, SOCK_CLOEXEC / MSG_CMSG_CLOEXEC, MSG_NOSIGNAL, TIOCOUTQ

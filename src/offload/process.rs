@@ -432,3 +432,18 @@ impl FrameHandler for Link {
         }
     }
 }
+
+impl std::fmt::Debug for ProcessPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut s = f.debug_struct("ProcessPool");
+        match self.state.try_borrow() {
+            Ok(state) => s
+                .field("pids", &self.pids())
+                .field("queued", &state.queue.len())
+                .field("max_in_flight", &state.max_in_flight)
+                .field("closing", &state.closing),
+            Err(_) => s.field("state", &"<in use>"),
+        };
+        s.finish_non_exhaustive()
+    }
+}

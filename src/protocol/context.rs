@@ -331,3 +331,19 @@ impl<'a> DatagramContext<'a> {
         self.reactor
     }
 }
+
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for DatagramContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatagramContext")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}

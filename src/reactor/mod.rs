@@ -539,3 +539,18 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
         "non-string panic payload".to_string()
     }
 }
+
+/// What a reader of a log wants: how many sources, and the counters; not the
+/// buffers.
+impl std::fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reactor")
+            .field("sources", &self.sources.len())
+            .field("stats", &self.stats)
+            .field("max_connections", &self.max_connections)
+            .field("running", &self.running)
+            .field("draining", &self.draining)
+            .field("stopping", &self.stopping)
+            .finish_non_exhaustive()
+    }
+}

@@ -154,3 +154,13 @@ impl Reactors {
         result
     }
 }
+
+impl std::fmt::Debug for Reactors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let running = self.threads.iter().filter(|t| !t.is_finished()).count();
+        f.debug_struct("Reactors")
+            .field("reactors", &self.threads.len())
+            .field("running", &running)
+            .finish_non_exhaustive()
+    }
+}

@@ -274,3 +274,33 @@ impl Drop for RunningServer {
         let _ = self.stop();
     }
 }
+
+/// The settings; the hooks are closures and are left out.
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("family", &self.family)
+            .field("addrs", &self.addrs)
+            .field("mode", &self.mode)
+            .field("request_queue_size", &self.request_queue_size)
+            .field("allow_reuse_address", &self.allow_reuse_address)
+            .field("allow_reuse_port", &self.allow_reuse_port)
+            .field("timeout", &self.timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("close_timeout", &self.close_timeout)
+            .field("max_packet_size", &self.max_packet_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("server_address", &self.server_address())
+            .field(
+                "running",
+                &self.thread.as_ref().is_some_and(|t| !t.is_finished()),
+            )
+            .finish_non_exhaustive()
+    }
+}

@@ -277,3 +277,11 @@ impl ServerHandle {
         self.shared.addrs.get().map_or(&[], |a| a.as_slice())
     }
 }
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("server_address", &self.server_address())
+            .finish_non_exhaustive()
+    }
+}

@@ -511,3 +511,16 @@ impl Drop for Server {
         self.server_close();
     }
 }
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("family", &self.family)
+            .field("server_address", &self.server_address())
+            .field("active_requests", &self.active_requests())
+            .field("pending", &self.pending.borrow().len())
+            .field("timeout", &self.timeout)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}

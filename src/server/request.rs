@@ -454,3 +454,17 @@ fn decode_addr(data: &[u8]) -> Option<(Addr, &[u8])> {
     };
     Some((addr, rest))
 }
+
+/// The peer and the kind of request; not the bytes.
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.io {
+            Io::Stream { .. } => "stream",
+            Io::Datagram { .. } => "datagram",
+        };
+        f.debug_struct("Request")
+            .field("peer", &self.peer)
+            .field("kind", &kind)
+            .finish_non_exhaustive()
+    }
+}

@@ -340,3 +340,15 @@ impl<H: FrameHandler> Protocol for Framed<H> {
         self.handler.on_close(cx, reason);
     }
 }
+
+/// Shows the handler's type, not its value: a handler need not be `Debug`.
+impl<H> std::fmt::Debug for Framed<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Framed")
+            .field("handler", &std::any::type_name::<H>())
+            .field("decoder", &self.decoder)
+            .field("partial", &self.partial)
+            .field("shutdown_pending", &self.shutdown_pending)
+            .finish()
+    }
+}
