@@ -100,3 +100,61 @@ struct OffloadDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/asyncore.md")]
 struct AsyncoreDoctests;
+
+/// Dropping these at once is a mistake the compiler reports: a builder that
+/// binds nothing, a server shut down as soon as it started, reactors whose
+/// threads nobody joins.
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// sockloop::server::ServerBuilder::new(sockloop::server::Family::Tcp)
+///     .bind("127.0.0.1:0".parse().unwrap());
+/// ```
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// # use sockloop::server::{Family, Request, ServerBuilder};
+/// # fn f() -> std::io::Result<()> {
+/// ServerBuilder::new(Family::Tcp)
+///     .bind("127.0.0.1:0".parse().unwrap())
+///     .spawn(|| |_: &mut Request| Ok(()))?;
+/// # Ok(()) }
+/// ```
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// # use sockloop::server::{Family, Request, ServerBuilder};
+/// # fn f() -> std::io::Result<()> {
+/// ServerBuilder::new(Family::Tcp)
+///     .bind("127.0.0.1:0".parse().unwrap())
+///     .build(|| |_: &mut Request| Ok(()))?;
+/// # Ok(()) }
+/// ```
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// # fn f() -> std::io::Result<()> {
+/// sockloop::Reactors::spawn(1, |_, _| Ok(()))?;
+/// # Ok(()) }
+/// ```
+///
+/// The same code that keeps the values compiles:
+///
+/// ```
+/// #![deny(unused_must_use)]
+/// # use sockloop::server::{Family, Request, ServerBuilder};
+/// # fn f() -> std::io::Result<()> {
+/// let builder = ServerBuilder::new(Family::Tcp).bind("127.0.0.1:0".parse().unwrap());
+/// let server = builder.spawn(|| |_: &mut Request| Ok(()))?;
+/// server.shutdown()?;
+/// let server = ServerBuilder::new(Family::Tcp)
+///     .bind("127.0.0.1:0".parse().unwrap())
+///     .build(|| |_: &mut Request| Ok(()))?;
+/// drop(server);
+/// let reactors = sockloop::Reactors::spawn(1, |_, _| Ok(()))?;
+/// reactors.handle().stop();
+/// reactors.join()?;
+/// # Ok(()) }
+/// ```
+#[cfg(doctest)]
+struct MustUseDoctests;

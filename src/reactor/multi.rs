@@ -40,6 +40,7 @@ use crate::{Handle, Reactor};
 /// # }
 /// # Ok::<(), std::io::Error>(())
 /// ```
+#[must_use = "dropping Reactors detaches its threads: keep it and `join` it"]
 pub struct Reactors {
     handle: ReactorsHandle,
     threads: Vec<JoinHandle<io::Result<()>>>,

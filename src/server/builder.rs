@@ -33,6 +33,7 @@ use crate::Addr;
 /// assert_eq!(server.server_address().len(), 2);
 /// # Ok::<(), std::io::Error>(())
 /// ```
+#[must_use = "a builder binds nothing until `build` or `spawn`"]
 pub struct ServerBuilder {
     pub(super) family: Family,
     pub(super) addrs: Vec<Addr>,
@@ -222,6 +223,7 @@ impl ServerBuilder {
 
 /// A server serving on a thread of its own (from [`ServerBuilder::spawn`]).
 /// Dropping it shuts the server down and waits for it.
+#[must_use = "dropping a RunningServer shuts the server down at once"]
 pub struct RunningServer {
     handle: ServerHandle,
     thread: Option<JoinHandle<io::Result<()>>>,

@@ -169,6 +169,7 @@ impl Prepared {
 /// request's handler where its [`Mode`] says. Build one with [`ServerBuilder`].
 ///
 /// Dropping the server closes it (`server_close`).
+#[must_use = "dropping a Server closes it at once (`server_close`)"]
 pub struct Server {
     family: Family,
     reactor: Reactor,
