@@ -151,3 +151,60 @@ fn a_pool_that_lost_its_fork_server_and_workers_fails_every_job() {
     }
     drop(server);
 }
+
+/// The socket inodes a process holds open.
+fn socket_inodes(pid: u32) -> std::collections::HashSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|target| target.starts_with("socket:"))
+        .collect()
+}
+
+/// A fork server closes every descriptor the crate owns in the process,
+/// connections of other reactors included: a copy left open in it keeps a
+/// connection's socket alive after its reactor closed it (the fork server
+/// only closed its own reactor's descriptors and the process's listening
+/// sockets).
+#[test]
+fn a_pool_started_beside_another_reactor_holds_none_of_its_connections() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let me = std::process::id();
+    let mut serving = sockloop::Reactor::new().unwrap();
+    let id = serving.listen(&any_port(), |_| Quiet).unwrap();
+    let addr = serving.listener_addr(id).unwrap();
+    let _client = TcpStream::connect(addr.as_inet().unwrap()).unwrap();
+    let before = socket_inodes(me);
+    let deadline = Instant::now() + LIMIT;
+    while serving.stats().open == 0 {
+        assert!(Instant::now() < deadline, "never accepted");
+        serving.run_once(Some(LIMIT)).unwrap();
+    }
+    let accepted: Vec<String> = socket_inodes(me).difference(&before).cloned().collect();
+    assert_eq!(accepted.len(), 1, "one accepted socket: {accepted:?}");
+    let children = children_of(me);
+    let mut other = sockloop::Reactor::new().unwrap();
+    let pool = ProcessPool::start(&mut other, 1, work).unwrap();
+    let fork_server: Vec<i32> = children_of(me)
+        .into_iter()
+        .filter(|p| !children.contains(p))
+        .collect();
+    assert_eq!(fork_server.len(), 1, "one fork server: {fork_server:?}");
+    let held = socket_inodes(fork_server[0] as u32);
+    assert!(
+        !held.contains(&accepted[0]),
+        "the fork server holds the other reactor's connection {}",
+        accepted[0]
+    );
+    drop((pool, other, serving));
+}
+
+/// Takes what comes and answers nothing.
+struct Quiet;
+
+impl sockloop::Protocol for Quiet {
+    fn on_data(&mut self, _: &mut Context<'_>, data: &mut bytes::BytesMut) {
+        data.clear();
+    }
+}

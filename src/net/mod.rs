@@ -9,6 +9,7 @@
 pub(crate) mod addr;
 pub(crate) mod allow;
 pub(crate) mod blocking;
+pub(crate) mod owned;
 
 use std::fs;
 use std::io::{self, IoSlice};

@@ -92,7 +92,7 @@ impl ProcessPool {
         // threads hold at that moment.
         let job: WorkFn = Arc::new(work);
         let forks = ForkServer::start(
-            &reactor.owned_fds(),
+            &[],
             None,
             true,
             Box::new(move |fds, _, _| {

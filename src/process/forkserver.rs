@@ -21,7 +21,6 @@
 //! on an optional stream socket. End of stream on the command socket ends
 //! the fork server; its children go on to finish their requests.
 
-use std::collections::HashSet;
 use std::io::{self, Write};
 use std::mem;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -56,42 +55,6 @@ const PANICKED: i32 = 70;
 /// and a late answer must never be read as the next request's).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Listening and datagram sockets the crate owns, in every reactor and
-/// server of the process: a fork server forked later holds copies of them
-/// all, which would keep a closed server's port listening; it closes them.
-/// User descriptors are never listed.
-static CRATE_SOCKETS: Mutex<Option<HashSet<RawFd>>> = Mutex::new(None);
-
-/// Lists a socket in [`CRATE_SOCKETS`] while it lives. Declare it as the
-/// first field of the owner, so that it is unlisted before the socket
-/// closes: a number reused by someone else is then never closed by a fork
-/// server (at worst one closed socket stays open in a fork server started
-/// in between).
-pub(crate) struct CrateSocket(RawFd);
-
-impl CrateSocket {
-    pub(crate) fn new(fd: RawFd) -> CrateSocket {
-        let mut set = CRATE_SOCKETS.lock().unwrap_or_else(|p| p.into_inner());
-        set.get_or_insert_with(HashSet::new).insert(fd);
-        CrateSocket(fd)
-    }
-}
-
-impl Drop for CrateSocket {
-    fn drop(&mut self) {
-        let mut set = CRATE_SOCKETS.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(set) = set.as_mut() {
-            set.remove(&self.0);
-        }
-    }
-}
-
-fn crate_sockets() -> Vec<RawFd> {
-    let set = CRATE_SOCKETS.lock().unwrap_or_else(|p| p.into_inner());
-    set.as_ref()
-        .map_or_else(Vec::new, |s| s.iter().copied().collect())
-}
-
 /// The parent's side: the command socket and the fork server's pid.
 pub(crate) struct ForkServer {
     /// Held while a fork is asked for and answered, so that two threads'
@@ -108,9 +71,10 @@ pub(crate) struct ForkServer {
 }
 
 impl ForkServer {
-    /// Forks the fork server. It first closes `close` (the descriptors the
-    /// crate owns in this process: sockets, the loop's own descriptors;
-    /// never anyone else's), and writes exit reports to `reports` if given.
+    /// Forks the fork server. It first closes every descriptor the crate
+    /// owns in this process (`net/owned.rs`: never anyone else's) and
+    /// `close` (the caller's own, not listed yet), and writes exit reports
+    /// to `reports` if given.
     ///
     /// Call it while the process has no other thread if you can: this one
     /// fork is the only one taken from the program itself. stdout and stderr
@@ -136,9 +100,10 @@ impl ForkServer {
                  servers and process pools before starting threads"
             );
         }
-        // Every listening or datagram socket of the crate in this process,
-        // taken before the fork (the child takes no lock).
-        let mut close = [close, &crate_sockets()].concat();
+        // Every descriptor of the crate in this process (every reactor's
+        // sockets and poll descriptor), taken before the fork (the child
+        // takes no lock).
+        let mut close = [close, &crate::net::owned::listed()].concat();
         close.retain(|&fd| fd != theirs.as_raw_fd() && Some(fd) != reports);
         // The stop signals are held back across the fork, so that one sent
         // to the fork server (or its group) before it ignores them does
@@ -755,27 +720,5 @@ fn fork_child(
             unsafe_exit(status)
         }
         pid => pid, // dropping `fds` closes the fork server's copies
-    }
-}
-
-impl crate::Reactor {
-    /// The descriptors this reactor owns (its poll descriptor, listeners,
-    /// connections, datagram sockets), for a forked process to close: the
-    /// copies would keep ports bound and connections open after the parent
-    /// closed them. Anything else in the process is not ours to close.
-    pub(crate) fn owned_fds(&self) -> Vec<RawFd> {
-        use crate::reactor::Source;
-        let mut fds = vec![self.poll.as_raw_fd()];
-        for (_, source) in &self.sources {
-            match source {
-                Source::Listener(l) => fds.push(l.raw_fd()),
-                Source::Conn(c) => fds.push(c.stream.as_raw_fd()),
-                Source::Datagram(d) => fds.push(d.raw_fd()),
-                // The signal pipe's read end: the fork server resets the
-                // dispositions, so nothing writes to it there.
-                Source::Signals(_) | Source::Closed => {}
-            }
-        }
-        fds
     }
 }

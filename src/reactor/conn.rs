@@ -24,6 +24,8 @@ pub(crate) enum Closing {
 }
 
 pub(crate) struct Conn {
+    /// First: unlisted before `stream` closes.
+    _listed: crate::net::owned::Listed,
     pub(crate) stream: Stream,
     /// `None` only while one of its callbacks runs (the reactor takes it out
     /// so the callback can borrow the reactor).
@@ -137,6 +139,7 @@ impl Conn {
         now: Instant,
     ) -> Conn {
         Conn {
+            _listed: crate::net::owned::Listed::new(std::os::fd::AsRawFd::as_raw_fd(&stream)),
             stream,
             proto: Some(proto),
             gen: 0,

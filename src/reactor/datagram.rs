@@ -26,7 +26,7 @@ const MAX_DATAGRAM: usize = 64 * 1024;
 
 pub(crate) struct DatagramSocket {
     /// First: unlisted before `socket` closes.
-    _listed: crate::process::forkserver::CrateSocket,
+    _listed: crate::net::owned::Listed,
     socket: Datagram,
     pub(crate) gen: u32,
     proto: Option<Box<dyn DatagramProtocol>>,
@@ -38,13 +38,6 @@ pub(crate) struct DatagramSocket {
     paused: bool,
     /// Timers its protocol set and that have not fired: closing cancels them.
     pub(crate) user_timers: Vec<TimerId>,
-}
-
-impl DatagramSocket {
-    /// The socket's descriptor (for a forked process to close).
-    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.socket)
-    }
 }
 
 impl Reactor {
@@ -72,9 +65,7 @@ impl Reactor {
         self.registry()
             .register(&mut socket, Token(key), Interest::READABLE)?;
         self.sources.insert(Source::Datagram(DatagramSocket {
-            _listed: crate::process::forkserver::CrateSocket::new(std::os::fd::AsRawFd::as_raw_fd(
-                &socket,
-            )),
+            _listed: crate::net::owned::Listed::new(std::os::fd::AsRawFd::as_raw_fd(&socket)),
             socket,
             gen,
             proto: Some(Box::new(proto)),

@@ -29,7 +29,7 @@ enum Acceptor {
 
 pub(crate) struct ListenerState {
     /// First: unlisted before `listener` closes.
-    _listed: crate::process::forkserver::CrateSocket,
+    _listed: crate::net::owned::Listed,
     listener: Listener,
     pub(crate) gen: u32,
     acceptor: Acceptor,
@@ -50,13 +50,6 @@ enum Pause {
     ByUser,
     /// Out of descriptors (or another resource); a timer resumes.
     BackingOff,
-}
-
-impl ListenerState {
-    /// The listening socket's descriptor (for a forked process to close).
-    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.listener)
-    }
 }
 
 /// Errors after which accepting again at once would fail the same way.
@@ -126,9 +119,7 @@ impl Reactor {
         self.registry()
             .register(&mut listener, Token(key), Interest::READABLE)?;
         let state = ListenerState {
-            _listed: crate::process::forkserver::CrateSocket::new(std::os::fd::AsRawFd::as_raw_fd(
-                &listener,
-            )),
+            _listed: crate::net::owned::Listed::new(std::os::fd::AsRawFd::as_raw_fd(&listener)),
             listener,
             gen,
             acceptor,

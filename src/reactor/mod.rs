@@ -108,6 +108,8 @@ pub struct Stats {
 /// A single-threaded event loop serving listeners, connections and datagram
 /// sockets. See the [crate documentation](crate) for an example.
 pub struct Reactor {
+    /// First: unlisted before `poll` closes (see `net/owned.rs`).
+    _listed: crate::net::owned::Listed,
     pub(crate) poll: Poll,
     pub(crate) events: Option<Events>,
     pub(crate) sources: Slab<Source>,
@@ -164,6 +166,7 @@ impl Reactor {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         Ok(Reactor {
+            _listed: crate::net::owned::Listed::new(std::os::fd::AsRawFd::as_raw_fd(&poll)),
             poll,
             events: Some(Events::with_capacity(1024)),
             sources: Slab::new(),
