@@ -46,14 +46,10 @@ fn main() -> ExitCode {
         // Everyone's lines pile up in the queue of a member who stops reading;
         // past 1 MiB that member is dropped rather than buffered for without
         // end. Members who read hold talkers back instead (see `broadcast`).
-        let conn = ConnOptions {
-            max_queued: Some(1 << 20),
-            ..ConnOptions::default()
-        };
-        let opts = ListenOptions {
-            conn,
-            ..ListenOptions::default()
-        };
+        let mut conn = ConnOptions::default();
+        conn.max_queued = Some(1 << 20);
+        let mut opts = ListenOptions::default();
+        opts.conn = conn;
         common::serve_reactor(
             Reactor::new()?,
             &args.listen.addrs()?,

@@ -68,9 +68,10 @@ fn main() -> ExitCode {
                 )?)
             }
             Pool::Threads => {
-                reactor.set_offload_options(OffloadOptions {
-                    workers,
-                    ..OffloadOptions::default()
+                reactor.set_offload_options({
+                    let mut options = OffloadOptions::default();
+                    options.workers = workers;
+                    options
                 })?;
                 None
             }

@@ -119,10 +119,8 @@ impl Plan {
     /// returns it with the bound addresses.
     fn bind(&self, reactor: &mut Reactor, first: bool) -> io::Result<Plan> {
         let stamp = self.stamp;
-        let opts = ListenOptions {
-            reuse_port: self.reuse_port,
-            ..ListenOptions::default()
-        };
+        let mut opts = ListenOptions::default();
+        opts.reuse_port = self.reuse_port;
         let mut bound = Plan {
             streams: Vec::new(),
             unix: Vec::new(),

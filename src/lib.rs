@@ -158,3 +158,64 @@ struct AsyncoreDoctests;
 /// ```
 #[cfg(doctest)]
 struct MustUseDoctests;
+
+/// Options and enums that will grow are `#[non_exhaustive]`, so growing them
+/// breaks no caller: options start from `default()`, and a `match` on an
+/// enum has a catch-all arm.
+///
+/// ```compile_fail,E0639
+/// let opts = sockloop::ListenOptions { backlog: 16, ..Default::default() };
+/// ```
+///
+/// ```compile_fail,E0639
+/// let opts = sockloop::ConnOptions { nodelay: false, ..Default::default() };
+/// ```
+///
+/// ```compile_fail,E0639
+/// let opts = sockloop::OffloadOptions { workers: 2, ..Default::default() };
+/// ```
+///
+/// ```compile_fail,E0639
+/// let stats = sockloop::Stats { accepted: 1, ..Default::default() };
+/// ```
+///
+/// ```compile_fail,E0004
+/// fn clean(reason: &sockloop::CloseReason) -> bool {
+///     use sockloop::CloseReason::*;
+///     match reason {
+///         Closed | PeerClosed => true,
+///         Reset | ConnectFailed(_) | IdleTimeout | WriteQueueFull { .. } | Panicked(_)
+///         | Protocol(_) | Error(_) | ReactorStopped | PeerKeptSending { .. }
+///         | PeerStalled { .. } => false,
+///     }
+/// }
+/// ```
+///
+/// ```compile_fail,E0004
+/// fn name(t: sockloop::Terminator<'_>) -> &'static str {
+///     use sockloop::Terminator::*;
+///     match t { Delimiter(_) => "d", Count(_) => "c", LengthPrefixed => "l", None => "n", Raw => "r" }
+/// }
+/// ```
+///
+/// ```compile_fail,E0004
+/// fn name(m: &sockloop::server::Mode) -> &'static str {
+///     use sockloop::server::Mode::*;
+///     match m { Sync => "s", Threading { .. } => "t", Forking { .. } => "f", Pool { .. } => "p" }
+/// }
+/// ```
+///
+/// ```compile_fail,E0004
+/// fn name(f: sockloop::server::Family) -> &'static str {
+///     use sockloop::server::Family::*;
+///     match f { Tcp => "t", Udp => "u", UnixStream => "s", UnixDatagram => "d" }
+/// }
+/// ```
+///
+/// ```compile_fail,E0004
+/// fn name(o: sockloop::Oversized) -> &'static str {
+///     match o { sockloop::Oversized::Close => "c", sockloop::Oversized::Skip => "s" }
+/// }
+/// ```
+#[cfg(doctest)]
+struct NonExhaustiveDoctests;

@@ -26,14 +26,10 @@ impl Protocol for Echo {
 fn a_peer_outside_the_allow_list_is_closed_at_once() {
     let (tx, stats) = mpsc::channel();
     let server = Server::start(move |r| {
-        let closed = ListenOptions {
-            allow: Some("10.0.0.0/8".parse().unwrap()),
-            ..Default::default()
-        };
-        let open = ListenOptions {
-            allow: Some("127.0.0.0/8, ::1".parse().unwrap()),
-            ..Default::default()
-        };
+        let mut closed = ListenOptions::default();
+        closed.allow = Some("10.0.0.0/8".parse().unwrap());
+        let mut open = ListenOptions::default();
+        open.allow = Some("127.0.0.0/8, ::1".parse().unwrap());
         let a = r.listen_with(&any_port(), &closed, |_| Echo).unwrap();
         let b = r.listen_with(&any_port(), &open, |_| Echo).unwrap();
         r.call_later(Duration::ZERO, move |r| drop(tx.send(r.handle())));

@@ -68,14 +68,9 @@ fn relay_server(stall: Duration) -> Setup {
     let (mq, sc) = (max_queued.clone(), sink_closed.clone());
     let server = Server::start(move |r: &mut Reactor| {
         let sink = Rc::new(Cell::new(None));
-        let opts = ListenOptions {
-            conn: ConnOptions {
-                max_queued: Some(1 << 20),
-                stall_timeout: stall,
-                ..ConnOptions::default()
-            },
-            ..ListenOptions::default()
-        };
+        let mut opts = ListenOptions::default();
+        opts.conn.max_queued = Some(1 << 20);
+        opts.conn.stall_timeout = stall;
         let id = r
             .listen_with(&any_port(), &opts, move |_| Relay {
                 sink: sink.clone(),
@@ -218,14 +213,9 @@ fn a_slow_reader_does_not_pace_the_others() {
     let (mq, co, s) = (max_queued.clone(), cut_off.clone(), sinks.clone());
     let (mq2, co2, sinks2) = (max_queued.clone(), cut_off.clone(), sinks.clone());
     let server = Server::start(move |r: &mut Reactor| {
-        let opts = ListenOptions {
-            conn: ConnOptions {
-                max_queued: Some(CAP),
-                stall_timeout: Duration::from_secs(1),
-                ..ConnOptions::default()
-            },
-            ..ListenOptions::default()
-        };
+        let mut opts = ListenOptions::default();
+        opts.conn.max_queued = Some(CAP);
+        opts.conn.stall_timeout = Duration::from_secs(1);
         let id = r
             .listen_with(&any_port(), &opts, move |_| Fanout {
                 sinks: s.clone(),
@@ -256,11 +246,9 @@ fn a_slow_reader_does_not_pace_the_others() {
         server
             .handle
             .post(move |r: &mut Reactor| {
-                let opts = ConnOptions {
-                    max_queued: Some(CAP),
-                    stall_timeout: Duration::from_secs(1),
-                    ..ConnOptions::default()
-                };
+                let mut opts = ConnOptions::default();
+                opts.max_queued = Some(CAP);
+                opts.stall_timeout = Duration::from_secs(1);
                 let proto = Fanout {
                     sinks: sinks2,
                     max_queued: mq2,

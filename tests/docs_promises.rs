@@ -348,13 +348,8 @@ fn docs_promise_a_closing_peer_that_takes_nothing_is_cut_off_with_peer_stalled()
         }
     }
     let (tx, rx) = mpsc::channel();
-    let opts = ListenOptions {
-        conn: ConnOptions {
-            close_stall: Duration::from_millis(100),
-            ..ConnOptions::default()
-        },
-        ..ListenOptions::default()
-    };
+    let mut opts = ListenOptions::default();
+    opts.conn.close_stall = Duration::from_millis(100);
     let server = Server::start(move |r| {
         let id = r
             .listen_with(&any_port(), &opts, move |_| CloseBig(tx.clone()))
@@ -401,13 +396,8 @@ fn docs_promise_a_peer_reset_closes_with_reset() {
 
 #[test]
 fn docs_promise_idle_timeout_closes_with_idle_timeout() {
-    let opts = ListenOptions {
-        conn: ConnOptions {
-            idle_timeout: Some(Duration::from_millis(100)),
-            ..ConnOptions::default()
-        },
-        ..ListenOptions::default()
-    };
+    let mut opts = ListenOptions::default();
+    opts.conn.idle_timeout = Some(Duration::from_millis(100));
     let (server, rx) = scripted(opts);
     let mut s = connect(server.inet(0));
     assert_eq!(next_event(&rx), "close idle timeout unsent=0 calls=1");

@@ -316,13 +316,8 @@ fn connect_to_a_missing_unix_path_fails_at_once() {
 
 #[test]
 fn idle_connections_are_closed_with_a_reason() {
-    let opts = ListenOptions {
-        conn: ConnOptions {
-            idle_timeout: Some(Duration::from_millis(100)),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let mut opts = ListenOptions::default();
+    opts.conn.idle_timeout = Some(Duration::from_millis(100));
     let (server, log) = recorder_server(opts, true);
     let mut s = connect(server.inet(0));
     assert_eq!(recv(&log), "open true");
@@ -356,13 +351,8 @@ impl Protocol for Firehose {
 fn a_protocol_that_ignores_backpressure_hits_the_hard_cap() {
     let (tx, log) = mpsc::channel();
     let server = Server::start(move |r| {
-        let opts = ListenOptions {
-            conn: ConnOptions {
-                max_queued: Some(4 << 20),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let mut opts = ListenOptions::default();
+        opts.conn.max_queued = Some(4 << 20);
         let id = r
             .listen_with(&any_port(), &opts, move |_| Firehose(tx.clone()))
             .unwrap();
@@ -446,10 +436,8 @@ fn a_connect_that_gets_no_answer_times_out() {
         .collect();
     let (tx, log) = mpsc::channel();
     let _server = Server::start(move |r| {
-        let opts = ConnOptions {
-            connect_timeout: Some(Duration::from_millis(300)),
-            ..Default::default()
-        };
+        let mut opts = ConnOptions::default();
+        opts.connect_timeout = Some(Duration::from_millis(300));
         r.connect_with(&target.into(), &opts, Dialer { log: tx })
             .unwrap();
         vec![]

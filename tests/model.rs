@@ -312,10 +312,8 @@ fn perform(r: &mut Reactor, model: &Shared, op: Op) {
         }
         Op::Listen(cap) => {
             let tag = model.borrow().listeners.len();
-            let opts = ListenOptions {
-                max_connections: cap.map(usize::from),
-                ..ListenOptions::default()
-            };
+            let mut opts = ListenOptions::default();
+            opts.max_connections = cap.map(usize::from);
             let m2 = model.clone();
             let id = r
                 .listen_with(&common::any_port(), &opts, move |_| {

@@ -86,9 +86,10 @@ fn line_server(processes: bool) -> Server {
         let pool = if processes {
             Some(ProcessPool::start(r, 4, slow_work).unwrap())
         } else {
-            r.set_offload_options(OffloadOptions {
-                workers: 4,
-                ..Default::default()
+            r.set_offload_options({
+                let mut options = OffloadOptions::default();
+                options.workers = 4;
+                options
             })
             .unwrap();
             None
@@ -342,9 +343,10 @@ fn jobs_server(opts: OffloadOptions, work: Duration) -> (Server, Arc<Mutex<usize
 #[test]
 fn a_panicking_job_gives_an_error_and_the_pool_keeps_its_threads() {
     let (server, _) = jobs_server(
-        OffloadOptions {
-            workers: 3,
-            ..Default::default()
+        {
+            let mut options = OffloadOptions::default();
+            options.workers = 3;
+            options
         },
         Duration::ZERO,
     );
@@ -363,11 +365,9 @@ fn a_panicking_job_gives_an_error_and_the_pool_keeps_its_threads() {
 
 #[test]
 fn a_full_pool_holds_back_its_feeders_and_loses_nothing() {
-    let opts = OffloadOptions {
-        workers: 1,
-        queue: 2,
-        ..Default::default()
-    };
+    let mut opts = OffloadOptions::default();
+    opts.workers = 1;
+    opts.queue = 2;
     let (server, most) = jobs_server(opts, Duration::from_micros(200));
     let mut c = client(server.inet(0));
     const LINES: usize = 2000;
@@ -401,10 +401,12 @@ fn dropping_the_reactor_cancels_queued_jobs_and_finishes_running_ones() {
     let (tx, results) = mpsc::channel();
     let mut reactor = Reactor::new().unwrap();
     reactor
-        .set_offload_options(OffloadOptions {
-            workers: 1,
-            queue: 8,
-            grace: LIMIT,
+        .set_offload_options({
+            let mut options = OffloadOptions::default();
+            options.workers = 1;
+            options.queue = 8;
+            options.grace = LIMIT;
+            options
         })
         .unwrap();
     let (started_tx, started) = mpsc::channel();
@@ -466,10 +468,8 @@ fn two_reactors_share_a_port_and_one_stop_stops_both() {
     let reactors = Reactors::spawn(2, move |index, reactor| {
         let mut addr = shared.lock().unwrap();
         let wanted = addr.clone().unwrap_or_else(any_port);
-        let opts = ListenOptions {
-            reuse_port: true,
-            ..Default::default()
-        };
+        let mut opts = ListenOptions::default();
+        opts.reuse_port = true;
         let id = reactor.listen_with(&wanted, &opts, move |_| Framed::new(Which(index)))?;
         *addr = Some(reactor.listener_addr(id)?);
         Ok(())

@@ -81,9 +81,10 @@ fn jobs_server(processes: bool, workers: usize) -> (Server, Arc<AtomicUsize>) {
         let pool = if processes {
             Some(ProcessPool::start(r, workers, slow).unwrap())
         } else {
-            r.set_offload_options(OffloadOptions {
-                workers,
-                ..Default::default()
+            r.set_offload_options({
+                let mut options = OffloadOptions::default();
+                options.workers = workers;
+                options
             })
             .unwrap();
             None
@@ -214,10 +215,11 @@ fn paused_connections_notice_a_reset_at_once() {
     let started = Arc::new(AtomicUsize::new(0));
     let counter = started.clone();
     let server = Server::start(move |r| {
-        r.set_offload_options(OffloadOptions {
-            workers: 1,
-            queue: 1,
-            ..Default::default()
+        r.set_offload_options({
+            let mut options = OffloadOptions::default();
+            options.workers = 1;
+            options.queue = 1;
+            options
         })
         .unwrap();
         struct Tell(Jobs, mpsc::Sender<String>);
@@ -399,10 +401,11 @@ fn ping_waits_only_behind_its_own_jobs() {
     let started = Arc::new(AtomicUsize::new(0));
     let counter = started.clone();
     let server = Server::start(move |r| {
-        r.set_offload_options(OffloadOptions {
-            workers,
-            queue,
-            ..Default::default()
+        r.set_offload_options({
+            let mut options = OffloadOptions::default();
+            options.workers = workers;
+            options.queue = queue;
+            options
         })
         .unwrap();
         let id = r

@@ -44,10 +44,8 @@ fn firehose_on(
     conn: ConnOptions,
 ) -> (Server, mpsc::Receiver<String>) {
     let (tx, rx) = mpsc::channel();
-    let opts = ListenOptions {
-        conn,
-        ..ListenOptions::default()
-    };
+    let mut opts = ListenOptions::default();
+    opts.conn = conn;
     let server = Server::start(move |r| {
         let id = r
             .listen_with(&addr, &opts, move |_| Firehose {
@@ -108,10 +106,8 @@ fn close_after_a_big_write_is_orderly_on_unix_sockets() {
 /// says so.
 #[test]
 fn a_peer_that_keeps_sending_after_close_is_cut_off_at_the_bound() {
-    let conn = ConnOptions {
-        close_discard: 64 * 1024,
-        ..ConnOptions::default()
-    };
+    let mut conn = ConnOptions::default();
+    conn.close_discard = 64 * 1024;
     let (server, log) = firehose_server(10, conn);
     let mut s = connect(server.inet(0));
     let mut greeting = [0; 10];
@@ -135,10 +131,8 @@ fn a_peer_that_keeps_sending_after_close_is_cut_off_at_the_bound() {
 /// linger time; with nothing unread the close is still orderly.
 #[test]
 fn a_peer_that_never_closes_is_let_go_after_the_linger_time() {
-    let conn = ConnOptions {
-        close_linger: Duration::from_millis(200),
-        ..ConnOptions::default()
-    };
+    let mut conn = ConnOptions::default();
+    conn.close_linger = Duration::from_millis(200);
     let (server, log) = firehose_server(10, conn);
     let mut s = connect(server.inet(0));
     let started = Instant::now();
@@ -185,10 +179,8 @@ fn a_reset_during_the_close_is_reported() {
 /// `on_close` says so rather than "closed".
 #[test]
 fn a_peer_still_sending_when_the_linger_time_is_up_is_reported() {
-    let conn = ConnOptions {
-        close_linger: Duration::from_millis(300),
-        ..ConnOptions::default()
-    };
+    let mut conn = ConnOptions::default();
+    conn.close_linger = Duration::from_millis(300);
     let (server, log) = firehose_server(10, conn);
     let mut s = connect(server.inet(0));
     let mut greeting = [0; 10];
@@ -307,10 +299,8 @@ fn kernel_sockets(a: u16, b: u16) -> usize {
 #[test]
 fn a_client_that_never_reads_after_close_is_cut_off_and_the_loss_reported() {
     const STALL: Duration = Duration::from_millis(150);
-    let conn = ConnOptions {
-        close_stall: STALL,
-        ..ConnOptions::default()
-    };
+    let mut conn = ConnOptions::default();
+    conn.close_stall = STALL;
     // 2 MiB fit in loopback's kernel buffers (the queue is sent, FIN is
     // queued, the kernel holds the rest); 8 MiB leave most in our queue.
     for size in [2 << 20, 8 << 20] {
@@ -345,10 +335,8 @@ fn a_client_that_never_reads_after_close_is_cut_off_and_the_loss_reported() {
 #[test]
 fn a_unix_client_that_never_reads_after_close_is_cut_off() {
     let path = temp_path("close-stall");
-    let conn = ConnOptions {
-        close_stall: Duration::from_millis(150),
-        ..ConnOptions::default()
-    };
+    let mut conn = ConnOptions::default();
+    conn.close_stall = Duration::from_millis(150);
     let (server, log) = firehose_on(sockloop::Addr::unix(&path).unwrap(), 4 << 20, conn);
     let s = std::os::unix::net::UnixStream::connect(&path).unwrap();
     let reason = recv(&log);
@@ -373,10 +361,8 @@ fn a_unix_client_that_never_reads_after_close_is_cut_off() {
 fn a_slow_but_steady_reader_is_not_cut_off_by_the_stall_bound() {
     const SIZE: usize = 2 << 20;
     const STALL: Duration = Duration::from_millis(500);
-    let conn = ConnOptions {
-        close_stall: STALL,
-        ..ConnOptions::default()
-    };
+    let mut conn = ConnOptions::default();
+    conn.close_stall = STALL;
     let (server, log) = firehose_server(SIZE, conn);
     let mut s = connect(server.inet(0));
     let mut got = Vec::with_capacity(SIZE);

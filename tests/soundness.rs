@@ -306,10 +306,8 @@ fn durations_past_the_end_of_time_mean_never() {
     let _client = common::connect(addr.as_inet().unwrap());
     turn_until(&mut reactor, "accept", |r| r.connection_count() == 1);
 
-    let conn_opts = ConnOptions {
-        connect_timeout: Some(Duration::MAX),
-        ..ConnOptions::default()
-    };
+    let mut conn_opts = ConnOptions::default();
+    conn_opts.connect_timeout = Some(Duration::MAX);
     let out = reactor.connect_with(&addr, &conn_opts, Quiet).unwrap();
     turn_until(&mut reactor, "connect", |r| r.connection_count() == 3);
     let timer = reactor.set_timer(out, Duration::MAX);
@@ -330,9 +328,10 @@ fn durations_past_the_end_of_time_mean_never() {
 
     // The offload pool's grace at reactor drop.
     reactor
-        .set_offload_options(sockloop::OffloadOptions {
-            grace: Duration::MAX,
-            ..Default::default()
+        .set_offload_options({
+            let mut options = sockloop::OffloadOptions::default();
+            options.grace = Duration::MAX;
+            options
         })
         .unwrap();
     struct Offloads(Rc<RefCell<bool>>);
@@ -380,10 +379,8 @@ fn a_server_timeout_past_the_end_of_time_means_no_timeout() {
 #[test]
 fn a_reused_listener_slot_keeps_its_own_count() {
     let mut reactor = Reactor::new().unwrap();
-    let opts = sockloop::ListenOptions {
-        max_connections: Some(2),
-        ..Default::default()
-    };
+    let mut opts = sockloop::ListenOptions::default();
+    opts.max_connections = Some(2);
     let old = reactor.listen_with(&any_port(), &opts, |_| Quiet).unwrap();
     let old_addr = reactor.listener_addr(old).unwrap().as_inet().unwrap();
     let mut old_clients: Vec<TcpStream> = (0..2).map(|_| common::connect(old_addr)).collect();

@@ -262,10 +262,8 @@ fn port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr: Addr = taken.local_addr().unwrap().into();
     let mut reactor = Reactor::new().unwrap();
-    let opts = ListenOptions {
-        reuse_address: false,
-        ..Default::default()
-    };
+    let mut opts = ListenOptions::default();
+    opts.reuse_address = false;
     let err = reactor
         .listen_with(&addr, &opts, |_| Echo::new())
         .unwrap_err();
@@ -277,10 +275,8 @@ fn port_in_use_is_a_clear_error() {
 #[test]
 fn max_connections_pauses_accepting_until_one_closes() {
     let server = Server::start(|r| {
-        let opts = ListenOptions {
-            max_connections: Some(2),
-            ..Default::default()
-        };
+        let mut opts = ListenOptions::default();
+        opts.max_connections = Some(2);
         let id = r.listen_with(&any_port(), &opts, |_| Echo::new()).unwrap();
         vec![r.listener_addr(id).unwrap()]
     });
@@ -409,10 +405,8 @@ fn a_unix_socket_file_gets_the_mode_asked_for() {
     use std::os::unix::fs::PermissionsExt;
     let path = temp_path("mode");
     let mut reactor = Reactor::new().unwrap();
-    let opts = ListenOptions {
-        unix_mode: Some(0o600),
-        ..Default::default()
-    };
+    let mut opts = ListenOptions::default();
+    opts.unix_mode = Some(0o600);
     let id = reactor
         .listen_with(&Addr::unix(&path).unwrap(), &opts, |_| Echo::new())
         .unwrap();

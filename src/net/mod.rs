@@ -29,13 +29,23 @@ use crate::Addr;
 /// How a listener is bound, and what its connections get.
 ///
 /// Fields are public so options read like socketserver's class attributes:
+/// start from `default()` and set what differs. The struct is
+/// `#[non_exhaustive]` (options are added without breaking callers), so a
+/// struct literal does not compile outside this crate, not even with
+/// `..Default::default()`:
 ///
 /// ```
+/// use std::time::Duration;
 /// use sockloop::ListenOptions;
-/// let opts = ListenOptions { backlog: 4096, max_connections: Some(10_000), ..Default::default() };
+///
+/// let mut opts = ListenOptions::default();
+/// opts.backlog = 4096;
+/// opts.max_connections = Some(10_000);
+/// opts.conn.idle_timeout = Some(Duration::from_secs(300));
 /// assert!(opts.reuse_address);
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ListenOptions {
     /// Length of the kernel's queue of connections not yet accepted
     /// (`listen(2)` backlog). Default 1024; Python's socketserver uses 5, which
@@ -75,8 +85,21 @@ impl Default for ListenOptions {
     }
 }
 
-/// Buffering and timeout settings of one stream connection.
+/// Buffering and timeout settings of one stream connection: start from
+/// `default()` and set what differs (the struct is `#[non_exhaustive]`, see
+/// [`ListenOptions`]). Accepted connections get their listener's
+/// [`ListenOptions::conn`]; outgoing ones are given theirs by
+/// [`Reactor::connect_with`](crate::Reactor::connect_with).
+///
+/// ```
+/// use sockloop::ConnOptions;
+///
+/// let mut conn = ConnOptions::default();
+/// conn.high_water = 256 << 10;
+/// conn.max_queued = Some(4 << 20);
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ConnOptions {
     /// Stop reading from the peer once this many bytes wait in the write queue
     /// (default 64 KiB, Twisted's value): a peer that sends but never reads

@@ -12,8 +12,21 @@ use slab::Slab;
 
 use crate::{ConnId, Context, Handle, Reactor};
 
-/// Size and limits of a reactor's offload thread pool.
+/// Size and limits of a reactor's offload thread pool: start from `default()`
+/// and set what differs (the struct is `#[non_exhaustive]`, see
+/// [`ListenOptions`](crate::ListenOptions)).
+///
+/// ```
+/// use sockloop::{OffloadOptions, Reactor};
+///
+/// let mut opts = OffloadOptions::default();
+/// opts.workers = 8;
+/// let mut reactor = Reactor::new()?;
+/// reactor.set_offload_options(opts)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct OffloadOptions {
     /// Worker threads (default 4).
     pub workers: usize,

@@ -105,6 +105,7 @@ pub trait DatagramProtocol: 'static {
 
 /// Why a connection ended, as given to [`Protocol::on_close`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// Closed on our side: `close()` after its queue was sent, or `abort()`.
     Closed,

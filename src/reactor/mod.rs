@@ -87,6 +87,7 @@ pub(crate) enum TimerTarget {
 
 /// Counters of a reactor's life, for logs and monitoring.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Connections accepted by all listeners.
     pub accepted: u64,

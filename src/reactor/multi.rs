@@ -27,7 +27,8 @@ use crate::{Handle, Reactor};
 /// let reactors = Reactors::spawn(2, move |_index, reactor| {
 ///     let mut addr = shared.lock().unwrap();
 ///     let wanted = addr.clone().unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
-///     let opts = ListenOptions { reuse_port: true, ..Default::default() };
+///     let mut opts = ListenOptions::default();
+///     opts.reuse_port = true;
 ///     let id = reactor.listen_with(&wanted, &opts, |_| Echo)?;
 ///     *addr = Some(reactor.listener_addr(id)?);
 ///     Ok(())

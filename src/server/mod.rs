@@ -71,6 +71,7 @@ use crate::{
 
 /// The kind of socket a server serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Family {
     /// TCP over IPv4 or IPv6 (`TCPServer`).
     Tcp,

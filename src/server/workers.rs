@@ -22,6 +22,7 @@ use crate::Handle;
 /// assert_eq!(Mode::pool(4), Mode::Pool { workers: 4 });
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Mode {
     /// One request at a time, on the serving thread (`TCPServer`): the loop
     /// waits while a handler runs.

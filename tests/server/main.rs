@@ -33,6 +33,7 @@ pub fn address_for(family: Family) -> Addr {
     match family {
         Family::Tcp | Family::Udp => any_port(),
         Family::UnixStream | Family::UnixDatagram => Addr::unix(temp_path("server")).unwrap(),
+        other => panic!("no address for {other:?}"),
     }
 }
 
@@ -69,6 +70,7 @@ pub fn examine(family: Family, addr: &Addr) {
             std::fs::remove_file(path).unwrap();
             buf[..n].to_vec()
         }
+        other => panic!("no client for {other:?}"),
     };
     assert_eq!(reply, TEST_STR, "{family:?}");
 }

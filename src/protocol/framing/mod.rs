@@ -39,6 +39,7 @@ pub use decoder::FrameDecoder;
 /// Where one frame ends. Asked of the handler before each frame, so a handler
 /// may switch between frames (a header line, then a body of a given length).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Terminator<'a> {
     /// The frame ends before these bytes (any length; `\n`, `\r\n`...). The
     /// delimiter is removed from the frame.
@@ -78,6 +79,7 @@ impl Terminator<'_> {
 /// What [`Framed`] does with a frame over [`FrameHandler::max_frame`]: the
 /// answer of [`FrameHandler::on_oversized`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Oversized {
     /// Close the connection (after what is queued is sent) with
     /// [`CloseReason::Protocol`]. The default, as Twisted's.
