@@ -74,11 +74,12 @@ pub use net::{ConnOptions, ListenOptions};
 pub use offload::{OffloadOptions, ProcessPool};
 pub use protocol::context::{Context, DatagramContext};
 pub use protocol::framing::{FrameDecoder, FrameHandler, Framed, Oversized, Terminator};
-pub use protocol::{CloseReason, DatagramProtocol, Protocol};
+pub use protocol::{DatagramProtocol, Protocol};
 pub use reactor::handle::Handle;
 pub use reactor::id::{ConnId, ListenerId, TimerId};
 pub use reactor::multi::{Reactors, ReactorsHandle};
 pub use reactor::producer::Producer;
+pub use reactor::reason::CloseReason;
 pub use reactor::{Reactor, Stats};
 
 /// The README's example is compiled as a doctest, so it cannot rot.

@@ -1,15 +1,13 @@
 //! The callback traits: what user code implements to serve a connection or a
 //! datagram socket (asyncore's `dispatcher`, Twisted's `Protocol`).
 
+pub(crate) mod adapter;
 pub(crate) mod context;
 pub(crate) mod framing;
 
-use std::fmt;
-use std::io;
-
 use bytes::BytesMut;
 
-use crate::{Addr, Context, DatagramContext, TimerId};
+use crate::{Addr, CloseReason, Context, DatagramContext, TimerId};
 
 /// The events of one stream connection, called on the reactor's thread.
 ///
@@ -100,106 +98,5 @@ pub trait DatagramProtocol: 'static {
     /// The socket is closed; called exactly once.
     fn on_close(&mut self, cx: &mut DatagramContext<'_>, reason: &CloseReason) {
         let _ = (cx, reason);
-    }
-}
-
-/// Why a connection ended, as given to [`Protocol::on_close`].
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// Closed on our side: `close()` after its queue was sent, or `abort()`.
-    Closed,
-    /// The peer closed its side and the default `on_eof` closed ours.
-    PeerClosed,
-    /// The peer reset the connection (or the pipe broke) while data was in flight.
-    Reset,
-    /// An outgoing connect failed: refused, unreachable or timed out.
-    ConnectFailed(io::Error),
-    /// Neither side sent anything for the configured idle timeout.
-    IdleTimeout,
-    /// The write queue would have grown past `max_queued`.
-    WriteQueueFull {
-        /// The configured limit in bytes.
-        limit: usize,
-    },
-    /// A callback panicked; the message is the panic's.
-    Panicked(String),
-    /// The protocol gave up on its peer (for example a frame over the size limit).
-    Protocol(String),
-    /// Any other socket error.
-    Error(io::Error),
-    /// The reactor was dropped while the connection was open.
-    ReactorStopped,
-    /// After our close, once the peer had everything, it went on sending past
-    /// [`ConnOptions::close_discard`] bytes, or still sent during
-    /// [`ConnOptions::close_linger`]: the socket was closed with input
-    /// unread, which may reset the connection. (A close with a
-    /// reason that is not clean, such as [`CloseReason::Protocol`], keeps
-    /// that reason.)
-    ///
-    /// [`ConnOptions::close_discard`]: crate::ConnOptions::close_discard
-    /// [`ConnOptions::close_linger`]: crate::ConnOptions::close_linger
-    PeerKeptSending {
-        /// Bytes read and dropped after the close.
-        discarded: usize,
-    },
-    /// After our close the peer took none of the bytes still owed to it for
-    /// [`ConnOptions::close_stall`]: the connection was reset, and those
-    /// bytes (also logged as a warning) are lost. (A close with a reason
-    /// that is not clean keeps that reason; the warning still counts.)
-    ///
-    /// [`ConnOptions::close_stall`]: crate::ConnOptions::close_stall
-    PeerStalled {
-        /// Bytes the peer never got: still queued, or sent but not
-        /// acknowledged (on Unix sockets: the kernel's memory for those not
-        /// read, a little more than the bytes).
-        unsent: usize,
-    },
-}
-
-impl CloseReason {
-    /// True when nothing went wrong: a close by either side, in order.
-    pub fn is_clean(&self) -> bool {
-        matches!(self, CloseReason::Closed | CloseReason::PeerClosed)
-    }
-
-    /// Classifies a socket error: resets and broken pipes are the peer's doing.
-    pub(crate) fn from_io(e: io::Error) -> CloseReason {
-        match e.kind() {
-            io::ErrorKind::ConnectionReset
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::ConnectionAborted => CloseReason::Reset,
-            _ => CloseReason::Error(e),
-        }
-    }
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseReason::Closed => f.write_str("closed"),
-            CloseReason::PeerClosed => f.write_str("closed by peer"),
-            CloseReason::Reset => f.write_str("reset by peer"),
-            CloseReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
-            CloseReason::IdleTimeout => f.write_str("idle timeout"),
-            CloseReason::WriteQueueFull { limit } => {
-                write!(
-                    f,
-                    "write queue over its {limit}-byte limit (peer not reading)"
-                )
-            }
-            CloseReason::Panicked(msg) => write!(f, "callback panicked: {msg}"),
-            CloseReason::Protocol(msg) => write!(f, "protocol error: {msg}"),
-            CloseReason::Error(e) => write!(f, "socket error: {e}"),
-            CloseReason::ReactorStopped => f.write_str("reactor stopped"),
-            CloseReason::PeerKeptSending { discarded } => write!(
-                f,
-                "peer kept sending after close ({discarded} bytes dropped); connection reset"
-            ),
-            CloseReason::PeerStalled { unsent } => write!(
-                f,
-                "peer stopped taking bytes after close ({unsent} bytes not delivered); connection reset"
-            ),
-        }
     }
 }

@@ -330,7 +330,7 @@ impl Reactor {
             ),
         }
         self.release_producers(key);
-        self.call(key, |p, cx| p.on_close(cx, &reason));
+        self.call(key, |h, r, id| h.on_close(r, id, &reason));
         // Its timers (those set in `on_close` too) would only linger.
         let mut source = self.release_slot(key);
         if let Source::Conn(conn) = &mut source {

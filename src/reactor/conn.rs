@@ -1,7 +1,8 @@
 //! One stream connection: its socket, the bytes a protocol has not consumed
 //! yet, its write queue and the flags that decide whether it reads.
 //!
-//! This module knows nothing of callbacks; the reactor drives it.
+//! This module knows nothing of callbacks but the handler it holds for the
+//! reactor (`handler.rs`); the reactor drives it.
 
 use std::io;
 use std::time::Instant;
@@ -9,8 +10,9 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use crate::net::{ConnOptions, Stream};
+use crate::reactor::handler::ConnHandler;
 use crate::reactor::wqueue::{TailPool, WriteQueue};
-use crate::{CloseReason, ConnId, Protocol, TimerId};
+use crate::{CloseReason, ConnId, TimerId};
 
 /// How a connection is being wound down.
 #[derive(Debug)]
@@ -29,7 +31,7 @@ pub(crate) struct Conn {
     pub(crate) stream: Stream,
     /// `None` only while one of its callbacks runs (the reactor takes it out
     /// so the callback can borrow the reactor).
-    pub(crate) proto: Option<Box<dyn Protocol>>,
+    pub(crate) handler: Option<Box<dyn ConnHandler>>,
     pub(crate) gen: u32,
     /// The listener that accepted it, for the per-listener connection count
     /// (generation-checked: the slot may hold another listener by the time
@@ -134,14 +136,14 @@ pub(crate) enum ShutdownWrite {
 impl Conn {
     pub(crate) fn new(
         stream: Stream,
-        proto: Box<dyn Protocol>,
+        handler: Box<dyn ConnHandler>,
         opts: ConnOptions,
         now: Instant,
     ) -> Conn {
         Conn {
             _listed: crate::net::owned::Listed::new(std::os::fd::AsRawFd::as_raw_fd(&stream)),
             stream,
-            proto: Some(proto),
+            handler: Some(handler),
             gen: 0,
             listener: None,
             opts,

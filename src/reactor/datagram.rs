@@ -13,11 +13,9 @@ use mio::event::Event;
 use mio::{Interest, Token};
 
 use crate::net::{Datagram, ListenOptions};
+use crate::reactor::handler::DatagramHandler;
 use crate::reactor::Source;
-use crate::{
-    Addr, BlockingDatagram, CloseReason, ConnId, DatagramContext, DatagramProtocol, Reactor,
-    TimerId,
-};
+use crate::{Addr, BlockingDatagram, CloseReason, ConnId, Reactor, TimerId};
 
 /// Datagrams received per socket per turn before others get a go.
 const RECV_BUDGET: usize = 64;
@@ -29,7 +27,8 @@ pub(crate) struct DatagramSocket {
     _listed: crate::net::owned::Listed,
     socket: Datagram,
     pub(crate) gen: u32,
-    proto: Option<Box<dyn DatagramProtocol>>,
+    /// `None` only while one of its callbacks runs.
+    handler: Option<Box<dyn DatagramHandler>>,
     queue: VecDeque<(Bytes, Addr)>,
     queued: usize,
     max_queued: Option<usize>,
@@ -41,23 +40,13 @@ pub(crate) struct DatagramSocket {
 }
 
 impl Reactor {
-    /// Binds a UDP or Unix datagram socket at `addr`, served by `proto`.
-    pub fn bind_datagram(
-        &mut self,
-        addr: &Addr,
-        proto: impl DatagramProtocol,
-    ) -> io::Result<ConnId> {
-        self.bind_datagram_with(addr, &ListenOptions::default(), proto)
-    }
-
-    /// [`bind_datagram`](Reactor::bind_datagram) with explicit options
-    /// (`reuse_address`, `reuse_port`, `only_v6`; `conn.max_queued` bounds the
-    /// send queue).
-    pub fn bind_datagram_with(
+    /// Binds a UDP or Unix datagram socket at `addr`, served by `handler`
+    /// (see [`Reactor::bind_datagram_with`]).
+    pub(crate) fn bind_datagram_handler(
         &mut self,
         addr: &Addr,
         opts: &ListenOptions,
-        proto: impl DatagramProtocol,
+        handler: Box<dyn DatagramHandler>,
     ) -> io::Result<ConnId> {
         let mut socket = Datagram::bind(addr, opts)?;
         let gen = self.next_gen();
@@ -68,7 +57,7 @@ impl Reactor {
             _listed: crate::net::owned::Listed::new(std::os::fd::AsRawFd::as_raw_fd(&socket)),
             socket,
             gen,
-            proto: Some(Box::new(proto)),
+            handler: Some(handler),
             queue: VecDeque::new(),
             queued: 0,
             max_queued: opts.conn.max_queued,
@@ -89,23 +78,23 @@ impl Reactor {
         self.datagram_at(id.key()).filter(|d| d.gen == id.gen)
     }
 
-    /// Runs a datagram callback with the protocol taken out of its slot; a
+    /// Runs a datagram callback with the handler taken out of its slot; a
     /// panic is logged and closes the socket.
     fn call_datagram(
         &mut self,
         key: usize,
-        f: impl FnOnce(&mut dyn DatagramProtocol, &mut DatagramContext<'_>),
+        f: impl FnOnce(&mut dyn DatagramHandler, &mut Reactor, ConnId),
     ) {
         let Some(d) = self.datagram_at(key) else {
             return;
         };
         let id = ConnId::new(key, d.gen);
-        let Some(mut proto) = d.proto.take() else {
+        let Some(mut handler) = d.handler.take() else {
             return;
         };
-        let result = self.enter_callback(|r| f(&mut *proto, &mut DatagramContext::new(r, id)));
+        let result = self.enter_callback(|r| f(&mut *handler, r, id));
         if let Some(d) = self.datagram_at(key) {
-            d.proto = Some(proto);
+            d.handler = Some(handler);
         }
         if let Err(panic) = result {
             self.panicked(id, &*panic);
@@ -136,7 +125,7 @@ impl Reactor {
             }
             match d.socket.recv_from(&mut buf) {
                 Ok((n, from)) => {
-                    self.call_datagram(key, |p, cx| p.on_datagram(cx, &buf[..n], &from))
+                    self.call_datagram(key, |h, r, id| h.on_datagram(r, id, &buf[..n], &from))
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.dgram_buf = buf;
@@ -155,7 +144,7 @@ impl Reactor {
         }
     }
 
-    /// Sends one datagram on socket `id` (see [`DatagramContext::send_to`]).
+    /// Sends one datagram on socket `id` (see [`DatagramContext::send_to`](crate::DatagramContext::send_to)).
     pub fn send_to(&mut self, id: ConnId, data: &[u8], to: &Addr) -> io::Result<()> {
         let d = datagram_in(&mut self.sources, id.key()).filter(|d| d.gen == id.gen);
         let Some(d) = d else {
@@ -254,7 +243,7 @@ impl Reactor {
         }
         d.closing = Some(CloseReason::Closed);
         let _ = self.poll.registry().deregister(&mut d.socket);
-        self.call_datagram(key, |p, cx| p.on_close(cx, &reason));
+        self.call_datagram(key, |h, r, id| h.on_close(r, id, &reason));
         let mut source = self.release_slot(key);
         if let Source::Datagram(d) = &mut source {
             self.cancel_user_timers(mem::take(&mut d.user_timers));
@@ -287,7 +276,7 @@ impl Reactor {
     }
 
     pub(crate) fn datagram_timer(&mut self, key: usize, timer: TimerId) {
-        self.call_datagram(key, |p, cx| p.on_timer(cx, timer));
+        self.call_datagram(key, |h, r, id| h.on_timer(r, id, timer));
     }
 
     pub(crate) fn datagram_local_addr(&mut self, id: ConnId) -> io::Result<Addr> {

@@ -8,21 +8,23 @@ use std::time::Duration;
 use mio::{Interest, Token};
 
 use crate::net::{ListenOptions, Listener, Stream};
+use crate::reactor::handler::ConnHandler;
 use crate::reactor::{Source, TimerTarget};
-use crate::{Addr, BlockingStream, ListenerId, Protocol, Reactor};
+use crate::{Addr, BlockingStream, ListenerId, Reactor};
 
 /// Connections accepted per listener per turn before other sources get a go.
 const ACCEPT_BUDGET: usize = 128;
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-type Factory = Box<dyn FnMut(&Addr) -> Box<dyn Protocol>>;
+/// Makes the handler of an accepted connection from its peer's address.
+pub(crate) type Factory = Box<dyn FnMut(&Addr) -> Box<dyn ConnHandler>>;
 type AcceptFn = Box<dyn FnMut(&mut Reactor, BlockingStream, Addr)>;
 
 /// What becomes of an accepted connection.
 enum Acceptor {
-    /// It is served on the reactor by the protocol the factory makes.
-    Protocols(Factory),
+    /// It is served on the reactor by the handler the factory makes.
+    Handlers(Factory),
     /// It leaves the reactor as a blocking socket (`None` while the closure runs).
     Handoff(Option<AcceptFn>),
 }
@@ -61,33 +63,15 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 }
 
 impl Reactor {
-    /// Listens on `addr` (TCP over IPv4 or IPv6, or a Unix socket path) with
-    /// default [`ListenOptions`]; `factory` makes the protocol of each
-    /// accepted connection from the peer's address.
-    ///
-    /// Fails with an error naming the address (port in use, permission, a
-    /// missing directory); nothing is leaked on failure.
-    pub fn listen<P, F>(&mut self, addr: &Addr, factory: F) -> io::Result<ListenerId>
-    where
-        P: Protocol,
-        F: FnMut(&Addr) -> P + 'static,
-    {
-        self.listen_with(addr, &ListenOptions::default(), factory)
-    }
-
-    /// [`listen`](Reactor::listen) with explicit options.
-    pub fn listen_with<P, F>(
+    /// Listens on `addr`; `factory` makes the handler of each accepted
+    /// connection from the peer's address (see [`Reactor::listen_with`]).
+    pub(crate) fn listen_handlers(
         &mut self,
         addr: &Addr,
         opts: &ListenOptions,
-        mut factory: F,
-    ) -> io::Result<ListenerId>
-    where
-        P: Protocol,
-        F: FnMut(&Addr) -> P + 'static,
-    {
-        let factory: Factory = Box::new(move |peer| Box::new(factory(peer)));
-        self.add_listener(addr, opts, Acceptor::Protocols(factory))
+        factory: Factory,
+    ) -> io::Result<ListenerId> {
+        self.add_listener(addr, opts, Acceptor::Handlers(factory))
     }
 
     /// Listens on `addr` and hands every accepted connection to `on_accept`
@@ -276,15 +260,15 @@ impl Reactor {
         }
     }
 
-    /// Gives a new connection to its protocol, or hands it off.
+    /// Gives a new connection to its handler, or hands it off.
     fn accepted(&mut self, key: usize, stream: Stream, peer: Addr) {
         let Some(l) = self.listener_at(key) else {
             return;
         };
         match &mut l.acceptor {
-            Acceptor::Protocols(factory) => {
-                let proto = match panic::catch_unwind(AssertUnwindSafe(|| factory(&peer))) {
-                    Ok(proto) => proto,
+            Acceptor::Handlers(factory) => {
+                let handler = match panic::catch_unwind(AssertUnwindSafe(|| factory(&peer))) {
+                    Ok(handler) => handler,
                     Err(panic) => {
                         log::error!(
                             "{}: protocol factory panicked for {peer}: {}; connection dropped",
@@ -298,7 +282,7 @@ impl Reactor {
                 l.open += 1;
                 let opts = l.opts.conn.clone();
                 let id = ListenerId::new(key, l.gen);
-                if let Err(e) = self.add_conn(stream, proto, opts, Some(id), false) {
+                if let Err(e) = self.add_conn(stream, handler, opts, Some(id), false) {
                     log::error!("cannot register connection from {peer}: {e}");
                     if let Some(l) = self.listener_at(key) {
                         l.open -= 1;

@@ -280,7 +280,7 @@ impl Reactor {
             .map(|(key, _)| key)
             .collect();
         for key in conns {
-            self.call(key, |p, cx| p.on_shutdown(cx));
+            self.call(key, |h, r, id| h.on_shutdown(r, id));
         }
         self.call_later(grace, |r| {
             let left: Vec<usize> = r
@@ -329,16 +329,15 @@ impl Reactor {
         }
     }
 
-    /// Delivers an offloaded answer: runs `f` with a `Context` for
-    /// connection `id` if it is open, or closing after flush (its answers
-    /// may still be written then). False, and `f` dropped, if it is gone or
-    /// closing at once. A panic in `f` closes the connection, as a panic in
-    /// one of its callbacks does. From inside a callback, `f` runs when that
-    /// callback has returned.
-    pub(crate) fn work_done(
+    /// Delivers an offloaded answer: runs `f` for connection `id` if it is
+    /// open, or closing after flush (its answers may still be written then).
+    /// False, and `f` dropped, if it is gone or closing at once. A panic in
+    /// `f` closes the connection, as a panic in one of its callbacks does.
+    /// From inside a callback, `f` runs when that callback has returned.
+    pub(crate) fn deliver_work(
         &mut self,
         id: ConnId,
-        f: impl FnOnce(&mut crate::Context<'_>) + 'static,
+        f: impl FnOnce(&mut Reactor, ConnId) + 'static,
     ) -> bool {
         let Some(conn) = self.conn(id) else {
             return false;
@@ -350,7 +349,7 @@ impl Reactor {
         if self.in_callback() {
             // Still due: the count drops when it runs.
             self.after_callback(move |r| {
-                if !r.work_done(id, f) {
+                if !r.deliver_work(id, f) {
                     log::debug!("{id} closed before a completion could run; dropped");
                 }
             });
@@ -359,7 +358,7 @@ impl Reactor {
         let conn = self.conn(id).expect("checked above");
         conn.pending_work = conn.pending_work.saturating_sub(1);
         conn.completing = true;
-        let result = self.enter_callback(|r| f(&mut crate::Context::new(r, id)));
+        let result = self.enter_callback(|r| f(r, id));
         if let Some(conn) = self.conn(id) {
             conn.completing = false;
             // The last answer a close was waiting for.

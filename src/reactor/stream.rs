@@ -11,24 +11,25 @@ use mio::{Interest, Token};
 
 use crate::net::{ConnOptions, Stream};
 use crate::reactor::conn::{Closing, Conn, ShutdownWrite};
+use crate::reactor::handler::ConnHandler;
 use crate::reactor::{
     conn_in, Source, TimerTarget, BUFFER_POOL, KEPT_BLOCK, KEPT_SLACK, OWN_READ_SIZE, READ_BUDGET,
     READ_SIZE,
 };
-use crate::{Addr, BlockingStream, CloseReason, ConnId, Protocol, Reactor, TimerId};
+use crate::{Addr, BlockingStream, CloseReason, ConnId, Reactor, TimerId};
 
 impl Reactor {
     /// Puts a connected (or connecting) stream under the reactor's care.
     pub(crate) fn add_conn(
         &mut self,
         stream: Stream,
-        proto: Box<dyn Protocol>,
+        handler: Box<dyn ConnHandler>,
         opts: ConnOptions,
         listener: Option<crate::ListenerId>,
         connecting: bool,
     ) -> io::Result<ConnId> {
         let gen = self.next_gen();
-        let mut conn = Conn::new(stream, proto, opts, self.now);
+        let mut conn = Conn::new(stream, handler, opts, self.now);
         conn.gen = gen;
         conn.listener = listener;
         conn.connecting = connecting;
@@ -62,28 +63,19 @@ impl Reactor {
         Ok(id)
     }
 
-    /// Opens an outgoing stream connection served by `proto`.
-    ///
-    /// Success calls `on_open`; a refusal, an unreachable host or the
-    /// `connect_timeout` of the default [`ConnOptions`] ends in `on_close` with
-    /// [`CloseReason::ConnectFailed`]. An address that cannot even be tried
-    /// fails here and the protocol is dropped unused.
-    pub fn connect(&mut self, addr: &Addr, proto: impl Protocol) -> io::Result<ConnId> {
-        self.connect_with(addr, &ConnOptions::default(), proto)
-    }
-
-    /// [`connect`](Reactor::connect) with explicit connection options.
-    pub fn connect_with(
+    /// Opens an outgoing stream connection served by `handler` (see
+    /// [`Reactor::connect_with`]).
+    pub(crate) fn connect_handler(
         &mut self,
         addr: &Addr,
         opts: &ConnOptions,
-        proto: impl Protocol,
+        handler: Box<dyn ConnHandler>,
     ) -> io::Result<ConnId> {
         let stream = Stream::connect(addr)?;
         if opts.nodelay {
             let _ = stream.set_nodelay();
         }
-        let id = self.add_conn(stream, Box::new(proto), opts.clone(), None, true)?;
+        let id = self.add_conn(stream, handler, opts.clone(), None, true)?;
         if let Some(limit) = opts.connect_timeout {
             let timer = self
                 .timers
@@ -93,21 +85,20 @@ impl Reactor {
         Ok(id)
     }
 
-    /// Serves an already connected stream with `proto`: one end of a
-    /// socketpair, a socket inherited from a parent or a service manager.
-    /// `on_open` runs at once, or, called from a callback, when it returns.
-    pub fn adopt(
+    /// Serves an already connected stream with `handler` (see
+    /// [`Reactor::adopt`]).
+    pub(crate) fn adopt_handler(
         &mut self,
         stream: BlockingStream,
         opts: &ConnOptions,
-        proto: impl Protocol,
+        handler: Box<dyn ConnHandler>,
     ) -> io::Result<ConnId> {
         stream.set_nonblocking(true)?;
         let stream = match stream {
             BlockingStream::Tcp(s) => Stream::Tcp(mio::net::TcpStream::from_std(s)),
             BlockingStream::Unix(s) => Stream::Unix(mio::net::UnixStream::from_std(s)),
         };
-        self.add_conn(stream, Box::new(proto), opts.clone(), None, false)
+        self.add_conn(stream, handler, opts.clone(), None, false)
     }
 
     pub(crate) fn conn_event(&mut self, key: usize, event: &Event) {
@@ -187,9 +178,9 @@ impl Reactor {
         if let Some(conn) = self.conn_at(key) {
             conn.opened = true;
         }
-        self.call(key, |p, cx| p.on_open(cx));
+        self.call(key, |h, r, id| h.on_open(r, id));
         if self.draining {
-            self.call(key, |p, cx| p.on_shutdown(cx));
+            self.call(key, |h, r, id| h.on_shutdown(r, id));
         }
     }
 
@@ -216,7 +207,7 @@ impl Reactor {
                 if let Some(mut buf) = conn.rbuf.take() {
                     let start = buf.as_ptr() as usize;
                     self.read_block = (start, start + buf.capacity());
-                    self.call(key, |p, cx| p.on_data(cx, &mut buf));
+                    self.call(key, |h, r, id| h.on_data(r, id, &mut buf));
                     self.keep_unconsumed(key, buf, true);
                     self.settle();
                 }
@@ -271,7 +262,7 @@ impl Reactor {
                 }
                 Ok(n) => {
                     conn.last_active = self.now;
-                    self.call(key, |p, cx| p.on_data(cx, &mut buf));
+                    self.call(key, |h, r, id| h.on_data(r, id, &mut buf));
                     self.keep_unconsumed(key, buf, own);
                     if n < offered && trust_short_read {
                         return;
@@ -383,7 +374,7 @@ impl Reactor {
         conn.eof = true;
         conn.last_active = self.now;
         let id = ConnId::new(key, conn.gen);
-        self.call(key, |p, cx| p.on_eof(cx));
+        self.call(key, |h, r, id| h.on_eof(r, id));
         // The default `on_eof` closed with `Closed`; say who started it.
         if let Some(conn) = self.conn(id) {
             if let Closing::AfterFlush(reason @ CloseReason::Closed) = &mut conn.closing {
@@ -523,7 +514,7 @@ impl Reactor {
         let watch = !done && conn.discards_input() && conn.stall_timer.is_none();
         if conn.crossed_low_water() {
             self.release_producers(key);
-            self.call(key, |p, cx| p.on_drained(cx));
+            self.call(key, |h, r, id| h.on_drained(r, id));
             self.schedule_read(key);
         }
         if watch {
@@ -559,7 +550,7 @@ impl Reactor {
         self.forget_user_timer(id, timer);
         match &self.sources[id.key()] {
             Source::Conn(_) => {
-                self.call(id.key(), |p, cx| p.on_timer(cx, timer));
+                self.call(id.key(), |h, r, id| h.on_timer(r, id, timer));
             }
             Source::Datagram(_) => self.datagram_timer(id.key(), timer),
             _ => {}
