@@ -1,6 +1,8 @@
 //! socketserver's echo server in every family and every mode: the same
 //! handler serves TCP, UDP, Unix stream and Unix datagram requests, one at a
 //! time, on a thread each, in a forked child each, or on a pool of threads.
+//! A stream request is what one read brings (up to 1024 bytes, the seeds'
+//! `recv(1024)`), echoed once; then the connection closes.
 //!
 //! ```text
 //! cargo run --example echo_server -- --family tcp --mode threading
@@ -24,7 +26,7 @@ use sockloop::Addr;
 
 mod common;
 
-/// Echoes one line per connection, or each datagram, back to its sender.
+/// Echoes one read per connection (up to 1024 bytes), or each datagram, back to its sender.
 #[derive(Parser)]
 #[command(name = "echo_server", version)]
 // The shared --host and --port serve udp as well here, and the unix families not at all.
@@ -121,11 +123,16 @@ impl RequestHandler for Echo {
         let reply = match request.packet() {
             // A datagram goes back whole, as one datagram.
             Some(packet) => packet.to_vec(),
-            // A stream request is one line; the server closes the connection after it.
+            // A stream request is what one read brings, as the seeds' handlers
+            // answer one `recv(1024)`: a client that sends `Hello, world` with
+            // no newline and waits gets it back (one waiting for a line hung).
+            // A line sent in one write arrives in one read; the server closes
+            // the connection after it.
             None => {
-                let mut line = Vec::new();
-                request.rfile().read_until(b'\n', &mut line)?;
-                line
+                let mut data = vec![0; 1024];
+                let n = request.rfile().read(&mut data)?;
+                data.truncate(n);
+                data
             }
         };
         log::info!("{} bytes from {}", reply.len(), request.client_address());

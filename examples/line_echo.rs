@@ -3,6 +3,10 @@
 //! Each record is echoed with its terminator; `QUIT` is answered `bye` and
 //! the connection closes once that answer is sent.
 //!
+//! With the default `\n` terminator a line may end `\r\n`, as telnet sends
+//! it: the `\r` is not part of the record (so `QUIT\r\n` quits), and the
+//! echo ends the way the client's line did (`\r\n` for telnet, `\n` for nc).
+//!
 //! ```text
 //! cargo run --example line_echo -- --terminator '\r\n'
 //! telnet 127.0.0.1 50007
@@ -59,6 +63,19 @@ struct LineEcho {
     max_frame: usize,
 }
 
+impl LineEcho {
+    /// The record without a telnet line's `\r` (in line mode, `\n`), and the
+    /// ending to echo it with: the client's own.
+    fn line_ending(&self, record: Bytes) -> (Bytes, Bytes) {
+        if self.terminator == "\n" && record.ends_with(b"\r") {
+            let text = record.slice(..record.len() - 1);
+            (text, Bytes::from_static(b"\r\n"))
+        } else {
+            (record, self.terminator.clone())
+        }
+    }
+}
+
 impl FrameHandler for LineEcho {
     fn terminator(&self) -> Terminator<'_> {
         Terminator::Delimiter(&self.terminator)
@@ -75,14 +92,15 @@ impl FrameHandler for LineEcho {
     }
 
     fn on_frame(&mut self, cx: &mut Context<'_>, record: Bytes) {
+        let (record, ending) = self.line_ending(record);
         if record == "QUIT" {
             cx.write(b"bye");
-            cx.write_bytes(self.terminator.clone());
+            cx.write_bytes(ending);
             // Closes after `bye` has been sent; records after QUIT are ignored.
             cx.close();
         } else {
             cx.write_bytes(record);
-            cx.write_bytes(self.terminator.clone());
+            cx.write_bytes(ending);
         }
     }
 

@@ -1,6 +1,8 @@
-//! Shows who serves whom: each line is echoed behind the pid of the forked
-//! child (or the name of the thread) serving the connection. Two clients at
-//! once see two different workers; lines on one connection, the same one.
+//! Shows who serves whom: what each read brings (up to 1024 bytes: a line
+//! typed into `nc`, or a message sent without a newline, as the socketserver
+//! seeds' clients do) is echoed behind the pid of the forked child (or the
+//! name of the thread) serving the connection. Two clients at once see two
+//! different workers; messages on one connection, the same one.
 //!
 //! ```text
 //! cargo run --example pid_echo -- --mode forking
@@ -16,7 +18,7 @@ use sockloop::server::{Family, Mode, Request, RequestHandler, ServerBuilder};
 
 mod common;
 
-/// Echoes each line prefixed with the pid or thread serving it.
+/// Echoes each message prefixed with the pid or thread serving it.
 #[derive(Parser)]
 #[command(name = "pid_echo", version)]
 struct Args {
@@ -69,12 +71,17 @@ impl RequestHandler for Who {
             thread::current().name().unwrap_or("unnamed").to_string()
         };
         log::info!("{who} serving {}", request.client_address());
-        let mut line = Vec::new();
-        while request.rfile().read_until(b'\n', &mut line)? > 0 {
+        // One reply per read, as the seeds' `recv(1024)`: a client that sends
+        // a message without a newline and waits for the answer gets it.
+        let mut data = [0; 1024];
+        loop {
+            let n = request.rfile().read(&mut data)?;
+            if n == 0 {
+                return Ok(());
+            }
             let mut reply = format!("{who}: ").into_bytes();
-            reply.append(&mut line); // which also empties `line` for the next one
+            reply.extend_from_slice(&data[..n]);
             request.wfile().write_all(&reply)?;
         }
-        Ok(())
     }
 }

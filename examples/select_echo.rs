@@ -204,19 +204,36 @@ impl DatagramProtocol for UdpEcho {
 
 #[cfg(test)]
 mod tests {
-    use super::common::ctime;
+    use super::common::ctime_in;
+    use jiff::tz::{Offset, TimeZone};
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn ctime_matches_python() {
-        // time.asctime(time.gmtime(t)) for each t.
-        for (t, text) in [
-            (0, "Thu Jan  1 00:00:00 1970"),
-            (1_000_000_000, "Sun Sep  9 01:46:40 2001"),
-            (951_782_400, "Tue Feb 29 00:00:00 2000"),
-            (4_107_542_399, "Sun Feb 28 23:59:59 2100"),
+        // time.asctime(time.gmtime(t)), then with TZ='<+0530>-5:30'
+        // time.asctime(time.localtime(t)), for each t.
+        let india = TimeZone::fixed(Offset::from_seconds(5 * 3600 + 30 * 60).unwrap());
+        for (t, utc, plus_0530) in [
+            (0, "Thu Jan  1 00:00:00 1970", "Thu Jan  1 05:30:00 1970"),
+            (
+                1_000_000_000,
+                "Sun Sep  9 01:46:40 2001",
+                "Sun Sep  9 07:16:40 2001",
+            ),
+            (
+                951_782_400,
+                "Tue Feb 29 00:00:00 2000",
+                "Tue Feb 29 05:30:00 2000",
+            ),
+            (
+                4_107_542_399,
+                "Sun Feb 28 23:59:59 2100",
+                "Mon Mar  1 05:29:59 2100",
+            ),
         ] {
-            assert_eq!(ctime(UNIX_EPOCH + Duration::from_secs(t)), text);
+            let at = UNIX_EPOCH + Duration::from_secs(t);
+            assert_eq!(ctime_in(at, &TimeZone::UTC), utc);
+            assert_eq!(ctime_in(at, &india), plus_0530);
         }
     }
 }

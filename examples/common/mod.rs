@@ -11,8 +11,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use sockloop::server::{Family, Request, Server, ServerBuilder};
@@ -291,40 +293,21 @@ pub fn reply_stamped(request: &mut Request) -> io::Result<bool> {
     Ok(true)
 }
 
-/// `time.ctime()`'s format, `Mon Nov 23 16:58:22 2026`, in UTC: local time
-/// would need the time-zone database, a dependency the examples can do without.
+/// `time.ctime()`'s format, `Mon Nov 23 16:58:22 2026`, in the local time
+/// zone (`TZ`, else /etc/localtime; UTC if neither names one), as Python's.
 pub fn ctime(t: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{} {} {day:>2} {:02}:{:02}:{:02} {year}",
-        DAYS[(days % 7) as usize], // 1 January 1970 was a Thursday
-        MONTHS[month as usize - 1],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-    )
+    ctime_in(t, &TimeZone::system())
 }
 
-/// Year, month (1-12) and day of the month of a day count since 1970-01-01,
-/// by Howard Hinnant's `civil_from_days`: eras of 400 years (146,097 days)
-/// repeat exactly, and counting years from March puts the leap day last.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468; // days since 0000-03-01
-    let era = z / 146_097;
-    let doe = z % 146_097; // day of the era
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of the era
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the year, from March
-    let mp = (5 * doy + 2) / 153; // month, from March = 0
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = era * 400 + yoe + u64::from(month <= 2);
-    (year, month, day)
+/// [`ctime`] in the time zone `tz`.
+pub fn ctime_in(t: SystemTime, tz: &TimeZone) -> String {
+    // Only a time outside jiff's range (years -9999..=9999) fails; the epoch
+    // then says "no sensible time" rather than a panic in a server.
+    let at = Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH);
+    // %e: the day padded with a space, as C's asctime and Python's ctime.
+    at.to_zoned(tz.clone())
+        .strftime("%a %b %e %H:%M:%S %Y")
+        .to_string()
 }
 
 /// How a reactor program stops: the first SIGINT/SIGTERM lets open

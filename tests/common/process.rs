@@ -91,20 +91,28 @@ pub struct Program {
 
 impl Program {
     pub fn start(name: &'static str, args: &[&str]) -> Program {
-        Program::spawn(name, args, false)
+        Program::spawn(name, args, &[], false)
+    }
+
+    /// Like [`start`](Program::start), with `env` added to the environment.
+    pub fn start_env(name: &'static str, args: &[&str], env: &[(&str, &str)]) -> Program {
+        Program::spawn(name, args, env, false)
     }
 
     /// Like [`start`](Program::start), in a process group of its own (whose
     /// id is the program's pid): what it forks, and what those fork, can be
     /// found by [`group_members`] even once orphaned.
     pub fn start_in_group(name: &'static str, args: &[&str]) -> Program {
-        Program::spawn(name, args, true)
+        Program::spawn(name, args, &[], true)
     }
 
-    fn spawn(name: &'static str, args: &[&str], own_group: bool) -> Program {
+    fn spawn(name: &'static str, args: &[&str], env: &[(&str, &str)], own_group: bool) -> Program {
         let mut command = Command::new(example(name));
         command
             .args(args)
+            // Stamps in local time are checked against UTC unless a test says otherwise.
+            .env("TZ", "UTC")
+            .envs(env.iter().copied())
             // The output tests check should not depend on the caller's RUST_LOG.
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -564,10 +572,16 @@ pub fn text(path: &Path) -> &str {
 
 // ----- what the programs print ----------------------------------------------------
 
-/// Checks `Mon Nov 23 16:58:22 2026` (UTC): the layout of Python's
+/// Checks `Mon Nov 23 16:58:22 2026`: the layout of Python's
 /// `time.ctime()`, a weekday that matches the date, and a time within a
-/// minute of now.
+/// minute of now, in UTC (programs run with `TZ=UTC` unless a test sets it).
 pub fn assert_ctime_is_now(time: &str) {
+    assert_ctime_is_now_at(time, 0);
+}
+
+/// Like [`assert_ctime_is_now`], for a clock `offset` seconds east of UTC:
+/// what a program started with that `TZ` must print.
+pub fn assert_ctime_is_now_at(time: &str, offset: i64) {
     const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -609,8 +623,11 @@ pub fn assert_ctime_is_now(time: &str) {
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")
         .as_secs() as i64;
-    let stamped = days * 86_400 + secs_of_day;
-    assert!((now - stamped).abs() <= 60, "{time:?} is not now (UTC)");
+    let stamped = days * 86_400 + secs_of_day - offset;
+    assert!(
+        (now - stamped).abs() <= 60,
+        "{time:?} is not now (UTC{offset:+} s)"
+    );
 }
 
 // ----- what a process holds (Linux /proc) -------------------------------------------------
