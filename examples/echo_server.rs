@@ -130,7 +130,7 @@ impl RequestHandler for Echo {
             // the connection after it.
             None => {
                 let mut data = vec![0; 1024];
-                let n = request.rfile().read(&mut data)?;
+                let n = common::recv(request, &mut data)?;
                 data.truncate(n);
                 data
             }

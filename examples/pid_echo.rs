@@ -75,7 +75,7 @@ impl RequestHandler for Who {
         // a message without a newline and waits for the answer gets it.
         let mut data = [0; 1024];
         loop {
-            let n = request.rfile().read(&mut data)?;
+            let n = common::recv(request, &mut data)?;
             if n == 0 {
                 return Ok(());
             }

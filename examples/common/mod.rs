@@ -280,12 +280,25 @@ pub fn stamped(data: &[u8]) -> Vec<u8> {
     reply
 }
 
+/// One read of `request` into `buf`: whatever arrived, as Python's
+/// `recv(1024)`, not a line. A signal that interrupts the wait is not an
+/// error (Python retries `recv` too, PEP 475): a graceful stop's signal must
+/// leave the request its grace, as `read_until` does.
+pub fn recv(request: &mut Request, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match request.rfile().read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            read => return read,
+        }
+    }
+}
+
 /// Answers one read of `request` with [`stamped`], as the classic servers
 /// do; `false` once the client has closed. A read is whatever arrived, up to
 /// 1024 bytes (Python's `recv(1024)`), not a line.
 pub fn reply_stamped(request: &mut Request) -> io::Result<bool> {
     let mut data = [0; 1024];
-    let n = request.rfile().read(&mut data)?;
+    let n = recv(request, &mut data)?;
     if n == 0 {
         return Ok(false);
     }
