@@ -99,7 +99,7 @@ impl<'a> Context<'a> {
 
     /// True while `other`'s write queue is over its high-water mark and it
     /// has not stalled (see [`Reactor::is_backed_up`]).
-    pub fn is_backed_up(&mut self, other: ConnId) -> bool {
+    pub fn is_backed_up(&self, other: ConnId) -> bool {
         self.reactor.is_backed_up(other)
     }
 
@@ -130,7 +130,7 @@ impl<'a> Context<'a> {
     /// [`Framed`](crate::Framed) does before its next frame) and leave the
     /// rest in the buffer: what is left when reading paused is offered to
     /// `on_data` again when it resumes.
-    pub fn is_reading(&mut self) -> bool {
+    pub fn is_reading(&self) -> bool {
         self.reactor.is_reading(self.id)
     }
 
@@ -184,13 +184,13 @@ impl<'a> Context<'a> {
 
     /// True once `close`, `close_with` or `abort` was called (or the
     /// reactor is closing this connection): writes are dropped from then on.
-    pub fn is_closing(&mut self) -> bool {
+    pub fn is_closing(&self) -> bool {
         self.reactor.is_closing(self.id)
     }
 
     /// Bytes queued and not yet taken by the socket. In `on_close`: the bytes
     /// that will never be sent.
-    pub fn queued(&mut self) -> usize {
+    pub fn queued(&self) -> usize {
         self.reactor.queued(self.id)
     }
 
@@ -210,12 +210,12 @@ impl<'a> Context<'a> {
     }
 
     /// The peer's address.
-    pub fn peer_addr(&mut self) -> io::Result<Addr> {
+    pub fn peer_addr(&self) -> io::Result<Addr> {
         self.reactor.peer_addr(self.id)
     }
 
     /// This end's address.
-    pub fn local_addr(&mut self) -> io::Result<Addr> {
+    pub fn local_addr(&self) -> io::Result<Addr> {
         self.reactor.local_addr(self.id)
     }
 
@@ -311,7 +311,7 @@ impl<'a> DatagramContext<'a> {
     }
 
     /// This socket's address.
-    pub fn local_addr(&mut self) -> io::Result<Addr> {
+    pub fn local_addr(&self) -> io::Result<Addr> {
         self.reactor.local_addr(self.id)
     }
 

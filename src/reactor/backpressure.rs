@@ -21,8 +21,8 @@ impl Reactor {
     /// (and not yet down to the low-water one) and it has not stalled (see
     /// [`ConnOptions::stall_timeout`](crate::ConnOptions::stall_timeout)).
     /// False for a closed or closing connection.
-    pub fn is_backed_up(&mut self, id: ConnId) -> bool {
-        self.conn(id).is_some_and(|c| c.is_backed_up())
+    pub fn is_backed_up(&self, id: ConnId) -> bool {
+        self.conn_ref(id).is_some_and(|c| c.is_backed_up())
     }
 
     /// Stops reading from `producer` until `consumer` drains (its queue is

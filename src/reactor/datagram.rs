@@ -279,8 +279,12 @@ impl Reactor {
         self.call_datagram(key, |h, r, id| h.on_timer(r, id, timer));
     }
 
-    pub(crate) fn datagram_local_addr(&mut self, id: ConnId) -> io::Result<Addr> {
-        match self.datagram(id) {
+    pub(crate) fn datagram_local_addr(&self, id: ConnId) -> io::Result<Addr> {
+        let socket = match self.sources.get(id.key()) {
+            Some(Source::Datagram(d)) if d.gen == id.gen => Some(d),
+            _ => None,
+        };
+        match socket {
             Some(d) => d.socket.local_addr(),
             None => Err(io::Error::new(
                 io::ErrorKind::NotConnected,

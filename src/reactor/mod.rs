@@ -409,6 +409,14 @@ impl Reactor {
         }
     }
 
+    /// Connection `id` for a getter: `&self`, so getters are `&self` too.
+    pub(crate) fn conn_ref(&self, id: ConnId) -> Option<&Conn> {
+        match self.sources.get(id.key()) {
+            Some(Source::Conn(c)) if c.gen == id.gen => Some(c),
+            _ => None,
+        }
+    }
+
     pub(crate) fn conn_at(&mut self, key: usize) -> Option<&mut Conn> {
         conn_in(&mut self.sources, key)
     }

@@ -373,14 +373,14 @@ impl Reactor {
     }
 
     /// True when connection `id` is closing or gone.
-    pub fn is_closing(&mut self, id: ConnId) -> bool {
-        self.conn(id)
+    pub fn is_closing(&self, id: ConnId) -> bool {
+        self.conn_ref(id)
             .is_none_or(|c| !matches!(c.closing, Closing::No))
     }
 
     /// True when connection `id` reads (see [`Context::is_reading`](crate::Context::is_reading)).
-    pub fn is_reading(&mut self, id: ConnId) -> bool {
-        self.conn(id)
+    pub fn is_reading(&self, id: ConnId) -> bool {
+        self.conn_ref(id)
             .is_some_and(|c| c.wants_read() && !c.discards_input())
     }
 
@@ -389,18 +389,18 @@ impl Reactor {
     /// of that buffer it keeps alive. At most about twice
     /// [`queued`](Reactor::queued) plus a few KiB, and no more than a
     /// few array slots once the queue is empty (docs/design.md, "Memory follows the bytes held").
-    pub fn queued_memory(&mut self, id: ConnId) -> usize {
-        self.conn(id).map_or(0, |c| c.wq.held())
+    pub fn queued_memory(&self, id: ConnId) -> usize {
+        self.conn_ref(id).map_or(0, |c| c.wq.held())
     }
 
     /// Bytes queued on connection `id` and not yet taken by the socket.
-    pub fn queued(&mut self, id: ConnId) -> usize {
-        self.conn(id).map_or(0, |c| c.wq.len() + c.fifo_held())
+    pub fn queued(&self, id: ConnId) -> usize {
+        self.conn_ref(id).map_or(0, |c| c.wq.len() + c.fifo_held())
     }
 
     /// The peer's address of connection `id`.
-    pub fn peer_addr(&mut self, id: ConnId) -> io::Result<Addr> {
-        match self.conn(id) {
+    pub fn peer_addr(&self, id: ConnId) -> io::Result<Addr> {
+        match self.conn_ref(id) {
             Some(conn) => conn.stream.peer_addr(),
             None => Err(io::Error::new(
                 io::ErrorKind::NotConnected,
@@ -410,8 +410,8 @@ impl Reactor {
     }
 
     /// The local address of connection `id`.
-    pub fn local_addr(&mut self, id: ConnId) -> io::Result<Addr> {
-        match self.conn(id) {
+    pub fn local_addr(&self, id: ConnId) -> io::Result<Addr> {
+        match self.conn_ref(id) {
             Some(conn) => conn.stream.local_addr(),
             None => self.datagram_local_addr(id),
         }
