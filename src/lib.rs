@@ -73,7 +73,9 @@ pub use net::blocking::{BlockingDatagram, BlockingStream};
 pub use net::{ConnOptions, ListenOptions};
 pub use offload::{OffloadOptions, ProcessPool};
 pub use protocol::context::{Context, DatagramContext};
-pub use protocol::framing::{FrameDecoder, FrameHandler, Framed, Oversized, Terminator};
+pub use protocol::framing::{
+    FrameDecoder, FrameError, FrameHandler, Framed, Oversized, Terminator,
+};
 pub use protocol::{DatagramProtocol, Protocol};
 pub use reactor::handle::Handle;
 pub use reactor::id::{ConnId, ListenerId, TimerId};

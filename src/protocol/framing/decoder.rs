@@ -31,6 +31,56 @@ pub struct FrameDecoder {
     skip: Skip,
 }
 
+/// Why [`FrameDecoder::next_frame`] refused the input.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use sockloop::{FrameDecoder, FrameError, Terminator};
+///
+/// let mut buf = BytesMut::from(&b"a line far too long\n"[..]);
+/// let err = FrameDecoder::default()
+///     .next_frame(&mut buf, Terminator::Delimiter(b"\n"), 8)
+///     .unwrap_err();
+/// assert_eq!(err, FrameError::TooLong { limit: 8, length: Some(19) });
+/// assert_eq!(err.to_string(), "frame of 19 bytes over the 8-byte limit");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The frame at the front of the buffer is longer than the limit
+    /// ([`FrameDecoder::skip_frame`] drops it).
+    TooLong {
+        /// The limit given to `next_frame`.
+        limit: usize,
+        /// The frame's length, when known (a count, a length prefix, a
+        /// delimiter found past the limit); `None` when no delimiter came
+        /// within the limit.
+        length: Option<usize>,
+    },
+    /// The terminator cannot frame any stream (an empty delimiter,
+    /// `Count(0)`, `None` or `Raw` with a limit of 0): the handler's
+    /// mistake, not the peer's.
+    BadTerminator(&'static str),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::TooLong {
+                limit,
+                length: Some(n),
+            } => write!(f, "frame of {n} bytes over the {limit}-byte limit"),
+            FrameError::TooLong {
+                limit,
+                length: None,
+            } => write!(f, "no delimiter within the {limit}-byte frame limit"),
+            FrameError::BadTerminator(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum Skip {
     #[default]
@@ -122,7 +172,7 @@ impl FrameDecoder {
         buf: &mut BytesMut,
         terminator: Terminator<'_>,
         max: usize,
-    ) -> Result<Option<Bytes>, String> {
+    ) -> Result<Option<Bytes>, FrameError> {
         if !self.skip_some(buf, terminator) {
             return Ok(None);
         }
@@ -137,7 +187,7 @@ impl FrameDecoder {
         match terminator {
             Terminator::Delimiter(delim) => {
                 if delim.is_empty() {
-                    return Err("empty delimiter".into());
+                    return Err(FrameError::BadTerminator("empty delimiter"));
                 }
                 // A delimiter may straddle the old end: back up by its length - 1.
                 let start = self.scanned.saturating_sub(delim.len() - 1).min(buf.len());
@@ -148,10 +198,16 @@ impl FrameDecoder {
                         buf.advance(delim.len());
                         Ok(Some(frame))
                     }
-                    Some(_) => Err(format!("frame longer than the {max}-byte limit")),
+                    Some(at) => Err(FrameError::TooLong {
+                        limit: max,
+                        length: Some(start + at),
+                    }),
                     // Saturating: a limit of usize::MAX means "unbounded".
                     None if buf.len() >= max.saturating_add(delim.len()) => {
-                        Err(format!("no delimiter within the {max}-byte frame limit"))
+                        Err(FrameError::TooLong {
+                            limit: max,
+                            length: None,
+                        })
                     }
                     None => {
                         self.scanned = buf.len();
@@ -159,10 +215,13 @@ impl FrameDecoder {
                     }
                 }
             }
-            Terminator::Count(0) => Err("a Count terminator must be at least 1".into()),
-            Terminator::Count(n) if n > max => {
-                Err(format!("frame of {n} bytes over the {max}-byte limit"))
-            }
+            Terminator::Count(0) => Err(FrameError::BadTerminator(
+                "a Count terminator must be at least 1",
+            )),
+            Terminator::Count(n) if n > max => Err(FrameError::TooLong {
+                limit: max,
+                length: Some(n),
+            }),
             Terminator::Count(n) => Ok((buf.len() >= n).then(|| buf.split_to(n).freeze())),
             Terminator::LengthPrefixed => {
                 let Some(header) = buf.get(..4) else {
@@ -170,7 +229,10 @@ impl FrameDecoder {
                 };
                 let n = u32::from_be_bytes(header.try_into().expect("4 bytes")) as usize;
                 if n > max {
-                    return Err(format!("length prefix {n} over the {max}-byte limit"));
+                    return Err(FrameError::TooLong {
+                        limit: max,
+                        length: Some(n),
+                    });
                 }
                 if buf.len() < 4 + n {
                     buf.reserve(4 + n - buf.len());
@@ -179,9 +241,9 @@ impl FrameDecoder {
                 buf.advance(4);
                 Ok(Some(buf.split_to(n).freeze()))
             }
-            Terminator::None | Terminator::Raw if max == 0 => {
-                Err("max_frame is 0: no frame can be delivered".into())
-            }
+            Terminator::None | Terminator::Raw if max == 0 => Err(FrameError::BadTerminator(
+                "max_frame is 0: no frame can be delivered",
+            )),
             // Bounded like every frame: what arrived, in pieces of at most `max`.
             Terminator::None | Terminator::Raw => {
                 Ok((!buf.is_empty()).then(|| buf.split_to(buf.len().min(max)).freeze()))
@@ -200,7 +262,7 @@ mod tests {
         chunk: usize,
         term: Terminator<'_>,
         max: usize,
-    ) -> Result<Vec<Bytes>, String> {
+    ) -> Result<Vec<Bytes>, FrameError> {
         let mut decoder = FrameDecoder::default();
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
@@ -320,9 +382,13 @@ mod tests {
             );
         }
         let huge = 1_000_000u32.to_be_bytes();
-        assert!(frames(&huge, 4, Terminator::LengthPrefixed, 64)
-            .unwrap_err()
-            .contains("limit"));
+        assert_eq!(
+            frames(&huge, 4, Terminator::LengthPrefixed, 64).unwrap_err(),
+            FrameError::TooLong {
+                limit: 64,
+                length: Some(1_000_000)
+            }
+        );
     }
 
     /// Feeds `input` in chunks; a refused frame is skipped.
@@ -374,7 +440,15 @@ mod tests {
     fn oversized_frames_are_refused() {
         let long = vec![b'x'; 100];
         let err = frames(&long, 7, Terminator::Delimiter(b"\r\n"), 50).unwrap_err();
-        assert!(err.contains("50-byte"), "{err}");
+        let no_delimiter = FrameError::TooLong {
+            limit: 50,
+            length: None,
+        };
+        assert_eq!(err, no_delimiter);
+        assert_eq!(
+            err.to_string(),
+            "no delimiter within the 50-byte frame limit"
+        );
         // Exactly at the limit is fine, even when the delimiter arrives late.
         let mut ok = vec![b'x'; 50];
         ok.extend_from_slice(b"\r\n");

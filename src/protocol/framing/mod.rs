@@ -34,7 +34,7 @@ use crate::{CloseReason, Context, Protocol, TimerId};
 
 mod decoder;
 
-pub use decoder::FrameDecoder;
+pub use decoder::{FrameDecoder, FrameError};
 
 /// Where one frame ends. Asked of the handler before each frame, so a handler
 /// may switch between frames (a header line, then a body of a given length).
@@ -287,7 +287,7 @@ impl<H: FrameHandler> Protocol for Framed<H> {
                     self.handler.on_frame(cx, frame);
                 }
                 Ok(None) => break,
-                Err(msg) => self.oversized(cx, data, msg),
+                Err(e) => self.oversized(cx, data, e.to_string()),
             }
         }
         // A frame being skipped is still under way (its rest is dropped as it
