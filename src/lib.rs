@@ -77,6 +77,7 @@ pub use protocol::framing::{
     FrameDecoder, FrameError, FrameHandler, Framed, Oversized, Terminator,
 };
 pub use protocol::{DatagramProtocol, Protocol};
+pub use reactor::error::QueueFull;
 pub use reactor::handle::Handle;
 pub use reactor::id::{ConnId, ListenerId, TimerId};
 pub use reactor::multi::{Reactors, ReactorsHandle};

@@ -162,3 +162,94 @@ fn getters_take_shared_references() -> std::io::Result<()> {
     assert_eq!(datagram, datagram_addr.to_string());
     Ok(())
 }
+
+fn assert_error<T: std::error::Error + Send + Sync + 'static>() {}
+
+#[test]
+fn errors_are_typed() {
+    assert_error::<CloseReason>();
+    assert_error::<FrameError>();
+    assert_error::<QueueFull>();
+    let reset = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    let reason = CloseReason::ConnectFailed(reset);
+    let source = std::error::Error::source(&reason).expect("the socket error");
+    assert_eq!(source.to_string(), "connection refused");
+    assert!(CloseReason::IdleTimeout.to_string().contains("idle"));
+}
+
+/// Writes more than `max_queued` to its own connection and reports what the
+/// write and the close said.
+struct Overfill(std::sync::mpsc::Sender<String>);
+
+impl Protocol for Overfill {
+    fn on_data(&mut self, cx: &mut Context<'_>, data: &mut bytes::BytesMut) {
+        data.clear();
+        let id = cx.id();
+        let err = cx.reactor().write(id, &[b'x'; 4096]).unwrap_err();
+        let limit = err.get_ref().and_then(|e| e.downcast_ref::<QueueFull>());
+        let _ = self
+            .0
+            .send(format!("{:?} {:?}", err.kind(), limit.map(|f| f.limit())));
+    }
+
+    fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
+        let _ = self.0.send(reason.to_string());
+        cx.stop();
+    }
+}
+
+#[test]
+fn a_full_write_queue_is_quota_exceeded_with_the_limit_inside() -> std::io::Result<()> {
+    use std::io::Write;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut reactor = Reactor::new()?;
+    let mut opts = ListenOptions::default();
+    opts.conn.max_queued = Some(1024);
+    let any: Addr = "127.0.0.1:0".parse()?;
+    let id = reactor.listen_with(&any, &opts, move |_| Overfill(tx.clone()))?;
+    let addr = reactor.listener_addr(id)?.as_inet().unwrap();
+    let mut client = std::net::TcpStream::connect(addr)?;
+    client.write_all(b"go")?;
+    reactor.run()?;
+    assert_eq!(rx.recv().unwrap(), "QuotaExceeded Some(1024)");
+    assert!(rx.recv().unwrap().contains("1024-byte limit"));
+    Ok(())
+}
+
+#[test]
+fn a_full_datagram_queue_is_quota_exceeded_and_the_socket_stays() -> std::io::Result<()> {
+    struct Quiet;
+    impl DatagramProtocol for Quiet {
+        fn on_datagram(&mut self, _: &mut DatagramContext<'_>, _: &[u8], _: &Addr) {}
+    }
+    let dir = std::env::temp_dir();
+    let pid = std::process::id();
+    let ours = dir.join(format!("sockloop-api-{pid}-ours.sock"));
+    let theirs = dir.join(format!("sockloop-api-{pid}-theirs.sock"));
+    let _ = std::fs::remove_file(&theirs);
+    // A peer that never reads: its receive queue fills, then ours does.
+    let _peer = std::os::unix::net::UnixDatagram::bind(&theirs)?;
+    let mut reactor = Reactor::new()?;
+    let mut opts = ListenOptions::default();
+    opts.conn.max_queued = Some(8192);
+    let socket = reactor.bind_datagram_with(&Addr::unix(&ours)?, &opts, Quiet)?;
+    let to = Addr::unix(&theirs)?;
+    let mut error = None;
+    for _ in 0..100_000 {
+        if let Err(e) = reactor.send_to(socket, &[0; 1024], &to) {
+            error = Some(e);
+            break;
+        }
+    }
+    let _ = std::fs::remove_file(&theirs);
+    let error = error.expect("the queue filled");
+    assert_eq!(error.kind(), std::io::ErrorKind::QuotaExceeded, "{error}");
+    let full = error
+        .get_ref()
+        .unwrap()
+        .downcast_ref::<QueueFull>()
+        .unwrap();
+    assert_eq!(full.limit(), 8192);
+    assert!(reactor.local_addr(socket).is_ok(), "the socket stays open");
+    Ok(())
+}

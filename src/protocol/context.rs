@@ -92,7 +92,9 @@ impl<'a> Context<'a> {
     }
 
     /// Queues a copy of `data` on another connection (a chat server's
-    /// broadcast). Fails with `NotConnected` if `other` has closed.
+    /// broadcast). Fails with `NotConnected` if `other` has closed, and with
+    /// `QuotaExceeded` ([`QueueFull`](crate::QueueFull) inside) when the copy
+    /// would pass `other`'s `max_queued` (which closes `other`).
     pub fn write_to(&mut self, other: ConnId, data: &[u8]) -> io::Result<()> {
         self.reactor.write(other, data)
     }
@@ -290,7 +292,9 @@ impl<'a> DatagramContext<'a> {
     /// Sends one datagram to `to` (an empty one is valid). It goes out at once
     /// when the socket has room, else it is queued until it does. Errors the
     /// socket reports at once (message too long, a Unix peer that did not
-    /// bind, a full queue) are returned.
+    /// bind) are returned, and so is a full queue: `QuotaExceeded` with a
+    /// [`QueueFull`](crate::QueueFull) inside (this datagram is dropped; the
+    /// socket stays open).
     pub fn send_to(&mut self, data: &[u8], to: &Addr) -> io::Result<()> {
         self.reactor.send_to(self.id, data, to)
     }

@@ -169,10 +169,8 @@ impl Reactor {
         if d.max_queued
             .is_some_and(|limit| d.queued + data.len() > limit)
         {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!("{id}: send queue full"),
-            ));
+            let limit = d.max_queued.unwrap_or_default();
+            return Err(crate::QueueFull::new(limit).into_io());
         }
         d.queued += data.len();
         d.queue

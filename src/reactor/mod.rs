@@ -16,6 +16,7 @@ pub(crate) mod backpressure;
 pub(crate) mod closing;
 pub(crate) mod conn;
 pub(crate) mod datagram;
+pub(crate) mod error;
 pub(crate) mod guard;
 pub(crate) mod handle;
 pub(crate) mod handler;

@@ -160,7 +160,8 @@ impl Reactor {
     /// Fails with `NotConnected` when `id` names no open connection (it
     /// closed, or the id is stale) or the connection is closing; the bytes are
     /// dropped. A write that would pass `max_queued` closes the connection with
-    /// [`CloseReason::WriteQueueFull`] and fails too.
+    /// [`CloseReason::WriteQueueFull`] and fails with `QuotaExceeded` (a
+    /// [`QueueFull`](crate::QueueFull) inside).
     pub fn write_bytes(&mut self, id: ConnId, data: impl Into<Bytes>) -> io::Result<()> {
         let data = data.into();
         let read_block = self.read_block_of(&data);
@@ -191,10 +192,7 @@ impl Reactor {
     fn queue_full(&mut self, id: ConnId, limit: usize) -> io::Result<()> {
         log::warn!("{id}: write queue over {limit} bytes (peer not reading); closing");
         self.close_id(id, Closing::Now(CloseReason::WriteQueueFull { limit }));
-        Err(io::Error::new(
-            io::ErrorKind::OutOfMemory,
-            "write queue full",
-        ))
+        Err(crate::QueueFull::new(limit).into_io())
     }
 
     /// Closes connection `id` once its queue is sent (asynchat's

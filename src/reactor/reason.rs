@@ -77,6 +77,19 @@ impl CloseReason {
     }
 }
 
+/// A reason is an error (`?` in a function returning `Box<dyn Error>`, an
+/// `io::Error::other(reason)`); [`is_clean`](CloseReason::is_clean) tells
+/// the closes that are not failures. The socket error behind one is its
+/// [`source`](std::error::Error::source).
+impl std::error::Error for CloseReason {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CloseReason::ConnectFailed(e) | CloseReason::Error(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
