@@ -55,7 +55,14 @@ fn main() -> ExitCode {
     common::init_logger();
     let workers = usize::from(args.workers);
     common::run(|| {
-        let mut reactor = Reactor::new()?;
+        let mut reactor = match args.pool {
+            Pool::Processes => Reactor::new()?,
+            Pool::Threads => Reactor::with_offload({
+                let mut options = OffloadOptions::default();
+                options.workers = workers;
+                options
+            })?,
+        };
         // Workers are forked first, while the process is still small and has
         // no other thread.
         let processes = match args.pool {
@@ -67,14 +74,7 @@ fn main() -> ExitCode {
                     move |line: &[u8]| slow_echo(line, delay),
                 )?)
             }
-            Pool::Threads => {
-                reactor.set_offload_options({
-                    let mut options = OffloadOptions::default();
-                    options.workers = workers;
-                    options
-                })?;
-                None
-            }
+            Pool::Threads => None,
         };
         let delay = args.delay;
         common::serve_reactor(

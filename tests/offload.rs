@@ -82,16 +82,18 @@ fn slow_work(request: &[u8]) -> Vec<u8> {
 
 /// A line server with 4 workers of the given kind.
 fn line_server(processes: bool) -> Server {
-    Server::start(move |r| {
+    let make = move || match processes {
+        true => Reactor::new(),
+        false => Reactor::with_offload({
+            let mut options = OffloadOptions::default();
+            options.workers = 4;
+            options
+        }),
+    };
+    Server::start_with(make, move |r| {
         let pool = if processes {
             Some(ProcessPool::start(r, 4, slow_work).unwrap())
         } else {
-            r.set_offload_options({
-                let mut options = OffloadOptions::default();
-                options.workers = 4;
-                options
-            })
-            .unwrap();
             None
         };
         let id = r
@@ -320,23 +322,25 @@ fn jobs_server(opts: OffloadOptions, work: Duration) -> (Server, Arc<Mutex<usize
     let most = Arc::new(Mutex::new(0));
     let seen = most.clone();
     let barrier = Arc::new(Barrier::new(opts.workers));
-    let server = Server::start(move |r| {
-        r.set_offload_options(opts).unwrap();
-        let outstanding = Rc::new(Cell::new(0));
-        let id = r
-            .listen(&any_port(), move |_| {
-                let (outstanding, most, barrier) =
-                    (outstanding.clone(), seen.clone(), barrier.clone());
-                Framed::new(Jobs {
-                    outstanding,
-                    most,
-                    work,
-                    barrier,
+    let server = Server::start_with(
+        move || Reactor::with_offload(opts),
+        move |r| {
+            let outstanding = Rc::new(Cell::new(0));
+            let id = r
+                .listen(&any_port(), move |_| {
+                    let (outstanding, most, barrier) =
+                        (outstanding.clone(), seen.clone(), barrier.clone());
+                    Framed::new(Jobs {
+                        outstanding,
+                        most,
+                        work,
+                        barrier,
+                    })
                 })
-            })
-            .unwrap();
-        vec![r.listener_addr(id).unwrap()]
-    });
+                .unwrap();
+            vec![r.listener_addr(id).unwrap()]
+        },
+    );
     (server, most)
 }
 
@@ -365,9 +369,12 @@ fn a_panicking_job_gives_an_error_and_the_pool_keeps_its_threads() {
 
 #[test]
 fn a_full_pool_holds_back_its_feeders_and_loses_nothing() {
-    let mut opts = OffloadOptions::default();
-    opts.workers = 1;
-    opts.queue = 2;
+    let opts = {
+        let mut options = OffloadOptions::default();
+        options.workers = 1;
+        options.queue = 2;
+        options
+    };
     let (server, most) = jobs_server(opts, Duration::from_micros(200));
     let mut c = client(server.inet(0));
     const LINES: usize = 2000;
@@ -399,16 +406,14 @@ fn a_full_pool_holds_back_its_feeders_and_loses_nothing() {
 #[test]
 fn dropping_the_reactor_cancels_queued_jobs_and_finishes_running_ones() {
     let (tx, results) = mpsc::channel();
-    let mut reactor = Reactor::new().unwrap();
-    reactor
-        .set_offload_options({
-            let mut options = OffloadOptions::default();
-            options.workers = 1;
-            options.queue = 8;
-            options.grace = LIMIT;
-            options
-        })
-        .unwrap();
+    let mut reactor = Reactor::with_offload({
+        let mut options = OffloadOptions::default();
+        options.workers = 1;
+        options.queue = 8;
+        options.grace = LIMIT;
+        options
+    })
+    .unwrap();
     let (started_tx, started) = mpsc::channel();
     struct Submit(mpsc::Sender<String>, mpsc::Sender<()>);
     impl sockloop::Protocol for Submit {

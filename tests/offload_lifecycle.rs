@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use common::*;
-use sockloop::{Context, FrameHandler, Framed, OffloadOptions, ProcessPool, Protocol, TimerId};
+use sockloop::{
+    Context, FrameHandler, Framed, OffloadOptions, ProcessPool, Protocol, Reactor, TimerId,
+};
 
 /// Blocking work per job.
 const JOB: Duration = Duration::from_millis(200);
@@ -77,16 +79,18 @@ fn slow(request: &[u8]) -> Vec<u8> {
 fn jobs_server(processes: bool, workers: usize) -> (Server, Arc<AtomicUsize>) {
     let started = Arc::new(AtomicUsize::new(0));
     let counter = started.clone();
-    let server = Server::start(move |r| {
+    let make = move || match processes {
+        true => Reactor::new(),
+        false => Reactor::with_offload({
+            let mut options = OffloadOptions::default();
+            options.workers = workers;
+            options
+        }),
+    };
+    let server = Server::start_with(make, move |r| {
         let pool = if processes {
             Some(ProcessPool::start(r, workers, slow).unwrap())
         } else {
-            r.set_offload_options({
-                let mut options = OffloadOptions::default();
-                options.workers = workers;
-                options
-            })
-            .unwrap();
             None
         };
         let id = r
@@ -214,42 +218,44 @@ fn paused_connections_notice_a_reset_at_once() {
     let (closed_tx, closed) = mpsc::channel();
     let started = Arc::new(AtomicUsize::new(0));
     let counter = started.clone();
-    let server = Server::start(move |r| {
-        r.set_offload_options({
-            let mut options = OffloadOptions::default();
-            options.workers = 1;
-            options.queue = 1;
-            options
-        })
-        .unwrap();
-        struct Tell(Jobs, mpsc::Sender<String>);
-        impl Protocol for Tell {
-            fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
-                // Every line is a job, whatever the pool says: the pool's
-                // pause alone must hold the connection.
-                while let Some(at) = data.iter().position(|&b| b == b'\n') {
-                    let line = data.split_to(at).freeze();
-                    data.advance(1);
-                    self.0.on_frame(cx, line);
+    let opts = {
+        let mut options = OffloadOptions::default();
+        options.workers = 1;
+        options.queue = 1;
+        options
+    };
+    let server = Server::start_with(
+        move || Reactor::with_offload(opts),
+        move |r| {
+            struct Tell(Jobs, mpsc::Sender<String>);
+            impl Protocol for Tell {
+                fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+                    // Every line is a job, whatever the pool says: the pool's
+                    // pause alone must hold the connection.
+                    while let Some(at) = data.iter().position(|&b| b == b'\n') {
+                        let line = data.split_to(at).freeze();
+                        data.advance(1);
+                        self.0.on_frame(cx, line);
+                    }
+                }
+                fn on_close(&mut self, _: &mut Context<'_>, reason: &sockloop::CloseReason) {
+                    let _ = self.1.send(reason.to_string());
                 }
             }
-            fn on_close(&mut self, _: &mut Context<'_>, reason: &sockloop::CloseReason) {
-                let _ = self.1.send(reason.to_string());
-            }
-        }
-        let id = r
-            .listen(&any_port(), move |_| {
-                Tell(
-                    Jobs {
-                        processes: None,
-                        started: counter.clone(),
-                    },
-                    closed_tx.clone(),
-                )
-            })
-            .unwrap();
-        vec![r.listener_addr(id).unwrap()]
-    });
+            let id = r
+                .listen(&any_port(), move |_| {
+                    Tell(
+                        Jobs {
+                            processes: None,
+                            started: counter.clone(),
+                        },
+                        closed_tx.clone(),
+                    )
+                })
+                .unwrap();
+            vec![r.listener_addr(id).unwrap()]
+        },
+    );
     let addr = server.inet(0);
     const CLIENTS: usize = 20;
     let clients: Vec<TcpStream> = (0..CLIENTS)
@@ -400,24 +406,26 @@ fn ping_waits_only_behind_its_own_jobs() {
     let (workers, queue) = (1, 2);
     let started = Arc::new(AtomicUsize::new(0));
     let counter = started.clone();
-    let server = Server::start(move |r| {
-        r.set_offload_options({
-            let mut options = OffloadOptions::default();
-            options.workers = workers;
-            options.queue = queue;
-            options
-        })
-        .unwrap();
-        let id = r
-            .listen(&any_port(), move |_| {
-                Framed::new(Jobs {
-                    processes: None,
-                    started: counter.clone(),
+    let opts = {
+        let mut options = OffloadOptions::default();
+        options.workers = workers;
+        options.queue = queue;
+        options
+    };
+    let server = Server::start_with(
+        move || Reactor::with_offload(opts),
+        move |r| {
+            let id = r
+                .listen(&any_port(), move |_| {
+                    Framed::new(Jobs {
+                        processes: None,
+                        started: counter.clone(),
+                    })
                 })
-            })
-            .unwrap();
-        vec![r.listener_addr(id).unwrap()]
-    });
+                .unwrap();
+            vec![r.listener_addr(id).unwrap()]
+        },
+    );
     let addr = server.inet(0);
     let mut busy = BufReader::new(connect(addr));
     // The first job is long: it runs while the other client pings.

@@ -327,13 +327,13 @@ fn durations_past_the_end_of_time_mean_never() {
     assert_eq!(reactor.connection_count(), 3, "nothing timed out");
 
     // The offload pool's grace at reactor drop.
-    reactor
-        .set_offload_options({
-            let mut options = sockloop::OffloadOptions::default();
-            options.grace = Duration::MAX;
-            options
-        })
-        .unwrap();
+    drop(reactor);
+    let mut reactor = Reactor::with_offload({
+        let mut options = sockloop::OffloadOptions::default();
+        options.grace = Duration::MAX;
+        options
+    })
+    .unwrap();
     struct Offloads(Rc<RefCell<bool>>);
     impl Protocol for Offloads {
         fn on_open(&mut self, cx: &mut Context<'_>) {

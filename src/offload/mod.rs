@@ -21,27 +21,3 @@ mod threads;
 
 pub use process::ProcessPool;
 pub use threads::OffloadOptions;
-pub(crate) use threads::ThreadPool;
-
-use std::rc::Weak;
-
-use crate::{ConnId, Reactor};
-
-/// Something outside the reactor that holds work for connections (a
-/// [`ProcessPool`]): told when one of them closes, so that its work waiting
-/// there is dropped.
-pub(crate) trait HoldsWork {
-    fn forget(&self, reactor: &mut Reactor, id: ConnId);
-}
-
-impl Reactor {
-    /// Connection `id` closed with work still due: every pool drops it.
-    pub(crate) fn forget_work(&mut self, id: ConnId) {
-        self.offload_forget(id);
-        self.work_holders.retain(|h| h.strong_count() > 0);
-        let holders: Vec<_> = self.work_holders.iter().filter_map(Weak::upgrade).collect();
-        for holder in holders {
-            holder.forget(self, id);
-        }
-    }
-}

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::process::forkserver::ForkServer;
+use crate::reactor::client::Client;
 use crate::{
     BlockingStream, CloseReason, ConnId, ConnOptions, Context, FrameHandler, Framed, Reactor,
     Terminator,
@@ -114,8 +115,8 @@ impl ProcessPool {
             let worker = spawn(reactor, &state, index)?;
             state.borrow_mut().workers.push(worker);
         }
-        let holder: Weak<dyn super::HoldsWork> = Rc::downgrade(&state) as Weak<RefCell<PoolState>>;
-        reactor.work_holders.push(holder);
+        let client: Weak<dyn Client> = Rc::downgrade(&state) as Weak<RefCell<PoolState>>;
+        reactor.add_client(client);
         Ok(ProcessPool { state })
     }
 
@@ -173,7 +174,7 @@ impl ProcessPool {
     }
 }
 
-impl super::HoldsWork for RefCell<PoolState> {
+impl Client for RefCell<PoolState> {
     /// A client closed: its requests still queued go (no worker sees them);
     /// the answer of one running is dropped when it comes.
     fn forget(&self, reactor: &mut Reactor, id: ConnId) {

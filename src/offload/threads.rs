@@ -1,6 +1,7 @@
 //! Offloading to a bounded pool of threads: `cx.offload(job, then)`.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use crate::reactor::client::Client;
 use crate::{ConnId, Context, Handle, Reactor};
 
 /// Size and limits of a reactor's offload thread pool: start from `default()`
@@ -21,8 +23,7 @@ use crate::{ConnId, Context, Handle, Reactor};
 ///
 /// let mut opts = OffloadOptions::default();
 /// opts.workers = 8;
-/// let mut reactor = Reactor::new()?;
-/// reactor.set_offload_options(opts)?;
+/// let reactor = Reactor::with_offload(opts)?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -84,8 +85,13 @@ impl Shared {
     }
 }
 
-/// The reactor's side of the pool.
+/// The reactor's side of the pool: a client of the loop, owned by the
+/// reactor (one per reactor), reached by `Context::offload`.
 pub(crate) struct ThreadPool {
+    state: RefCell<PoolState>,
+}
+
+struct PoolState {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     /// Jobs handed to the threads and not yet answered: at most one per
@@ -104,6 +110,8 @@ pub(crate) struct ThreadPool {
     /// A set: membership is asked at every submit to a full pool.
     paused: HashSet<ConnId>,
     grace: Duration,
+    /// The reactor is going: no job is taken any more.
+    stopped: bool,
 }
 
 impl ThreadPool {
@@ -123,18 +131,34 @@ impl ThreadPool {
             })
             .collect();
         ThreadPool {
-            shared,
-            threads,
-            handed: 0,
-            workers,
-            capacity,
-            overflow: VecDeque::new(),
-            waiting: Slab::new(),
-            paused: HashSet::new(),
-            grace: opts.grace,
+            state: RefCell::new(PoolState {
+                shared,
+                threads,
+                handed: 0,
+                workers,
+                capacity,
+                overflow: VecDeque::new(),
+                waiting: Slab::new(),
+                paused: HashSet::new(),
+                grace: opts.grace,
+                stopped: false,
+            }),
         }
     }
 
+    /// The reactor's pool, started with the default options at the first
+    /// use unless [`Reactor::with_offload`] started it.
+    fn of(reactor: &mut Reactor) -> std::rc::Rc<ThreadPool> {
+        reactor.owned_client(|r| ThreadPool::start(&OffloadOptions::default(), r.handle()))
+    }
+
+    fn state(&self) -> std::cell::RefMut<'_, PoolState> {
+        // Borrowed only within this file, never across user code.
+        self.state.borrow_mut()
+    }
+}
+
+impl PoolState {
     /// Hands a job to an idle thread, or holds it; false when the pool is
     /// over its capacity (its submitter should stop reading).
     fn submit(&mut self, job: Job) -> bool {
@@ -199,7 +223,7 @@ fn serve(shared: &Shared, reactor: &Handle) {
         });
         let key = job.key;
         // Fails only once the reactor is gone; nobody waits then.
-        let _ = reactor.post(move |r| r.offload_finished(key, outcome));
+        let _ = reactor.post(move |r| finished(r, key, outcome));
     }
 }
 
@@ -211,136 +235,214 @@ fn cancelled() -> io::Error {
 }
 
 impl Reactor {
+    /// Creates a reactor whose offload pool (the threads of
+    /// [`Context::offload`]) has these options; [`Reactor::new`] gives it
+    /// the defaults. The threads start now.
+    ///
+    /// ```
+    /// use sockloop::{OffloadOptions, Reactor};
+    ///
+    /// let mut opts = OffloadOptions::default();
+    /// opts.workers = 2;
+    /// let reactor = Reactor::with_offload(opts)?;
+    /// # drop(reactor);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_offload(opts: OffloadOptions) -> io::Result<Reactor> {
+        let mut reactor = Reactor::new()?;
+        reactor.owned_client(|r| ThreadPool::start(&opts, r.handle()));
+        Ok(reactor)
+    }
+
     /// Sets the size of the offload pool; takes effect if called before the
     /// first [`Context::offload`], else fails with `AlreadyExists`.
+    #[deprecated(
+        since = "0.1.0",
+        note = "a mistake only found at run time: give the options up front with `Reactor::with_offload`"
+    )]
     pub fn set_offload_options(&mut self, opts: OffloadOptions) -> io::Result<()> {
-        if self.offload.is_some() {
+        if self.find_client::<ThreadPool>().is_some() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "the offload pool is already running",
             ));
         }
-        self.offload_options = opts;
+        self.owned_client(|r| ThreadPool::start(&opts, r.handle()));
         Ok(())
     }
+}
 
-    pub(crate) fn offload<T, J, F>(&mut self, id: ConnId, job: J, then: F)
+impl Context<'_> {
+    /// Runs `job` on the reactor's offload thread pool, then `then` on the
+    /// loop with its result, if this connection is still open (else the
+    /// result is dropped, logged at debug level). A job that panics gives
+    /// `then` an error. When the pool is full the job waits and this
+    /// connection stops reading until the pool catches up. The pool's size
+    /// is set with [`Reactor::with_offload`].
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use sockloop::{Context, Protocol};
+    ///
+    /// struct Slow;
+    /// impl Protocol for Slow {
+    ///     fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+    ///         let input = data.split().freeze();
+    ///         cx.offload(
+    ///             move || input.to_ascii_uppercase(), // on a pool thread: may block
+    ///             |cx, result| match result {
+    ///                 Ok(answer) => cx.write_bytes(answer),
+    ///                 Err(e) => cx.close_with(sockloop::CloseReason::Error(e)),
+    ///             },
+    ///         );
+    ///     }
+    /// }
+    /// ```
+    pub fn offload<T, J, F>(&mut self, job: J, then: F)
     where
         T: Send + 'static,
         J: FnOnce() -> T + Send + 'static,
         F: FnOnce(&mut Context<'_>, io::Result<T>) + 'static,
     {
-        if !self.work_started(id) {
-            log::debug!("{id} is closing: offload job dropped");
-            return;
-        }
-        if self.offload.is_none() {
-            self.offload = Some(ThreadPool::start(&self.offload_options, self.handle()));
-        }
-        let pool = self.offload.as_mut().expect("started above");
-        let then: Then = Box::new(move |cx, outcome| {
-            then(
-                cx,
-                outcome.map(|b| {
-                    *b.downcast::<T>()
-                        .expect("an offload job's result has its type")
-                }),
-            )
-        });
-        let key = pool.waiting.insert((id, then));
-        let work: Work = Box::new(move || Box::new(job()));
-        if !pool.submit(Job { id, key, work }) && pool.paused.insert(id) {
-            self.set_offload_paused(id, true);
+        let id = self.id();
+        submit(self.reactor(), id, job, then);
+    }
+}
+
+fn submit<T, J, F>(reactor: &mut Reactor, id: ConnId, job: J, then: F)
+where
+    T: Send + 'static,
+    J: FnOnce() -> T + Send + 'static,
+    F: FnOnce(&mut Context<'_>, io::Result<T>) + 'static,
+{
+    let pool = ThreadPool::of(reactor);
+    if pool.state().stopped {
+        log::debug!("{id}: the reactor is going; offload job dropped");
+        return;
+    }
+    if !reactor.work_started(id) {
+        log::debug!("{id} is closing: offload job dropped");
+        return;
+    }
+    let then: Then = Box::new(move |cx, outcome| {
+        then(
+            cx,
+            outcome.map(|b| {
+                *b.downcast::<T>()
+                    .expect("an offload job's result has its type")
+            }),
+        )
+    });
+    let work: Work = Box::new(move || Box::new(job()));
+    let full = {
+        let mut state = pool.state();
+        let key = state.waiting.insert((id, then));
+        !state.submit(Job { id, key, work }) && state.paused.insert(id)
+    };
+    if full {
+        reactor.set_offload_paused(id, true);
+    }
+}
+
+/// A job's result arrived (through the waker): hand it to its `then`
+/// (unless its connection is gone: then it is dropped), and let a held
+/// job take the freed place.
+fn finished(reactor: &mut Reactor, key: usize, outcome: Outcome) {
+    let Some(pool) = reactor.find_client::<ThreadPool>() else {
+        return;
+    };
+    let (answer, resume) = {
+        let mut state = pool.state();
+        state.handed -= 1;
+        state.refill();
+        let resume = state.take_resumable();
+        (state.waiting.try_remove(key), resume)
+    };
+    if let Some((id, then)) = answer {
+        if !reactor.work_done(id, |cx| then(cx, outcome)) {
+            log::debug!("{id} closed before its offload job finished; result dropped");
         }
     }
-
-    /// A job's result arrived (through the waker): hand it to its `then`
-    /// (unless its connection is gone: then it is dropped), and let a held
-    /// job take the freed place.
-    pub(crate) fn offload_finished(&mut self, key: usize, outcome: Outcome) {
-        let Some(pool) = self.offload.as_mut() else {
-            return;
-        };
-        pool.handed -= 1;
-        pool.refill();
-        let resume = pool.take_resumable();
-        if let Some((id, then)) = pool.waiting.try_remove(key) {
-            if !self.work_done(id, |cx| then(cx, outcome)) {
-                log::debug!("{id} closed before its offload job finished; result dropped");
-            }
-        }
-        for id in resume {
-            self.set_offload_paused(id, false);
-        }
+    for id in resume {
+        reactor.set_offload_paused(id, false);
     }
+}
 
+impl Client for ThreadPool {
     /// Connection `id` closed: its jobs not started yet are dropped (never
     /// run), the results of its running ones will be.
-    pub(crate) fn offload_forget(&mut self, id: ConnId) {
-        let Some(pool) = self.offload.as_mut() else {
-            return;
-        };
-        // Jobs not started leave every queue with their `then`. A running
-        // job keeps its entry (its key must not be reused before its result
-        // comes back); the result then finds the connection gone.
-        let mut dropped: Vec<usize> = Vec::new();
-        pool.overflow.retain(|job| {
-            let keep = job.id != id;
-            if !keep {
-                dropped.push(job.key);
-            }
-            keep
-        });
-        {
-            let mut queue = pool.shared.lock();
-            let before = dropped.len();
-            queue.jobs.retain(|job| {
+    fn forget(&self, reactor: &mut Reactor, id: ConnId) {
+        let (dropped, resume) = {
+            let mut state = self.state();
+            let state = &mut *state;
+            // Jobs not started leave every queue with their `then`. A running
+            // job keeps its entry (its key must not be reused before its result
+            // comes back); the result then finds the connection gone.
+            let mut dropped: Vec<usize> = Vec::new();
+            state.overflow.retain(|job| {
                 let keep = job.id != id;
                 if !keep {
                     dropped.push(job.key);
                 }
                 keep
             });
-            pool.handed -= dropped.len() - before;
-        }
-        for &key in &dropped {
-            drop(pool.waiting.remove(key));
-        }
-        pool.paused.remove(&id);
-        pool.refill();
-        let resume = pool.take_resumable();
+            {
+                let mut queue = state.shared.lock();
+                let before = dropped.len();
+                queue.jobs.retain(|job| {
+                    let keep = job.id != id;
+                    if !keep {
+                        dropped.push(job.key);
+                    }
+                    keep
+                });
+                state.handed -= dropped.len() - before;
+            }
+            // The `then`s are dropped after the borrow: they may own
+            // anything, a pool handle among them.
+            let thens: Vec<_> = dropped
+                .iter()
+                .map(|&key| state.waiting.remove(key))
+                .collect();
+            state.paused.remove(&id);
+            state.refill();
+            (thens, state.take_resumable())
+        };
         if !dropped.is_empty() {
             let dropped = dropped.len();
             log::debug!("{id} closed: {dropped} offload jobs dropped before they started");
         }
         for id in resume {
-            self.set_offload_paused(id, false);
+            reactor.set_offload_paused(id, false);
         }
     }
 
     /// At reactor drop: jobs not started are answered with an error, running
     /// ones get `grace` to finish (none after [`stop_now`](Reactor::stop_now)),
     /// and every answer reaches its `then`.
-    pub(crate) fn stop_offload(&mut self, hurry: bool) {
-        let Some(mut pool) = self.offload.take() else {
-            return;
-        };
+    fn stop(&self, reactor: &mut Reactor, hurry: bool) {
         let mut answers: Vec<(ConnId, Then, Outcome)> = Vec::new();
-        let unstarted: Vec<Job> = {
-            let mut queue = pool.shared.lock();
-            queue.closed = true;
-            queue.jobs.drain(..).collect()
-        };
-        pool.shared.ready.notify_all();
-        for job in unstarted.into_iter().chain(pool.overflow.drain(..)) {
-            if let Some((id, then)) = pool.waiting.try_remove(job.key) {
-                answers.push((id, then, Err(cancelled())));
+        let (threads, grace) = {
+            let mut state = self.state();
+            let state = &mut *state;
+            state.stopped = true;
+            let unstarted: Vec<Job> = {
+                let mut queue = state.shared.lock();
+                queue.closed = true;
+                queue.jobs.drain(..).collect()
+            };
+            state.shared.ready.notify_all();
+            for job in unstarted.into_iter().chain(state.overflow.drain(..)) {
+                if let Some((id, then)) = state.waiting.try_remove(job.key) {
+                    answers.push((id, then, Err(cancelled())));
+                }
             }
-        }
-        let grace = if hurry { Duration::ZERO } else { pool.grace };
+            (std::mem::take(&mut state.threads), state.grace)
+        };
+        let wait = if hurry { Duration::ZERO } else { grace };
         // A grace past the end of time means: wait for the jobs.
-        let deadline = Instant::now().checked_add(grace);
-        for thread in pool.threads.drain(..) {
+        let deadline = Instant::now().checked_add(wait);
+        for thread in threads {
             while !thread.is_finished() && deadline.is_none_or(|d| Instant::now() < d) {
                 thread::sleep(Duration::from_millis(1));
             }
@@ -350,21 +452,21 @@ impl Reactor {
                 log::info!("stopping now: an offload job still running is left behind");
             } else {
                 log::warn!(
-                    "an offload job outlived the {:?} grace period; its thread is left running",
-                    pool.grace
+                    "an offload job outlived the {grace:?} grace period; its thread is left running"
                 );
             }
         }
-        // Answers of the threads arrived as commands: run them with the pool
-        // back in place, then answer the rest.
-        self.offload = Some(pool);
-        self.run_commands();
-        let mut pool = self.offload.take().expect("put back above");
-        for (id, then) in pool.waiting.drain() {
-            answers.push((id, then, Err(cancelled())));
-        }
+        // Answers of the threads arrived as commands: run them, then answer
+        // the rest.
+        reactor.run_commands();
+        answers.extend(
+            self.state()
+                .waiting
+                .drain()
+                .map(|(id, then)| (id, then, Err(cancelled()))),
+        );
         for (id, then, outcome) in answers {
-            self.work_done(id, |cx| then(cx, outcome));
+            reactor.work_done(id, |cx| then(cx, outcome));
         }
     }
 }

@@ -231,39 +231,6 @@ impl<'a> Context<'a> {
         self.reactor.stop();
     }
 
-    /// Runs `job` on the reactor's offload thread pool, then `then` on the
-    /// loop with its result, if this connection is still open (else the
-    /// result is dropped, logged at debug level). A job that panics gives
-    /// `then` an error. When the pool is full the job waits and this
-    /// connection stops reading until the pool catches up.
-    ///
-    /// ```
-    /// use bytes::BytesMut;
-    /// use sockloop::{Context, Protocol};
-    ///
-    /// struct Slow;
-    /// impl Protocol for Slow {
-    ///     fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
-    ///         let input = data.split().freeze();
-    ///         cx.offload(
-    ///             move || input.to_ascii_uppercase(), // on a pool thread: may block
-    ///             |cx, result| match result {
-    ///                 Ok(answer) => cx.write_bytes(answer),
-    ///                 Err(e) => cx.close_with(sockloop::CloseReason::Error(e)),
-    ///             },
-    ///         );
-    ///     }
-    /// }
-    /// ```
-    pub fn offload<T, J, F>(&mut self, job: J, then: F)
-    where
-        T: Send + 'static,
-        J: FnOnce() -> T + Send + 'static,
-        F: FnOnce(&mut Context<'_>, io::Result<T>) + 'static,
-    {
-        self.reactor.offload(self.id, job, then);
-    }
-
     /// The reactor itself, for anything else (listen, `call_later`, ...).
     /// Callbacks still never nest: what would run user code at once
     /// (`adopt`'s `on_open`, `shutdown_graceful`'s `on_shutdown`s, closing a

@@ -13,6 +13,7 @@
 //! sockets in `datagram.rs`.
 
 pub(crate) mod backpressure;
+pub(crate) mod client;
 pub(crate) mod closing;
 pub(crate) mod conn;
 pub(crate) mod datagram;
@@ -144,11 +145,9 @@ pub struct Reactor {
     /// Receive buffer of datagram sockets.
     pub(crate) dgram_buf: Vec<u8>,
     pub(crate) now: Instant,
-    /// The thread pool of `Context::offload`, started at its first use.
-    pub(crate) offload: Option<crate::offload::ThreadPool>,
-    pub(crate) offload_options: crate::OffloadOptions,
-    /// Process pools and the like, told when a connection with work closes.
-    pub(crate) work_holders: Vec<std::rc::Weak<dyn crate::offload::HoldsWork>>,
+    /// Offload pools and the like, told when a connection with work
+    /// closes and when the reactor goes (see `client.rs`).
+    pub(crate) clients: crate::reactor::client::Clients,
     pub(crate) stats: Stats,
     /// A cap on open stream connections over all listeners.
     pub(crate) max_connections: Option<usize>,
@@ -189,9 +188,7 @@ impl Reactor {
             pool: Vec::new(),
             dgram_buf: Vec::new(),
             now: Instant::now(),
-            offload: None,
-            offload_options: crate::OffloadOptions::default(),
-            work_holders: Vec::new(),
+            clients: Default::default(),
             stats: Stats::default(),
             max_connections: None,
             at_global_cap: Vec::new(),
@@ -508,7 +505,7 @@ impl Drop for Reactor {
     /// attempt to send what they had queued.
     fn drop(&mut self) {
         // Offload answers come back as commands: before the handle is cut off.
-        self.stop_offload(self.hurry);
+        self.stop_clients(self.hurry);
         self.shared.set_gone();
         self.settle();
         // An `on_close` may open or adopt another connection (a process

@@ -28,9 +28,18 @@ impl Server {
     /// Builds a reactor on a new thread with `setup` (which returns the
     /// addresses to connect to), then runs it until stopped.
     pub fn start(setup: impl FnOnce(&mut Reactor) -> Vec<Addr> + Send + 'static) -> Server {
+        Server::start_with(Reactor::new, setup)
+    }
+
+    /// [`start`](Server::start) on the reactor `make` builds (one with
+    /// offload options, say).
+    pub fn start_with(
+        make: impl FnOnce() -> io::Result<Reactor> + Send + 'static,
+        setup: impl FnOnce(&mut Reactor) -> Vec<Addr> + Send + 'static,
+    ) -> Server {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let mut reactor = Reactor::new().expect("reactor");
+            let mut reactor = make().expect("reactor");
             let addrs = setup(&mut reactor);
             tx.send((reactor.handle(), addrs)).unwrap();
             reactor.run().expect("run");
