@@ -253,3 +253,31 @@ fn a_full_datagram_queue_is_quota_exceeded_and_the_socket_stays() -> std::io::Re
     assert!(reactor.local_addr(socket).is_ok(), "the socket stays open");
     Ok(())
 }
+
+fn assert_key<T: Eq + std::hash::Hash + std::str::FromStr + std::fmt::Display>() {}
+
+#[test]
+fn bound_addresses_print_and_parse_back() -> std::io::Result<()> {
+    assert_key::<Addr>();
+    struct Quiet;
+    impl Protocol for Quiet {
+        fn on_data(&mut self, _: &mut Context<'_>, _: &mut bytes::BytesMut) {}
+    }
+    let path = std::env::temp_dir().join(format!("sockloop-api-{}-bound.sock", std::process::id()));
+    let mut reactor = Reactor::new()?;
+    let mut seen = std::collections::HashSet::new();
+    for wanted in [
+        "127.0.0.1:0",
+        "[::1]:0",
+        &format!("unix:{}", path.display()),
+    ] {
+        let id = reactor.listen(&wanted.parse()?, |_| Quiet)?;
+        let bound = reactor.listener_addr(id)?;
+        let text = bound.to_string();
+        let again: Addr = text.parse()?;
+        assert_eq!(again, bound, "{text}");
+        assert!(seen.insert(again), "{text}");
+        assert!(seen.contains(&bound));
+    }
+    Ok(())
+}

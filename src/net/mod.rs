@@ -330,7 +330,7 @@ fn unix_path(addr: &Addr) -> io::Result<&Path> {
     addr.as_path().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            "an unnamed Unix address cannot be bound",
+            "only a Unix socket path can be bound or connected to (not an unnamed or abstract address)",
         )
     })
 }
