@@ -51,7 +51,7 @@ use servers::{Env, Server};
 
 /// Echo servers side by side (docs/benchmarks.md).
 #[derive(Parser)]
-#[command(name = "echo")]
+#[command(name = "echo", bin_name = "cargo bench --bench echo --")]
 struct Args {
     /// A short smoke run: 1 round, short windows; docs/ is left alone.
     #[arg(long)]
@@ -63,7 +63,7 @@ struct Args {
     #[arg(long = "server", value_delimiter = ',', value_name = "NAME")]
     servers: Vec<String>,
     /// Interleaved rounds (default 5; --quick: 1).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     rounds: Option<usize>,
     /// Measurement window of the load scenarios, seconds (default 2; --quick 0.5).
     #[arg(long, value_name = "SECS")]
@@ -299,7 +299,7 @@ each run waits up to {} s for them to calm down, and the tables say how much the
                 match run_one(srv, sc, &env, &t, perf && sc.syscalls, &client_cores) {
                     Ok(s) => {
                         progress.done += 1;
-                        progress.show(&format!(
+                        progress.step(&format!(
                             "{} round {}/{}: {}: {} msg/s, p99 {} µs",
                             sc.key,
                             round + 1,
@@ -444,7 +444,9 @@ fn instructions(
     }
 }
 
-/// One line on stderr, rewritten in place, when stderr is a terminal.
+/// Progress on stderr (stdout carries the tables, and is often piped): on a
+/// terminal one line rewritten in place; elsewhere (a log, `2>&1 | tee`) a
+/// plain line per measurement done, so a long run still shows where it is.
 struct Progress {
     tty: bool,
     done: usize,
@@ -452,10 +454,20 @@ struct Progress {
 }
 
 impl Progress {
+    /// What is under way: shown on a terminal only (a log would fill with it).
     fn show(&self, what: &str) {
         if self.tty {
             eprint!("\r\x1b[2K[{}/{}] {what}", self.done, self.total);
             let _ = io::stderr().flush();
+        }
+    }
+
+    /// A measurement done: rewritten in place on a terminal, a line of its own elsewhere.
+    fn step(&self, what: &str) {
+        if self.tty {
+            self.show(what);
+        } else {
+            eprintln!("echo bench: [{}/{}] {what}", self.done, self.total);
         }
     }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::loadgen::{LoadGen, Spec};
 use crate::servers::{Env, Running, Scenario, Server};
 
-/// The servers measured this way (those of the figure).
+/// The servers measured this way (those of the instructions-per-message figure).
 pub const SERVERS: [&str; 3] = ["select_echo", "tokio_ct", "mio_raw"];
 /// The two load lengths whose difference is taken.
 const SHORT: Duration = Duration::from_secs(1);

@@ -42,16 +42,68 @@ struct Panel {
     bars: Vec<Bar>,
 }
 
-fn color(key: &str) -> RGBColor {
+/// The kinds of server a bar's colour tells apart, in legend order.
+const KINDS: [(&str, RGBColor); 5] = [
+    ("sockloop reactor", RGBColor(31, 119, 180)),
+    ("sockloop socketserver", RGBColor(120, 170, 215)),
+    ("tokio", RGBColor(230, 120, 20)),
+    ("Python socketserver", RGBColor(60, 150, 60)),
+    ("std threads, raw mio", RGBColor(130, 130, 130)),
+];
+
+fn kind(key: &str) -> usize {
     match key {
-        k if k.starts_with("select_echo") || k.starts_with("offload") => RGBColor(31, 119, 180),
-        k if k.starts_with("sl_") || k == "thread_server" || k == "fork_server" => {
-            RGBColor(120, 170, 215)
-        }
-        k if k.starts_with("tokio") => RGBColor(230, 120, 20),
-        k if k.starts_with("py_") => RGBColor(60, 150, 60),
-        _ => RGBColor(130, 130, 130),
+        k if k.starts_with("select_echo") || k.starts_with("offload") => 0,
+        k if k.starts_with("sl_") || k == "thread_server" || k == "fork_server" => 1,
+        k if k.starts_with("tokio") => 2,
+        k if k.starts_with("py_") => 3,
+        _ => 4,
     }
+}
+
+fn color(key: &str) -> RGBColor {
+    KINDS[kind(key)].1
+}
+
+/// Height of the legend strip under the panels.
+const LEGEND_H: u32 = 30;
+
+/// The legend: a swatch per kind of server shown, then the whisker and the
+/// tick when some bar has one, on one line under the panels.
+fn legend(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    panels: &[Panel],
+) -> Result<(), Box<dyn Error>> {
+    let bars = || panels.iter().flat_map(|p| &p.bars);
+    let font = ("sans-serif", 12).into_font().color(&BLACK);
+    let (mut x, y) = (12, 8);
+    for (i, (name, color)) in KINDS.iter().enumerate() {
+        if !bars().any(|b| kind(&b.label) == i) {
+            continue;
+        }
+        area.draw(&Rectangle::new([(x, y), (x + 12, y + 12)], color.filled()))?;
+        area.draw(&Text::new(name.to_string(), (x + 16, y), font.clone()))?;
+        // About 6 px a character at this size: room for every item in the narrowest figure.
+        x += 16 + 6 * name.len() as i32 + 14;
+    }
+    if bars().any(|b| b.max > b.min) {
+        let mid = y + 6;
+        area.draw(&PathElement::new(
+            vec![(x, mid), (x + 18, mid)],
+            BLACK.stroke_width(1),
+        ))?;
+        let text = "min–max of the rounds";
+        area.draw(&Text::new(text, (x + 22, y), font.clone()))?;
+        x += 22 + 6 * text.chars().count() as i32 + 14;
+    }
+    if bars().any(|b| b.mark.is_some()) {
+        area.draw(&PathElement::new(
+            vec![(x + 6, y), (x + 6, y + 12)],
+            BLACK.stroke_width(2),
+        ))?;
+        area.draw(&Text::new("ideal", (x + 14, y), font))?;
+    }
+    Ok(())
 }
 
 fn panels_marked(
@@ -113,9 +165,11 @@ fn draw(path: &Path, title: &str, panels: &[Panel]) -> Result<(), Box<dyn Error>
     let rows = panels.len().div_ceil(cols);
     let tallest = panels.iter().map(|p| p.bars.len()).max().unwrap_or(1);
     let panel_h = 70 + 26 * tallest as u32;
-    let root =
-        SVGBackend::new(path, (560 * cols as u32, 50 + panel_h * rows as u32)).into_drawing_area();
+    let height = 50 + panel_h * rows as u32 + LEGEND_H;
+    let root = SVGBackend::new(path, (560 * cols as u32, height)).into_drawing_area();
     root.fill(&WHITE)?;
+    let (root, key) = root.split_vertically(height - LEGEND_H);
+    legend(&key, panels)?;
     let root = root.titled(title, ("sans-serif", 20))?;
     let areas = root.split_evenly((rows, cols));
     for (area, p) in areas.iter().zip(panels) {

@@ -359,7 +359,7 @@ cancels start-up and connection set-up. Exact and free of timing noise; system c
         }
     }
 
-    /// The targets of issue 5, each met / missed with the measured ratio.
+    /// The targets the crate set itself, each met / missed with the measured ratio.
     pub fn targets(&self) -> String {
         let mut out = String::from("| target | measured | status |\n|---|---|---|\n");
         let mut row = |target: &str, measured: Option<String>, ok: bool| {
@@ -402,7 +402,7 @@ cancels start-up and connection set-up. Exact and free of timing noise; system c
             .find(|(k, _)| *k == "select_echo")
             .and_then(|(_, r)| r.as_ref().ok().copied());
         row(
-            "pingpong: ≤ 500 user-space instructions per echoed message (select_echo, callgrind; issue 9)",
+            "pingpong: ≤ 500 user-space instructions per echoed message (select_echo, callgrind)",
             instr.map(|n| format!("{n:.0}")),
             instr.is_some_and(|n| n <= 500.0),
         );
@@ -505,7 +505,7 @@ impl Page<'_> {
         }
         let _ = writeln!(
             out,
-            "\n## Targets (issue 5)\n\nAgainst peers of the same run.\n\n{}",
+            "\n## Targets\n\nAgainst peers of the same run.\n\n{}",
             r.targets()
         );
         let _ = writeln!(
