@@ -94,6 +94,11 @@ impl Chatter {
 }
 
 impl FrameHandler for Chatter {
+    /// A graceful stop closes between lines (after those queued are sent).
+    fn on_shutdown(&mut self, cx: &mut Context<'_>) {
+        cx.close();
+    }
+
     fn on_open(&mut self, cx: &mut Context<'_>) {
         log::info!("{} joined", self.name);
         self.members.borrow_mut().insert(cx.id());

@@ -91,6 +91,11 @@ impl FrameHandler for LineEcho {
         }
     }
 
+    /// A graceful stop closes between records (after the echoes queued).
+    fn on_shutdown(&mut self, cx: &mut Context<'_>) {
+        cx.close();
+    }
+
     fn on_frame(&mut self, cx: &mut Context<'_>, record: Bytes) {
         let (record, ending) = self.line_ending(record);
         if record == "QUIT" {

@@ -105,10 +105,15 @@ struct Lines {
     delay: Duration,
 }
 
-/// The default `on_eof` and `on_shutdown` close once the answers still with
-/// workers are written: a client that half-closes after its lines, or a
-/// graceful stop, loses none.
+/// The default `on_eof`, and this `on_shutdown`, close once the answers
+/// still with workers are written: a client that half-closes after its
+/// lines, or a graceful stop, loses none.
 impl FrameHandler for Lines {
+    /// Between frames: nothing is cut short.
+    fn on_shutdown(&mut self, cx: &mut Context<'_>) {
+        cx.close();
+    }
+
     fn on_frame(&mut self, cx: &mut Context<'_>, line: Bytes) {
         if &line[..] == b"ping" {
             return cx.write(b"pong\n");

@@ -257,3 +257,32 @@ fn a_skipped_frame_is_still_bounded_by_the_frame_timeout() {
     };
     assert!(reason.contains("took longer than"), "{reason}");
 }
+
+/// `FrameHandler::on_shutdown` defaults as `Protocol::on_shutdown` does: a
+/// graceful shutdown leaves an idle framed connection open and served until
+/// its peer closes (the default closed it, unlike a plain protocol's).
+#[test]
+fn a_graceful_shutdown_serves_framed_connections_by_default() {
+    let (server, rx) = liner(false, 64);
+    let addr = server.inet(0);
+    let mut s = connect(addr);
+    assert_eq!(roundtrip(&mut s, b"one\n"), b"one\n");
+    assert_eq!(recv(&rx), "frame one");
+    server
+        .handle
+        .post(|r| r.shutdown_graceful(std::time::Duration::from_secs(30)))
+        .unwrap();
+    wait_until("the listener to close", || {
+        std::net::TcpStream::connect(addr).is_err()
+    });
+    // Still served after the shutdown began, as a plain protocol is.
+    s.write_all(b"two\n").unwrap();
+    assert_eq!(read_n(&mut s, 4), b"two\n");
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(read_to_eof(&mut s).unwrap().is_empty());
+    assert_eq!(
+        events_until_close(&rx),
+        ["frame two", "close closed by peer"]
+    );
+    server.stop();
+}

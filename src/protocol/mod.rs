@@ -72,6 +72,8 @@ pub trait Protocol: 'static {
     /// one is served until its peer closes or the deadline passes. The
     /// default does nothing, as a byte stream cannot tell whether its peer is
     /// mid-request; a protocol that knows it is idle should `cx.close()`.
+    /// [`FrameHandler::on_shutdown`](crate::FrameHandler::on_shutdown)
+    /// has the same default (and is called between frames).
     ///
     /// [`Reactor::shutdown_graceful`]: crate::Reactor::shutdown_graceful
     fn on_shutdown(&mut self, cx: &mut Context<'_>) {

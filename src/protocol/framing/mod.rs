@@ -154,11 +154,14 @@ pub trait FrameHandler: 'static {
 
     /// The reactor is shutting down gracefully. Called between frames (at
     /// once, or when the frame under way completes, or when the frames held
-    /// back by a pause have been handled). The default closes once the
-    /// answers queued so far are sent and the offloaded ones still due
-    /// have been delivered and sent (see [`Context::close`]).
+    /// back by a pause have been handled), so a handler that closes here
+    /// (`cx.close()`: after the answers queued so far are sent and the
+    /// offloaded ones still due have been delivered and sent) never cuts a
+    /// request short. The default does nothing, as
+    /// [`Protocol::on_shutdown`]'s: the connection is served until its peer
+    /// closes or the shutdown's deadline passes.
     fn on_shutdown(&mut self, cx: &mut Context<'_>) {
-        cx.close();
+        let _ = cx;
     }
 
     /// See [`Protocol::on_drained`].
