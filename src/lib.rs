@@ -74,7 +74,8 @@ pub use net::{ConnOptions, ListenOptions};
 pub use offload::{OffloadOptions, ProcessPool};
 pub use protocol::context::{Context, DatagramContext};
 pub use protocol::framing::{
-    FrameDecoder, FrameError, FrameHandler, Framed, Oversized, Terminator,
+    Cut, Decoder, FrameDecoder, FrameError, FrameHandler, Framed, HttpError, HttpRequest,
+    HttpRequests, Netstrings, Oversized, Resp, RespCommand, Terminator,
 };
 pub use protocol::{DatagramProtocol, Protocol};
 pub use reactor::error::QueueFull;
@@ -190,7 +191,7 @@ struct MustUseDoctests;
 ///         Closed | PeerClosed => true,
 ///         Reset | ConnectFailed(_) | IdleTimeout | WriteQueueFull { .. } | Panicked(_)
 ///         | Protocol(_) | Error(_) | ReactorStopped | PeerKeptSending { .. }
-///         | PeerStalled { .. } => false,
+///         | PeerStalled { .. } | InputOverLimit { .. } => false,
 ///     }
 /// }
 /// ```

@@ -174,6 +174,16 @@ pub struct ConnOptions {
     ///
     /// [`CloseReason::PeerKeptSending`]: crate::CloseReason::PeerKeptSending
     pub close_discard: usize,
+    /// The most input a protocol may leave unconsumed in `on_data` (a
+    /// request still incomplete), beyond which the connection is closed
+    /// with [`CloseReason::InputOverLimit`] once its queued bytes are
+    /// sent: the input bound of a raw protocol, as
+    /// [`FrameHandler::max_frame`](crate::FrameHandler::max_frame) is a
+    /// framed one's. Input left while reading is paused does not count
+    /// (it is offered again). Default `None`: the protocol bounds its input.
+    ///
+    /// [`CloseReason::InputOverLimit`]: crate::CloseReason::InputOverLimit
+    pub max_unconsumed: Option<usize>,
 }
 
 impl Default for ConnOptions {
@@ -189,6 +199,7 @@ impl Default for ConnOptions {
             close_stall: Duration::from_secs(30),
             close_linger: Duration::from_secs(2),
             close_discard: 1024 * 1024,
+            max_unconsumed: None,
         }
     }
 }

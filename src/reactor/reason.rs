@@ -29,6 +29,13 @@ pub enum CloseReason {
     Panicked(String),
     /// The protocol gave up on its peer (for example a frame over the size limit).
     Protocol(String),
+    /// The protocol left more unconsumed input than
+    /// [`ConnOptions::max_unconsumed`](crate::ConnOptions::max_unconsumed)
+    /// allows (a request that never ends).
+    InputOverLimit {
+        /// The configured limit in bytes.
+        limit: usize,
+    },
     /// Any other socket error.
     Error(io::Error),
     /// The reactor was dropped while the connection was open.
@@ -106,6 +113,9 @@ impl fmt::Display for CloseReason {
             }
             CloseReason::Panicked(msg) => write!(f, "callback panicked: {msg}"),
             CloseReason::Protocol(msg) => write!(f, "protocol error: {msg}"),
+            CloseReason::InputOverLimit { limit } => {
+                write!(f, "unconsumed input over its {limit}-byte limit")
+            }
             CloseReason::Error(e) => write!(f, "socket error: {e}"),
             CloseReason::ReactorStopped => f.write_str("reactor stopped"),
             CloseReason::PeerKeptSending { discarded } => write!(

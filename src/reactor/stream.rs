@@ -342,7 +342,19 @@ impl Reactor {
             // Left because the protocol paused (not an incomplete frame):
             // offered again when reading resumes.
             conn.redeliver = conn.paused();
-            conn.rbuf = Some(kept);
+            match conn.opts.max_unconsumed {
+                Some(limit)
+                    if len > limit && !conn.redeliver && matches!(conn.closing, Closing::No) =>
+                {
+                    log::info!(
+                        "{}: {len} bytes of input unconsumed, over the {limit}-byte limit; closing",
+                        ConnId::new(key, conn.gen)
+                    );
+                    let reason = CloseReason::InputOverLimit { limit };
+                    self.close_at(key, Closing::AfterFlush(reason));
+                }
+                _ => conn.rbuf = Some(kept),
+            }
         }
     }
 

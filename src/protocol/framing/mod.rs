@@ -32,9 +32,18 @@ use bytes::{Bytes, BytesMut};
 
 use crate::{CloseReason, Context, Protocol, TimerId};
 
+mod codecs;
+mod cut;
 mod decoder;
+mod http;
+mod resp;
 
+pub use codecs::{Decoder, Netstrings};
+pub use cut::Cut;
+use cut::Step;
 pub use decoder::{FrameDecoder, FrameError};
+pub use http::{HttpError, HttpRequest, HttpRequests};
+pub use resp::{Resp, RespCommand};
 
 /// Where one frame ends. Asked of the handler before each frame, so a handler
 /// may switch between frames (a header line, then a body of a given length).
@@ -66,7 +75,7 @@ pub enum Terminator<'a> {
 impl Terminator<'_> {
     /// Why no stream can be framed by this terminator, if so (not a matter
     /// of the peer's input: skipping a frame would not help).
-    fn unusable(&self, max: usize) -> Option<&'static str> {
+    pub(crate) fn unusable(&self, max: usize) -> Option<&'static str> {
         match self {
             Terminator::Delimiter([]) => Some("empty delimiter"),
             Terminator::Count(0) => Some("a Count terminator must be at least 1"),
@@ -92,15 +101,20 @@ pub enum Oversized {
 
 /// A protocol that thinks in frames instead of bytes (asynchat's
 /// `found_terminator`). Wrap it in [`Framed`] to serve a connection.
-pub trait FrameHandler: 'static {
+///
+/// `F` is the type of a frame: [`Bytes`] for the terminators of
+/// [`terminator`](FrameHandler::terminator) ([`Framed::new`]), or what a
+/// [`Decoder`] cuts ([`Framed::with_decoder`]: a RESP command, an HTTP
+/// request...). With a decoder, `terminator` and `on_raw` are not used.
+pub trait FrameHandler<F: 'static = Bytes>: 'static {
     /// The terminator of the next frame. Default: a `\n` line.
     fn terminator(&self) -> Terminator<'_> {
         Terminator::Delimiter(b"\n")
     }
 
-    /// The largest frame accepted (without its delimiter or length prefix);
-    /// beyond it the connection is closed with [`CloseReason::Protocol`].
-    /// Default 64 KiB.
+    /// The largest frame accepted (without its delimiter or length prefix;
+    /// a decoder says what it counts); beyond it the connection is closed
+    /// with [`CloseReason::Protocol`]. Default 64 KiB.
     fn max_frame(&self) -> usize {
         64 * 1024
     }
@@ -114,13 +128,13 @@ pub trait FrameHandler: 'static {
     }
 
     /// One complete frame arrived.
-    fn on_frame(&mut self, cx: &mut Context<'_>, frame: Bytes);
+    fn on_frame(&mut self, cx: &mut Context<'_>, frame: F);
 
     /// A frame is longer than [`max_frame`](FrameHandler::max_frame)
-    /// (Twisted's `lineLengthExceeded`). `head` is its start (at most
+    /// (Twisted's `lineLengthExceeded`), or a decoder refused it. `head` is its start (at most
     /// `max_frame` bytes, without a length prefix). The handler may answer
     /// (`cx.write` an error line) and then says whether to close or to skip
-    /// the frame and go on. The default closes with [`CloseReason::Protocol`].
+    /// the frame and go on (when the decoder can find where it ends). The default closes with [`CloseReason::Protocol`].
     fn on_oversized(&mut self, cx: &mut Context<'_>, head: &[u8]) -> Oversized {
         let _ = (cx, head);
         Oversized::Close
@@ -136,7 +150,13 @@ pub trait FrameHandler: 'static {
     fn on_raw(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
         let n = data.len().min(self.max_frame());
         if n > 0 {
-            self.on_frame(cx, data.split_to(n).freeze());
+            // Raw mode belongs to the terminators, whose frames are `Bytes`;
+            // with any other frame type this is never called.
+            let mut piece = Some(data.split_to(n).freeze());
+            let any: &mut dyn std::any::Any = &mut piece;
+            if let Some(frame) = any.downcast_mut::<Option<F>>().and_then(Option::take) {
+                self.on_frame(cx, frame);
+            }
         }
     }
 
@@ -180,10 +200,13 @@ pub trait FrameHandler: 'static {
     }
 }
 
-/// Adapts a [`FrameHandler`] to a [`Protocol`].
-pub struct Framed<H> {
+/// Adapts a [`FrameHandler`] to a [`Protocol`]: frames are cut by `D`, the
+/// handler's terminators ([`FrameDecoder`], [`Framed::new`]) or a
+/// [`Decoder`] ([`Framed::with_decoder`]), with the same frame bound,
+/// frame timeout, pause and shutdown rules for both.
+pub struct Framed<H, D = FrameDecoder> {
     handler: H,
-    decoder: FrameDecoder,
+    decoder: D,
     /// Bytes of an incomplete frame are buffered.
     partial: bool,
     /// A graceful shutdown waits for the frame under way.
@@ -193,11 +216,35 @@ pub struct Framed<H> {
 }
 
 impl<H: FrameHandler> Framed<H> {
-    /// Frames the connection for `handler`.
+    /// Frames the connection for `handler`, by its terminators.
     pub fn new(handler: H) -> Framed<H> {
+        Framed::with_decoder(FrameDecoder::default(), handler)
+    }
+}
+
+impl<H, D> Framed<H, D> {
+    /// Frames the connection for `handler` with `decoder` (RESP, HTTP
+    /// requests, netstrings, or your own [`Decoder`]).
+    ///
+    /// ```
+    /// use sockloop::{Context, FrameHandler, Framed, Netstrings};
+    /// use bytes::Bytes;
+    ///
+    /// struct Echo;
+    /// impl FrameHandler for Echo {
+    ///     fn on_frame(&mut self, cx: &mut Context<'_>, frame: Bytes) {
+    ///         cx.write(format!("{}:", frame.len()).as_bytes());
+    ///         cx.write_bytes(frame);
+    ///         cx.write(b",");
+    ///     }
+    /// }
+    /// let protocol = Framed::with_decoder(Netstrings::default(), Echo);
+    /// # let _ = protocol;
+    /// ```
+    pub fn with_decoder(decoder: D, handler: H) -> Framed<H, D> {
         Framed {
             handler,
-            decoder: FrameDecoder::default(),
+            decoder,
             partial: false,
             shutdown_pending: false,
             frame_timer: None,
@@ -215,26 +262,16 @@ impl<H: FrameHandler> Framed<H> {
     }
 }
 
-impl<H: FrameHandler> Framed<H> {
+impl<H: FrameHandler<D::Frame>, D: Cut<H>> Framed<H, D> {
     /// The decoder refused the frame at the front of `data`: a terminator
     /// that cannot frame anything closes; a frame too long is the
     /// handler's to judge (close, or skip it and go on).
     fn oversized(&mut self, cx: &mut Context<'_>, data: &mut BytesMut, msg: String) {
-        let max = self.handler.max_frame();
-        let choice = if self.handler.terminator().unusable(max).is_some() {
-            Oversized::Close
-        } else {
-            let prefix = match self.handler.terminator() {
-                Terminator::LengthPrefixed => 4.min(data.len()),
-                _ => 0,
-            };
-            let end = data.len().min(prefix.saturating_add(max));
-            self.handler.on_oversized(cx, &data[prefix..end])
+        let choice = match self.decoder.head(&self.handler, data) {
+            None => Oversized::Close,
+            Some(range) => self.handler.on_oversized(cx, &data[range]),
         };
-        if choice == Oversized::Skip
-            && !cx.is_closing()
-            && self.decoder.skip_frame(data, self.handler.terminator())
-        {
+        if choice == Oversized::Skip && !cx.is_closing() && self.decoder.skip(&self.handler, data) {
             log::debug!("{}: {msg}; skipped", cx.id());
             return;
         }
@@ -244,7 +281,7 @@ impl<H: FrameHandler> Framed<H> {
     }
 }
 
-impl<H: FrameHandler> Protocol for Framed<H> {
+impl<H: FrameHandler<D::Frame>, D: Cut<H>> Protocol for Framed<H, D> {
     fn on_open(&mut self, cx: &mut Context<'_>) {
         self.handler.on_open(cx);
     }
@@ -261,41 +298,16 @@ impl<H: FrameHandler> Protocol for Framed<H> {
                 paused = true;
                 break;
             }
-            let max = self.handler.max_frame();
-            if self.handler.terminator() == Terminator::Raw && !self.decoder.skipping() {
-                if data.is_empty() {
-                    break;
-                }
-                let before = data.len();
-                self.handler.on_raw(cx, data);
-                let switched = self.handler.terminator() != Terminator::Raw;
-                if data.len() < before {
-                    completed = true;
-                } else if !switched {
-                    // Kept for more input: bounded like any frame.
-                    if data.len() <= max {
-                        break;
-                    }
-                    let msg = format!("raw input kept over the {max}-byte frame limit");
-                    self.oversized(cx, data, msg);
-                }
-                continue;
-            }
-            let next = self
-                .decoder
-                .next_frame(data, self.handler.terminator(), max);
-            match next {
-                Ok(Some(frame)) => {
-                    completed = true;
-                    self.handler.on_frame(cx, frame);
-                }
-                Ok(None) => break,
-                Err(e) => self.oversized(cx, data, e.to_string()),
+            match self.decoder.step(&mut self.handler, cx, data) {
+                Step::Completed => completed = true,
+                Step::Again => {}
+                Step::NeedMore => break,
+                Step::Refused(msg) => self.oversized(cx, data, msg),
             }
         }
         // A frame being skipped is still under way (its rest is dropped as it
         // comes): its clock runs too.
-        self.partial = !data.is_empty() || self.decoder.skipping();
+        self.partial = !data.is_empty() || self.decoder.is_skipping();
         // A frame started (or the one timed ended and another began): its
         // clock starts; no frame under way: no clock. While paused the peer
         // is not being read, so it is not to blame for a slow frame.
@@ -347,7 +359,7 @@ impl<H: FrameHandler> Protocol for Framed<H> {
 }
 
 /// Shows the handler's type, not its value: a handler need not be `Debug`.
-impl<H> std::fmt::Debug for Framed<H> {
+impl<H, D: std::fmt::Debug> std::fmt::Debug for Framed<H, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Framed")
             .field("handler", &std::any::type_name::<H>())
