@@ -99,11 +99,7 @@ fn main() -> ExitCode {
         let mode = match args.mode {
             ModeArg::Sync => Mode::Sync,
             ModeArg::Threading => Mode::threading(),
-            ModeArg::Forking => Mode::Forking {
-                max_children: args.max_children.get(),
-                block_on_close: true,
-                reap_on_sigchld: true,
-            },
+            ModeArg::Forking => Mode::forking_with(args.max_children.get(), true),
             ModeArg::Pool => Mode::pool(args.workers.get()),
         };
         let server = args

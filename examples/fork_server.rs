@@ -32,6 +32,7 @@ struct Args {
     /// Kept for old command lines; no effect: the server's fork server
     /// reaps each child and reports its exit to the loop as it happens.
     #[arg(long)]
+    #[allow(dead_code)]
     signal: bool,
 }
 
@@ -44,11 +45,7 @@ fn main() -> ExitCode {
             .serving
             .apply(ServerBuilder::new(Family::Tcp))
             .bind(args.listen.addr()?)
-            .mode(Mode::Forking {
-                max_children: 40,
-                block_on_close: true,
-                reap_on_sigchld: args.signal,
-            })
+            .mode(Mode::forking_with(40, true))
             .build(move || Client { delay })?;
         common::serve(server, args.serving.grace)
     })

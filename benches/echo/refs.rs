@@ -48,11 +48,7 @@ pub fn serve(name: &str, port: u16, work: Duration, workers: usize) -> io::Resul
         ),
         "sockloop_forking" => sockloop(
             port,
-            sockloop::server::Mode::Forking {
-                max_children: 100_000,
-                block_on_close: false,
-                reap_on_sigchld: true,
-            },
+            sockloop::server::Mode::forking_with(100_000, false),
             work,
         ),
         "sockloop_pool" => sockloop(port, sockloop::server::Mode::pool(workers), work),

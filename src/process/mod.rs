@@ -3,3 +3,5 @@
 
 pub(crate) mod child;
 pub(crate) mod forkserver;
+mod serve;
+pub(crate) mod wire;

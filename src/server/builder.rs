@@ -22,7 +22,7 @@ use crate::Addr;
 /// let server = ServerBuilder::new(Family::Udp)
 ///     .bind("127.0.0.1:0".parse()?)
 ///     .bind("127.0.0.1:0".parse()?)
-///     .mode(Mode::Forking { max_children: 8, block_on_close: true, reap_on_sigchld: true })
+///     .mode(Mode::forking_with(8, true))
 ///     .max_packet_size(1500)
 ///     .timeout(Some(Duration::from_secs(1)))
 ///     .handle_timeout(|| log::info!("no request for a second"))

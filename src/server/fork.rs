@@ -20,7 +20,8 @@ use bytes::BytesMut;
 
 use super::request::{decode_incoming, encode_incoming, process, Incoming};
 use super::{Family, ServerHandle, Shared, SHUTDOWN_REQUEST};
-use crate::process::forkserver::{decode_report, ForkServer};
+use crate::process::forkserver::ForkServer;
+use crate::process::wire::decode_report;
 use crate::{BlockingStream, ConnOptions, Context, Protocol, Reactor};
 
 /// Starts the fork server of a forking server, and the socket its reports
@@ -56,12 +57,15 @@ pub(crate) struct Children {
 }
 
 impl Children {
-    /// Reads the fork server's reports on the loop, so that an exit wakes it.
+    /// Reads the fork server's reports on the loop, so that an exit wakes
+    /// it. At `max` children the server stops accepting; `block_on_close`:
+    /// `server_close` waits for them.
     pub(crate) fn new(
         reactor: &mut Reactor,
-        forks: Arc<ForkServer>,
-        reports: UnixStream,
+        (forks, reports): (Arc<ForkServer>, UnixStream),
         shared: &Arc<Shared>,
+        max: usize,
+        block_on_close: bool,
     ) -> io::Result<Children> {
         let exited = Rc::new(RefCell::new(Vec::new()));
         let opts = ConnOptions {
@@ -80,14 +84,9 @@ impl Children {
             forks,
             exited,
             pids: Vec::new(),
-            max: usize::MAX,
-            block_on_close: true,
+            max: max.max(1),
+            block_on_close,
         })
-    }
-
-    pub(crate) fn configure(&mut self, max: usize, block_on_close: bool) {
-        self.max = max;
-        self.block_on_close = block_on_close;
     }
 
     pub(crate) fn room(&self) -> usize {

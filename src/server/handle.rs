@@ -264,8 +264,8 @@ impl ServerHandle {
         let Some(&fd) = self.shared.parent.get() else {
             return false;
         };
-        let record = crate::process::forkserver::encode_report(0, SHUTDOWN_REQUEST);
-        if let Err(e) = crate::process::forkserver::send_record(fd, &record) {
+        let record = crate::process::wire::encode_report(0, SHUTDOWN_REQUEST);
+        if let Err(e) = crate::process::wire::send_record(fd, &record) {
             log::error!("cannot ask the server to shut down: {e}");
         }
         true

@@ -246,13 +246,23 @@ impl Server {
             addrs.push(bound);
         }
         let _ = shared.reactor.set(reactor.handle());
-        let children = match forking {
-            Some((forks, reports)) => {
+        let children = match (forking, &builder.mode) {
+            (
+                Some((forks, reports)),
+                &Mode::Forking {
+                    max_children,
+                    block_on_close,
+                    ..
+                },
+            ) => {
                 forks.configure(&request::encode_addrs(&addrs))?;
                 let _ = shared.forks.set(forks.clone());
-                Some(fork::Children::new(&mut reactor, forks, reports, &shared)?)
+                let link = (forks, reports);
+                let children =
+                    fork::Children::new(&mut reactor, link, &shared, max_children, block_on_close)?;
+                Some(children)
             }
-            None => None,
+            _ => None,
         };
         let _ = shared.addrs.set(addrs);
         let workers = Workers::new(&builder.mode, &shared, children);

@@ -52,8 +52,12 @@ pub enum Mode {
         max_children: usize,
         /// `server_close` waits for every child.
         block_on_close: bool,
-        /// Kept for compatibility: exits are reported by the fork server as
-        /// they happen, with or without it.
+        /// No effect: the fork server reaps every child and reports its exit
+        /// to the loop as it happens, with or without it.
+        #[deprecated(
+            since = "0.1.0",
+            note = "no effect (the fork server reaps); build the mode with `Mode::forking_with`"
+        )]
         reap_on_sigchld: bool,
     },
     /// A fixed pool of threads fed by the loop; when every worker is busy
@@ -82,9 +86,21 @@ impl Mode {
 
     /// `Forking` with socketserver's defaults (40 children, block on close).
     pub fn forking() -> Mode {
+        Mode::forking_with(40, true)
+    }
+
+    /// `Forking` with at most `max_children` running children;
+    /// `block_on_close`: `server_close` waits for them.
+    ///
+    /// ```
+    /// use sockloop::server::Mode;
+    /// assert_eq!(Mode::forking_with(40, true), Mode::forking());
+    /// ```
+    pub fn forking_with(max_children: usize, block_on_close: bool) -> Mode {
+        #[allow(deprecated)]
         Mode::Forking {
-            max_children: 40,
-            block_on_close: true,
+            max_children,
+            block_on_close,
             reap_on_sigchld: true,
         }
     }
@@ -123,14 +139,8 @@ impl Workers {
                 wake,
             )),
             Mode::Pool { workers } => Workers::Pool(Pool::new(workers.max(1), wake, shared)),
-            Mode::Forking {
-                max_children,
-                block_on_close,
-                ..
-            } => {
-                let mut children = children.expect("a forking server has a fork server");
-                children.configure(max_children.max(1), block_on_close);
-                Workers::Children(children)
+            Mode::Forking { .. } => {
+                Workers::Children(children.expect("a forking server has a fork server"))
             }
         }
     }

@@ -60,6 +60,8 @@ fn handler_errors_in_children_reach_handle_error() {
 fn children_are_reaped_while_serving_with_or_without_sigchld() {
     let _serial = serial();
     for reap_on_sigchld in [true, false] {
+        // The deprecated field must still make no difference.
+        #[allow(deprecated)]
         let mode = Mode::Forking {
             max_children: 40,
             block_on_close: true,
@@ -131,11 +133,7 @@ impl RequestHandler for Counted {
 fn max_children_bounds_the_running_children() {
     let _serial = serial();
     let counters: &'static SharedCounters = Box::leak(Box::new(SharedCounters::new()));
-    let mode = Mode::Forking {
-        max_children: 2,
-        block_on_close: true,
-        reap_on_sigchld: true,
-    };
+    let mode = Mode::forking_with(2, true);
     let server = ServerBuilder::new(Family::Tcp)
         .bind(any_port())
         .mode(mode)
@@ -348,11 +346,7 @@ fn five_hundred_children_while_threads_hammer_the_allocator_log_and_stdout() {
     let _ = env_logger::builder().is_test(true).try_init();
     let mut server = ServerBuilder::new(Family::Tcp)
         .bind(any_port())
-        .mode(Mode::Forking {
-            max_children: 16,
-            block_on_close: true,
-            reap_on_sigchld: true,
-        })
+        .mode(Mode::forking_with(16, true))
         .build(|| {
             |request: &mut Request| {
                 // What handlers do: allocate, log, print.
