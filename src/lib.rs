@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use std::io::{Read, Write};
-//! use bytes::BytesMut;
+//! use sockloop::bytes::BytesMut;
 //! use sockloop::{Addr, Context, Protocol, Reactor};
 //!
 //! struct Echo;
@@ -66,6 +66,11 @@ mod process;
 mod protocol;
 mod reactor;
 pub mod server;
+
+/// The `bytes` crate this API speaks (`Bytes`, `BytesMut` in `on_data`,
+/// `write_bytes`, frames): `use sockloop::bytes::BytesMut;` needs no
+/// dependency of your own and always matches sockloop's version.
+pub use bytes;
 
 pub use net::addr::Addr;
 pub use net::allow::AllowList;

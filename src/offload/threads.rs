@@ -281,7 +281,7 @@ impl Context<'_> {
     /// is set with [`Reactor::with_offload`].
     ///
     /// ```
-    /// use bytes::BytesMut;
+    /// use sockloop::bytes::BytesMut;
     /// use sockloop::{Context, Protocol};
     ///
     /// struct Slow;

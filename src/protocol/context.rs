@@ -52,7 +52,7 @@ impl<'a> Context<'a> {
     /// than about the low-water mark (plus a piece) is queued at a time.
     ///
     /// ```
-    /// use bytes::{Bytes, BytesMut};
+    /// use sockloop::bytes::{Bytes, BytesMut};
     /// use sockloop::{Context, Protocol};
     ///
     /// /// Sends a million numbered lines, then closes.

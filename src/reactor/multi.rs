@@ -37,7 +37,7 @@ use crate::{Handle, Reactor};
 /// reactors.join()?;
 /// # struct Echo;
 /// # impl sockloop::Protocol for Echo {
-/// #     fn on_data(&mut self, cx: &mut sockloop::Context<'_>, d: &mut bytes::BytesMut) { cx.write_bytes(d.split().freeze()) }
+/// #     fn on_data(&mut self, cx: &mut sockloop::Context<'_>, d: &mut sockloop::bytes::BytesMut) { cx.write_bytes(d.split().freeze()) }
 /// # }
 /// # Ok::<(), std::io::Error>(())
 /// ```

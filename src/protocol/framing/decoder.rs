@@ -11,7 +11,7 @@ use super::Terminator;
 /// trickling in is scanned once, not once per read.
 ///
 /// ```
-/// use bytes::BytesMut;
+/// use sockloop::bytes::BytesMut;
 /// use sockloop::{FrameDecoder, Terminator};
 ///
 /// let mut decoder = FrameDecoder::default();
@@ -34,7 +34,7 @@ pub struct FrameDecoder {
 /// Why [`FrameDecoder::next_frame`] refused the input.
 ///
 /// ```
-/// use bytes::BytesMut;
+/// use sockloop::bytes::BytesMut;
 /// use sockloop::{FrameDecoder, FrameError, Terminator};
 ///
 /// let mut buf = BytesMut::from(&b"a line far too long\n"[..]);

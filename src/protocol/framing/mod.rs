@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use sockloop::{Context, Framed, FrameHandler};
-//! use bytes::Bytes;
+//! use sockloop::bytes::Bytes;
 //!
 //! /// Replies to every line with its length.
 //! struct Lengths;
