@@ -43,9 +43,11 @@
 //! ```
 //!
 //! How a byte travels (readiness, read, protocol, write queue, socket) and the
-//! rules for backpressure and closing are in `docs/design.md`; a table from
+//! rules for backpressure and closing are in [`guide::design`]; a table from
 //! asyncore, asynchat and the select server to this crate is in
-//! `docs/asyncore.md`.
+//! [`guide::asyncore`]; socketserver users start at [`guide::socketserver`];
+//! long work is [`guide::offload`]'s subject. All pages are listed in
+//! [`guide`].
 #![warn(missing_docs)]
 #![warn(missing_debug_implementations)]
 
@@ -60,6 +62,7 @@ compile_error!(
 
 // The layers, bottom up (docs/design.md): each module imports only from the
 // ones above it in this list.
+pub mod guide;
 mod net;
 mod offload;
 mod process;
@@ -95,21 +98,6 @@ pub use reactor::{Reactor, Stats};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
-
-/// docs/socketserver.md's example is compiled too.
-#[cfg(doctest)]
-#[doc = include_str!("../docs/socketserver.md")]
-struct SocketserverDoctests;
-
-/// docs/offload.md's examples are compiled too.
-#[cfg(doctest)]
-#[doc = include_str!("../docs/offload.md")]
-struct OffloadDoctests;
-
-/// docs/asyncore.md's examples are compiled too.
-#[cfg(doctest)]
-#[doc = include_str!("../docs/asyncore.md")]
-struct AsyncoreDoctests;
 
 /// Dropping these at once is a mistake the compiler reports: a builder that
 /// binds nothing, a server shut down as soon as it started, reactors whose

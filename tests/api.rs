@@ -281,3 +281,27 @@ fn bound_addresses_print_and_parse_back() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Every page of docs/ is a module of `sockloop::guide`, so it is readable
+/// where the crate is published (build.rs prepares them, src/guide.rs
+/// includes them).
+#[test]
+fn every_docs_page_is_in_the_guide() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let guide = std::fs::read_to_string(root.join("src/guide.rs")).unwrap();
+    let build = std::fs::read_to_string(root.join("build.rs")).unwrap();
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            let page = path.file_stem().unwrap().to_str().unwrap();
+            assert!(
+                guide.contains(&format!("/{page}.md\"))]\npub mod {page} {{}}")),
+                "{page} is not in src/guide.rs"
+            );
+            assert!(
+                build.contains(&format!("\"{page}\",")),
+                "build.rs does not prepare {page}"
+            );
+        }
+    }
+}

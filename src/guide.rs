@@ -1,0 +1,33 @@
+//! Guides: the pages of the repository's `docs/` directory, here so they are
+//! readable wherever the API docs are.
+//!
+//! - [`design`]: how the loop works: a turn, how a byte travels, backpressure,
+//!   closing, callbacks that never nest, panics, accepting; the module map.
+//! - [`asyncore`]: from Python's asyncore, asynchat and the select echo
+//!   server to sockloop, part by part.
+//! - [`socketserver`]: Python's socketserver in [`crate::server`].
+//! - [`offload`]: long work: the reactor alone, offload to threads or
+//!   processes, or a threading / forking server.
+//! - [`reliability`]: how sockloop is attacked and checked (fuzzing,
+//!   properties, hostile peers, resource exhaustion).
+//! - [`benchmarks`]: sockloop beside threaded servers and tokio, measured.
+//!
+//! The pages are documentation only: these modules hold no items.
+
+#[doc = include_str!(concat!(env!("OUT_DIR"), "/design.md"))]
+pub mod design {}
+
+#[doc = include_str!(concat!(env!("OUT_DIR"), "/asyncore.md"))]
+pub mod asyncore {}
+
+#[doc = include_str!(concat!(env!("OUT_DIR"), "/socketserver.md"))]
+pub mod socketserver {}
+
+#[doc = include_str!(concat!(env!("OUT_DIR"), "/offload.md"))]
+pub mod offload {}
+
+#[doc = include_str!(concat!(env!("OUT_DIR"), "/reliability.md"))]
+pub mod reliability {}
+
+#[doc = include_str!(concat!(env!("OUT_DIR"), "/benchmarks.md"))]
+pub mod benchmarks {}
