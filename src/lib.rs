@@ -75,6 +75,12 @@ pub mod server;
 /// dependency of your own and always matches sockloop's version.
 pub use bytes;
 
+/// The kinds of [`Context`]: a stream connection's (the default) and a
+/// datagram socket's ([`DatagramContext`]), which share what they can both do.
+pub mod context {
+    pub use crate::protocol::context::{Datagram, Kind, Stream};
+}
+
 pub use net::addr::Addr;
 pub use net::allow::AllowList;
 pub use net::blocking::{BlockingDatagram, BlockingStream};

@@ -2,6 +2,7 @@
 //! the reactor behind them for everything else.
 
 use std::io;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,21 +11,18 @@ use crate::{Addr, CloseReason, ConnId, Handle, Protocol, Reactor, TimerId};
 
 /// What a [`Protocol`] callback can do: write, close, pause, set timers,
 /// reach other connections. Every operation returns at once; none blocks.
-pub struct Context<'a> {
+///
+/// One type for stream connections (`Context<'_>`) and datagram sockets
+/// ([`DatagramContext`]): what they share is written once, for every
+/// [`Kind`].
+pub struct Context<'a, K: Kind = Stream> {
     reactor: &'a mut Reactor,
     id: ConnId,
+    kind: PhantomData<K>,
 }
 
-impl<'a> Context<'a> {
-    pub(crate) fn new(reactor: &'a mut Reactor, id: ConnId) -> Context<'a> {
-        Context { reactor, id }
-    }
-
-    /// This connection's id (stable for its whole life; never reused).
-    pub fn id(&self) -> ConnId {
-        self.id
-    }
-
+/// What a stream connection's callback can do besides.
+impl Context<'_> {
     /// Queues a copy of `data`. It is sent when the callback returns, in
     /// order with everything queued before, as far as the socket takes it;
     /// the rest waits for the socket to become writable. Writes on a closing
@@ -196,16 +194,6 @@ impl<'a> Context<'a> {
         self.reactor.queued(self.id)
     }
 
-    /// Calls this protocol's `on_timer` after `delay`.
-    pub fn set_timer(&mut self, delay: Duration) -> TimerId {
-        self.reactor.set_timer(self.id, delay)
-    }
-
-    /// Cancels a timer; false if it already fired or was cancelled.
-    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        self.reactor.cancel_timer(timer)
-    }
-
     /// Opens an outgoing connection served by `proto` (see [`Reactor::connect`]).
     pub fn connect(&mut self, addr: &Addr, proto: impl Protocol) -> io::Result<ConnId> {
         self.reactor.connect(addr, proto)
@@ -214,6 +202,54 @@ impl<'a> Context<'a> {
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<Addr> {
         self.reactor.peer_addr(self.id)
+    }
+}
+
+/// What a [`DatagramProtocol`](crate::DatagramProtocol) callback can do:
+/// a [`Context`] for a datagram socket.
+pub type DatagramContext<'a> = Context<'a, Datagram>;
+
+impl Context<'_, Datagram> {
+    /// Sends one datagram to `to` (an empty one is valid). It goes out at once
+    /// when the socket has room, else it is queued until it does. Errors the
+    /// socket reports at once (message too long, a Unix peer that did not
+    /// bind) are returned, and so is a full queue: `QuotaExceeded` with a
+    /// [`QueueFull`](crate::QueueFull) inside (this datagram is dropped; the
+    /// socket stays open).
+    pub fn send_to(&mut self, data: &[u8], to: &Addr) -> io::Result<()> {
+        self.reactor.send_to(self.id, data, to)
+    }
+
+    /// Closes the socket after its queue is sent.
+    pub fn close(&mut self) {
+        self.reactor.close(self.id);
+    }
+}
+
+/// What every callback can do, on a connection or a datagram socket alike.
+impl<'a, K: Kind> Context<'a, K> {
+    pub(crate) fn new(reactor: &'a mut Reactor, id: ConnId) -> Context<'a, K> {
+        Context {
+            reactor,
+            id,
+            kind: PhantomData,
+        }
+    }
+
+    /// This connection's (or datagram socket's) id: stable for its whole
+    /// life, never reused.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Calls this protocol's `on_timer` after `delay`.
+    pub fn set_timer(&mut self, delay: Duration) -> TimerId {
+        self.reactor.set_timer(self.id, delay)
+    }
+
+    /// Cancels a timer; false if it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.reactor.cancel_timer(timer)
     }
 
     /// This end's address.
@@ -240,81 +276,40 @@ impl<'a> Context<'a> {
     }
 }
 
-/// What a [`DatagramProtocol`](crate::DatagramProtocol) callback can do.
-pub struct DatagramContext<'a> {
-    reactor: &'a mut Reactor,
-    id: ConnId,
-}
-
-impl<'a> DatagramContext<'a> {
-    pub(crate) fn new(reactor: &'a mut Reactor, id: ConnId) -> DatagramContext<'a> {
-        DatagramContext { reactor, id }
-    }
-
-    /// This socket's id.
-    pub fn id(&self) -> ConnId {
-        self.id
-    }
-
-    /// Sends one datagram to `to` (an empty one is valid). It goes out at once
-    /// when the socket has room, else it is queued until it does. Errors the
-    /// socket reports at once (message too long, a Unix peer that did not
-    /// bind) are returned, and so is a full queue: `QuotaExceeded` with a
-    /// [`QueueFull`](crate::QueueFull) inside (this datagram is dropped; the
-    /// socket stays open).
-    pub fn send_to(&mut self, data: &[u8], to: &Addr) -> io::Result<()> {
-        self.reactor.send_to(self.id, data, to)
-    }
-
-    /// Closes the socket after its queue is sent.
-    pub fn close(&mut self) {
-        self.reactor.close(self.id);
-    }
-
-    /// Calls this protocol's `on_timer` after `delay`.
-    pub fn set_timer(&mut self, delay: Duration) -> TimerId {
-        self.reactor.set_timer(self.id, delay)
-    }
-
-    /// Cancels a timer; false if it already fired or was cancelled.
-    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        self.reactor.cancel_timer(timer)
-    }
-
-    /// This socket's address.
-    pub fn local_addr(&self) -> io::Result<Addr> {
-        self.reactor.local_addr(self.id)
-    }
-
-    /// A handle to this reactor, to give to other threads.
-    pub fn handle(&self) -> Handle {
-        self.reactor.handle()
-    }
-
-    /// Makes [`Reactor::run`] return after this turn.
-    pub fn stop(&mut self) {
-        self.reactor.stop();
-    }
-
-    /// The reactor itself, for anything else (callbacks never nest: see
-    /// [`Context::reactor`]).
-    pub fn reactor(&mut self) -> &mut Reactor {
-        self.reactor
-    }
-}
-
-impl std::fmt::Debug for Context<'_> {
+impl<K: Kind> std::fmt::Debug for Context<'_, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context")
+        f.debug_struct(K::NAME)
             .field("id", &self.id)
             .finish_non_exhaustive()
     }
 }
 
-impl std::fmt::Debug for DatagramContext<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatagramContext")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
+/// The kinds of socket a [`Context`] serves, which decide the operations it
+/// offers: [`Stream`] (the default) or [`Datagram`]. Sealed.
+pub trait Kind: sealed::Sealed + 'static {
+    /// The context's name in `Debug` output.
+    #[doc(hidden)]
+    const NAME: &'static str;
+}
+
+/// A stream connection's [`Context`] (`Context<'_>`).
+#[derive(Debug)]
+pub enum Stream {}
+
+/// A datagram socket's [`Context`] ([`DatagramContext`]).
+#[derive(Debug)]
+pub enum Datagram {}
+
+impl Kind for Stream {
+    const NAME: &'static str = "Context";
+}
+
+impl Kind for Datagram {
+    const NAME: &'static str = "DatagramContext";
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Stream {}
+    impl Sealed for super::Datagram {}
 }
