@@ -21,6 +21,11 @@ use common::process::{assert_ctime_is_now_at, connect, run, Program, TIMEOUT};
 /// Runs `tests/seeds/<script>` against `addr` (`IP:PORT`) and returns its
 /// stdout lines; `None` (with the reason printed) when there is no python3.
 fn seed_client(script: &str, addr: &str) -> Option<Vec<String>> {
+    seed_client_with(script, addr, &[])
+}
+
+/// [`seed_client`] with more arguments after the address.
+fn seed_client_with(script: &str, addr: &str, args: &[&str]) -> Option<Vec<String>> {
     if Command::new("python3")
         .arg("--version")
         .stdout(Stdio::null())
@@ -37,6 +42,7 @@ fn seed_client(script: &str, addr: &str) -> Option<Vec<String>> {
     let child = Command::new("python3")
         .arg(&path)
         .args([ip, port])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -119,6 +125,25 @@ fn the_forking_seed_client_gets_its_answer_from_echo_server_in_every_mode() {
         .unwrap_or_else(|| panic!("{lines:?}"));
     let child: u32 = reply.parse().unwrap_or_else(|_| panic!("{lines:?}"));
     assert_ne!(child, server.pid(), "served by a child");
+    server.stop_with(libc::SIGTERM);
+}
+
+/// The documentation's first client sends a line and reads one `recv(1024)`;
+/// its server reads with `rfile.readline()`, and so does upper_server.
+#[test]
+fn the_documentation_tcp_client_gets_its_line_from_upper_server() {
+    let mut server = Program::start("upper_server", &["--port", "0"]);
+    let addr = server.listening_one();
+    let Some(lines) = seed_client_with("tcp_client.py", &addr, &["hello", "world"]) else {
+        return;
+    };
+    // The seed's handler strips the line before answering; upper_server
+    // answers the line as read, so the client prints its newline too.
+    assert_eq!(
+        lines,
+        ["Sent:     hello world", "Received: HELLO WORLD", ""],
+        "{lines:?}"
+    );
     server.stop_with(libc::SIGTERM);
 }
 
