@@ -68,6 +68,7 @@ mod offload;
 mod process;
 mod protocol;
 mod reactor;
+pub mod restart;
 pub mod server;
 
 /// The `bytes` crate this API speaks (`Bytes`, `BytesMut` in `on_data`,
@@ -84,6 +85,7 @@ pub mod context {
 pub use net::addr::Addr;
 pub use net::allow::AllowList;
 pub use net::blocking::{BlockingDatagram, BlockingStream};
+pub use net::{activation, proxy};
 pub use net::{ConnOptions, ListenOptions};
 pub use offload::{OffloadOptions, ProcessPool};
 pub use protocol::context::{Context, DatagramContext};

@@ -6,10 +6,12 @@
 //! (`SO_REUSEADDR`, `SO_REUSEPORT`, `IPV6_V6ONLY`, the listen backlog) must be
 //! set between `socket()` and `bind()`/`listen()`, which std does not allow.
 
+pub mod activation;
 pub(crate) mod addr;
 pub(crate) mod allow;
 pub(crate) mod blocking;
 pub(crate) mod owned;
+pub mod proxy;
 
 use std::fs;
 use std::io::{self, IoSlice};
@@ -66,6 +68,19 @@ pub struct ListenOptions {
     /// Accept only clients in these networks; others are closed at once and
     /// logged. Default: everyone.
     pub allow: Option<crate::AllowList>,
+    /// Every connection must begin with a PROXY protocol header (v1 or v2,
+    /// as HAProxy's `send-proxy` / `send-proxy-v2` send it) before anything
+    /// reaches the protocol. The header's client address is then the
+    /// connection's peer: for the factory, the allow-list and
+    /// [`Context::peer_addr`](crate::Context::peer_addr); the proxy's own
+    /// address is [`Context::proxy_addr`](crate::Context::proxy_addr). A
+    /// connection without a valid header within `proxy_timeout` is closed
+    /// and logged. Only for listeners that nothing but the proxy can reach:
+    /// the header is believed. Default off.
+    pub proxy_protocol: bool,
+    /// How long a connection may take to send its whole PROXY header
+    /// (default 5 s).
+    pub proxy_timeout: Duration,
     /// Settings for every connection this listener accepts.
     pub conn: ConnOptions,
 }
@@ -80,6 +95,8 @@ impl Default for ListenOptions {
             max_connections: None,
             unix_mode: None,
             allow: None,
+            proxy_protocol: false,
+            proxy_timeout: Duration::from_secs(5),
             conn: ConnOptions::default(),
         }
     }
@@ -286,6 +303,15 @@ impl UnlinkOnDrop {
             file: file_id(path),
         }
     }
+
+    /// Removes nothing: the file belongs to whoever bound it (a service
+    /// manager), or to the process a restart handed the socket to.
+    pub(crate) fn never() -> UnlinkOnDrop {
+        UnlinkOnDrop {
+            path: PathBuf::new(),
+            file: None,
+        }
+    }
 }
 
 fn file_id(path: &Path) -> Option<(u64, u64)> {
@@ -321,6 +347,28 @@ impl Listener {
         bound.map_err(|e| context(e, "cannot listen on", addr))
     }
 
+    /// A listener made of a socket passed by socket activation (checked to
+    /// be a listening stream socket). Its Unix socket file, if any, is not
+    /// ours to remove.
+    pub(crate) fn inherited(sock: crate::activation::InheritedSocket) -> io::Result<Listener> {
+        sock.expect_listener()?;
+        let kind = sock.kind();
+        let fd = sock.into_fd();
+        set_nonblocking(&fd)?;
+        Ok(match kind {
+            crate::activation::SocketKind::Tcp => Listener::Tcp(TcpListener::from_std(fd.into())),
+            _ => Listener::Unix(UnixListener::from_std(fd.into()), UnlinkOnDrop::never()),
+        })
+    }
+
+    /// Leaves the Unix socket file in place when this listener closes: the
+    /// socket lives on in another process.
+    pub(crate) fn keep_file(&mut self) {
+        if let Listener::Unix(_, guard) = self {
+            *guard = UnlinkOnDrop::never();
+        }
+    }
+
     /// Accepts one connection (`WouldBlock` when none is waiting).
     pub(crate) fn accept(&self) -> io::Result<(Stream, Addr)> {
         match self {
@@ -335,6 +383,10 @@ impl Listener {
             Listener::Unix(l, _) => l.local_addr().map(Addr::Unix),
         }
     }
+}
+
+fn set_nonblocking(fd: &std::os::fd::OwnedFd) -> io::Result<()> {
+    SockRef::from(fd).set_nonblocking(true)
 }
 
 fn unix_path(addr: &Addr) -> io::Result<&Path> {
@@ -372,7 +424,7 @@ impl Stream {
 
     /// The descriptor, for the hot path's direct `recv`/`send` calls.
     #[inline]
-    fn fd(&self) -> std::os::fd::RawFd {
+    pub(crate) fn fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),
@@ -540,6 +592,25 @@ impl Datagram {
             }
         };
         bound.map_err(|e| context(e, "cannot bind", addr))
+    }
+
+    /// A datagram socket passed by socket activation.
+    pub(crate) fn inherited(sock: crate::activation::InheritedSocket) -> io::Result<Datagram> {
+        sock.expect_datagram()?;
+        let kind = sock.kind();
+        let fd = sock.into_fd();
+        set_nonblocking(&fd)?;
+        Ok(match kind {
+            crate::activation::SocketKind::Udp => Datagram::Udp(UdpSocket::from_std(fd.into())),
+            _ => Datagram::Unix(UnixDatagram::from_std(fd.into()), UnlinkOnDrop::never()),
+        })
+    }
+
+    /// See [`Listener::keep_file`].
+    pub(crate) fn keep_file(&mut self) {
+        if let Datagram::Unix(_, guard) = self {
+            *guard = UnlinkOnDrop::never();
+        }
     }
 
     pub(crate) fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Addr)> {

@@ -91,6 +91,26 @@ impl Reactor {
         self.listen_handlers(addr, opts, factory)
     }
 
+    /// [`listen_with`](Reactor::listen_with) on a listening socket passed by
+    /// socket activation ([`activation::take`](crate::activation::take)).
+    /// Binding options (`backlog`, `reuse_*`, `unix_mode`) were the binder's
+    /// to choose and are not applied; the rest are. A Unix socket's file is
+    /// left in place when it closes. Fails if the socket is not a listening
+    /// stream socket.
+    pub fn listen_inherited<P, F>(
+        &mut self,
+        socket: crate::activation::InheritedSocket,
+        opts: &ListenOptions,
+        mut factory: F,
+    ) -> io::Result<ListenerId>
+    where
+        P: Protocol,
+        F: FnMut(&Addr) -> P + 'static,
+    {
+        let factory = Box::new(move |peer: &Addr| Box::new(factory(peer)) as Box<dyn ConnHandler>);
+        self.listen_inherited_handlers(socket, opts, factory)
+    }
+
     /// Opens an outgoing stream connection served by `proto`.
     ///
     /// Success calls `on_open`; a refusal, an unreachable host or the
@@ -142,6 +162,19 @@ impl Reactor {
         proto: impl DatagramProtocol,
     ) -> io::Result<ConnId> {
         self.bind_datagram_handler(addr, opts, Box::new(proto))
+    }
+
+    /// Serves a UDP or Unix datagram socket passed by socket activation
+    /// ([`activation::take`](crate::activation::take)) with `proto`; of
+    /// `opts` only `conn.max_queued` applies (the binder chose the rest).
+    /// A Unix socket's file is left in place when it closes.
+    pub fn bind_datagram_inherited(
+        &mut self,
+        socket: crate::activation::InheritedSocket,
+        opts: &ListenOptions,
+        proto: impl DatagramProtocol,
+    ) -> io::Result<ConnId> {
+        self.bind_datagram_inherited_handler(socket, opts, Box::new(proto))
     }
 
     /// Delivers an offloaded answer to `f` with a [`Context`] for connection

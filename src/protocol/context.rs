@@ -257,6 +257,20 @@ impl<'a, K: Kind> Context<'a, K> {
         self.reactor.local_addr(self.id)
     }
 
+    /// The proxy this connection came through, on a listener with
+    /// [`proxy_protocol`](crate::ListenOptions::proxy_protocol): the
+    /// socket's real peer, while [`peer_addr`](Context::peer_addr) is the
+    /// client the PROXY header named. `None` otherwise.
+    pub fn proxy_addr(&mut self) -> Option<Addr> {
+        self.reactor.proxy_addr(self.id)
+    }
+
+    /// The PROXY header this connection began with, if its listener has
+    /// [`proxy_protocol`](crate::ListenOptions::proxy_protocol).
+    pub fn proxy_header(&mut self) -> Option<crate::proxy::ProxyHeader> {
+        self.reactor.proxy_header(self.id)
+    }
+
     /// A handle to this reactor, to give to other threads.
     pub fn handle(&self) -> Handle {
         self.reactor.handle()

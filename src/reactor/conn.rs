@@ -123,6 +123,9 @@ pub(crate) struct Conn {
     pub(crate) linger_timer: Option<TimerId>,
     /// Timers its protocol set and that have not fired: closing cancels them.
     pub(crate) user_timers: Vec<TimerId>,
+    /// It came through a proxy, which said so in a PROXY header (boxed:
+    /// most connections do not).
+    pub(crate) proxied: Option<Box<crate::reactor::proxy_wait::Proxied>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,6 +188,7 @@ impl Conn {
             produce_scheduled: false,
             linger_timer: None,
             user_timers: Vec::new(),
+            proxied: None,
         }
     }
 

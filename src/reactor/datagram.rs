@@ -39,6 +39,18 @@ pub(crate) struct DatagramSocket {
     pub(crate) user_timers: Vec<TimerId>,
 }
 
+impl DatagramSocket {
+    /// The socket's descriptor (for a forked process to close).
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.socket)
+    }
+
+    /// See [`Datagram::keep_file`](crate::net::Datagram::keep_file).
+    pub(crate) fn keep_file(&mut self) {
+        self.socket.keep_file();
+    }
+}
+
 impl Reactor {
     /// Binds a UDP or Unix datagram socket at `addr`, served by `handler`
     /// (see [`Reactor::bind_datagram_with`]).
@@ -48,7 +60,28 @@ impl Reactor {
         opts: &ListenOptions,
         handler: Box<dyn DatagramHandler>,
     ) -> io::Result<ConnId> {
-        let mut socket = Datagram::bind(addr, opts)?;
+        let socket = Datagram::bind(addr, opts)?;
+        self.add_datagram(socket, opts, handler)
+    }
+
+    /// Serves a datagram socket passed by socket activation with
+    /// `handler` (see [`Reactor::bind_datagram_inherited`]).
+    pub(crate) fn bind_datagram_inherited_handler(
+        &mut self,
+        socket: crate::activation::InheritedSocket,
+        opts: &ListenOptions,
+        handler: Box<dyn DatagramHandler>,
+    ) -> io::Result<ConnId> {
+        let socket = Datagram::inherited(socket)?;
+        self.add_datagram(socket, opts, handler)
+    }
+
+    fn add_datagram(
+        &mut self,
+        mut socket: Datagram,
+        opts: &ListenOptions,
+        handler: Box<dyn DatagramHandler>,
+    ) -> io::Result<ConnId> {
         let gen = self.next_gen();
         let key = self.sources.vacant_entry().key();
         self.registry()

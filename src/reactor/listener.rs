@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use mio::{Interest, Token};
 
+use crate::activation::InheritedSocket;
 use crate::net::{ListenOptions, Listener, Stream};
 use crate::reactor::handler::ConnHandler;
+use crate::reactor::proxy_wait::Proxied;
 use crate::reactor::{Source, TimerTarget};
 use crate::{Addr, BlockingStream, ListenerId, Reactor};
 
@@ -54,6 +56,18 @@ enum Pause {
     BackingOff,
 }
 
+impl ListenerState {
+    /// The listening socket's descriptor (for a forked process to close).
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.listener)
+    }
+
+    /// See [`Listener::keep_file`].
+    pub(crate) fn keep_file(&mut self) {
+        self.listener.keep_file();
+    }
+}
+
 /// Errors after which accepting again at once would fail the same way.
 fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(
@@ -89,13 +103,46 @@ impl Reactor {
         self.add_listener(addr, opts, Acceptor::Handoff(Some(Box::new(on_accept))))
     }
 
+    /// [`listen_handlers`](Reactor::listen_handlers) on an inherited socket
+    /// (see [`Reactor::listen_inherited`]).
+    pub(crate) fn listen_inherited_handlers(
+        &mut self,
+        socket: InheritedSocket,
+        opts: &ListenOptions,
+        factory: Factory,
+    ) -> io::Result<ListenerId> {
+        self.add_listener_socket(Listener::inherited(socket)?, opts, Acceptor::Handlers(factory))
+    }
+
+    /// [`listen_accept`](Reactor::listen_accept) on a listening socket
+    /// passed by socket activation ([`activation::take`](crate::activation::take));
+    /// see [`Reactor::listen_inherited`] for which options apply.
+    pub fn listen_accept_inherited(
+        &mut self,
+        socket: InheritedSocket,
+        opts: &ListenOptions,
+        on_accept: impl FnMut(&mut Reactor, BlockingStream, Addr) + 'static,
+    ) -> io::Result<ListenerId> {
+        let listener = Listener::inherited(socket)?;
+        self.add_listener_socket(listener, opts, Acceptor::Handoff(Some(Box::new(on_accept))))
+    }
+
     fn add_listener(
         &mut self,
         addr: &Addr,
         opts: &ListenOptions,
         acceptor: Acceptor,
     ) -> io::Result<ListenerId> {
-        let mut listener = Listener::bind(addr, opts)?;
+        let listener = Listener::bind(addr, opts)?;
+        self.add_listener_socket(listener, opts, acceptor)
+    }
+
+    fn add_listener_socket(
+        &mut self,
+        mut listener: Listener,
+        opts: &ListenOptions,
+        acceptor: Acceptor,
+    ) -> io::Result<ListenerId> {
         let local = listener.local_addr()?;
         let gen = self.next_gen();
         let entry = self.sources.vacant_entry();
@@ -209,20 +256,17 @@ impl Reactor {
                         log::info!("{}: accepting again", l.addr);
                         l.backoff = FIRST_BACKOFF;
                     }
-                    if l.opts
-                        .allow
-                        .as_ref()
-                        .is_some_and(|allow| !allow.allows(&peer))
-                    {
-                        log::info!("{}: refused {peer}: not in the allow-list", l.addr);
-                        self.stats.refused += 1;
-                        continue; // dropping the stream closes it
-                    }
                     if l.opts.conn.nodelay {
                         let _ = stream.set_nodelay();
                     }
+                    let id = ListenerId::new(key, l.gen);
+                    let proxy_timeout = l.opts.proxy_protocol.then_some(l.opts.proxy_timeout);
                     self.stats.accepted += 1;
-                    self.accepted(key, stream, peer);
+                    if let Some(timeout) = proxy_timeout {
+                        self.await_proxy_header(id, stream, peer, timeout);
+                    } else {
+                        self.admit(id, stream, peer, None);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // The peer gave up before we got to it: nothing to serve.
@@ -260,11 +304,30 @@ impl Reactor {
         }
     }
 
-    /// Gives a new connection to its handler, or hands it off.
-    fn accepted(&mut self, key: usize, stream: Stream, peer: Addr) {
-        let Some(l) = self.listener_at(key) else {
+    /// Checks a new connection against the allow-list, then gives it to
+    /// its protocol or hands it off. `peer` is the client: the PROXY
+    /// header's when `proxied`.
+    pub(crate) fn admit(
+        &mut self,
+        id: ListenerId,
+        stream: Stream,
+        peer: Addr,
+        proxied: Option<Box<Proxied>>,
+    ) {
+        let key = id.key();
+        let Some(l) = self.listener_at(key).filter(|l| l.gen == id.gen) else {
+            // Its listener closed while the header was awaited.
             return;
         };
+        if l.opts
+            .allow
+            .as_ref()
+            .is_some_and(|allow| !allow.allows(&peer))
+        {
+            log::info!("{}: refused {peer}: not in the allow-list", l.addr);
+            self.stats.refused += 1;
+            return; // dropping the stream closes it
+        }
         match &mut l.acceptor {
             Acceptor::Handlers(factory) => {
                 let handler = match panic::catch_unwind(AssertUnwindSafe(|| factory(&peer))) {
@@ -282,7 +345,8 @@ impl Reactor {
                 l.open += 1;
                 let opts = l.opts.conn.clone();
                 let id = ListenerId::new(key, l.gen);
-                if let Err(e) = self.add_conn(stream, handler, opts, Some(id), false) {
+                if let Err(e) = self.add_conn_proxied(stream, handler, opts, Some(id), false, proxied)
+                {
                     log::error!("cannot register connection from {peer}: {e}");
                     if let Some(l) = self.listener_at(key) {
                         l.open -= 1;

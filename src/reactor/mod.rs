@@ -27,6 +27,7 @@ pub(crate) mod multi;
 pub(crate) mod ops;
 pub(crate) mod producer;
 pub(crate) mod reason;
+pub(crate) mod proxy_wait;
 pub(crate) mod signals;
 pub(crate) mod stream;
 pub(crate) mod timer;
@@ -74,6 +75,8 @@ pub(crate) enum Source {
     Conn(Conn),
     Datagram(DatagramSocket),
     Signals(crate::reactor::signals::SignalSource),
+    /// An accepted connection waiting for its PROXY header.
+    ProxyWait(crate::reactor::proxy_wait::ProxyWait),
     /// A closed source whose slot stays reserved until the end of the turn, so
     /// that an event already fetched for it cannot reach a new occupant.
     Closed,
@@ -109,6 +112,10 @@ pub struct Stats {
     /// handlers (the connection was dropped), posted and `call_later`
     /// closures, signal handlers and protocols' `Drop` (the loop went on).
     pub panics: u64,
+    /// Connections closed on a listener with `proxy_protocol` because their
+    /// PROXY header was missing, invalid, oversized, truncated or late
+    /// (counted in `accepted` too, never in `open`).
+    pub proxy_refused: u64,
 }
 
 /// A single-threaded event loop serving listeners, connections and datagram
@@ -156,6 +163,8 @@ pub struct Reactor {
     /// Set by a graceful shutdown: `run` returns once no connection is left
     /// (the deadline closes the stragglers).
     pub(crate) draining: bool,
+    /// Accepted connections waiting for their PROXY header.
+    pub(crate) proxy_pending: usize,
     stopping: bool,
     pub(crate) running: bool,
     /// Running user code and operations postponed until it returns.
@@ -193,6 +202,7 @@ impl Reactor {
             max_connections: None,
             at_global_cap: Vec::new(),
             draining: false,
+            proxy_pending: 0,
             stopping: false,
             hurry: false,
             running: false,
@@ -210,7 +220,7 @@ impl Reactor {
     /// closes them.
     pub fn run(&mut self) -> io::Result<()> {
         while !self.run_once(None)? {
-            if self.draining && self.stats.open == 0 {
+            if self.draining && self.stats.open == 0 && self.proxy_pending == 0 {
                 self.draining = false;
                 return Ok(());
             }
@@ -308,6 +318,9 @@ impl Reactor {
             Some(Source::Listener(_)) => self.accept_ready(key),
             Some(Source::Datagram(_)) => self.datagram_event(key, event),
             Some(Source::Signals(_)) => self.signal_event(key),
+            Some(Source::ProxyWait(_)) => {
+                self.proxy_event(key, event.is_read_closed() || event.is_error())
+            }
             Some(Source::Closed) | None => {}
         }
     }
@@ -396,6 +409,7 @@ impl Reactor {
             Source::Conn(c) => Some(c.gen),
             Source::Listener(l) => Some(l.gen),
             Source::Datagram(d) => Some(d.gen),
+            Source::ProxyWait(w) => Some(w.gen),
             Source::Signals(_) | Source::Closed => None,
         }
     }
@@ -507,6 +521,7 @@ impl Drop for Reactor {
         // Offload answers come back as commands: before the handle is cut off.
         self.stop_clients(self.hurry);
         self.shared.set_gone();
+        self.drop_proxy_waits();
         self.settle();
         // An `on_close` may open or adopt another connection (a process
         // pool replacing a worker): close those too, a bounded number of rounds.

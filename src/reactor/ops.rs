@@ -299,6 +299,7 @@ impl Reactor {
                 }
                 r.close_at(key, Closing::Now(CloseReason::ReactorStopped));
             }
+            r.drop_proxy_waits();
         });
     }
 
@@ -397,9 +398,14 @@ impl Reactor {
     }
 
     /// The peer's address of connection `id`.
+    /// A connection that began with a PROXY header has the client it
+    /// names as its peer (see [`Reactor::proxy_addr`] for the proxy).
     pub fn peer_addr(&self, id: ConnId) -> io::Result<Addr> {
         match self.conn_ref(id) {
-            Some(conn) => conn.stream.peer_addr(),
+            Some(conn) => match &conn.proxied {
+                Some(p) => Ok(p.client()),
+                None => conn.stream.peer_addr(),
+            },
             None => Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 format!("{id} is not open"),

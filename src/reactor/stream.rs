@@ -28,8 +28,23 @@ impl Reactor {
         listener: Option<crate::ListenerId>,
         connecting: bool,
     ) -> io::Result<ConnId> {
+        self.add_conn_proxied(stream, handler, opts, listener, connecting, None)
+    }
+
+    /// [`add_conn`](Reactor::add_conn) for a connection that began with a
+    /// PROXY header (set before `on_open`, which may ask for the peer).
+    pub(crate) fn add_conn_proxied(
+        &mut self,
+        stream: Stream,
+        handler: Box<dyn ConnHandler>,
+        opts: ConnOptions,
+        listener: Option<crate::ListenerId>,
+        connecting: bool,
+        proxied: Option<Box<crate::reactor::proxy_wait::Proxied>>,
+    ) -> io::Result<ConnId> {
         let gen = self.next_gen();
         let mut conn = Conn::new(stream, handler, opts, self.now);
+        conn.proxied = proxied;
         conn.gen = gen;
         conn.listener = listener;
         conn.connecting = connecting;

@@ -37,6 +37,8 @@ use crate::Addr;
 pub struct ServerBuilder {
     pub(super) family: Family,
     pub(super) addrs: Vec<Addr>,
+    pub(super) inherited: Vec<crate::activation::InheritedSocket>,
+    pub(super) proxy_protocol: bool,
     pub(super) mode: Mode,
     pub(super) request_queue_size: u32,
     pub(super) allow_reuse_address: bool,
@@ -57,6 +59,8 @@ impl ServerBuilder {
         ServerBuilder {
             family,
             addrs: Vec::new(),
+            inherited: Vec::new(),
+            proxy_protocol: false,
             mode: Mode::Sync,
             request_queue_size: 1024,
             allow_reuse_address: true,
@@ -77,6 +81,29 @@ impl ServerBuilder {
     /// Adds an address to serve (repeatable: one server, several ports).
     pub fn bind(mut self, addr: Addr) -> ServerBuilder {
         self.addrs.push(addr);
+        self
+    }
+
+    /// Serves a socket passed by socket activation
+    /// ([`activation::take`](crate::activation::take)) as well as (or
+    /// instead of) any bound address; repeatable. It must be of the
+    /// server's family (and listening, for a stream server); binding
+    /// options do not apply to it.
+    pub fn inherit(mut self, socket: crate::activation::InheritedSocket) -> ServerBuilder {
+        self.inherited.push(socket);
+        self
+    }
+
+    /// Every connection of a stream server must begin with a PROXY
+    /// protocol header (v1 or v2); the client address it names is then the
+    /// request's [`client_address`](crate::server::Request::client_address)
+    /// and what `verify_request` sees. The header is read on the reactor,
+    /// within 5 s, before the request reaches a worker; a connection
+    /// without a valid one is closed and logged (see
+    /// [`ListenOptions::proxy_protocol`](crate::ListenOptions::proxy_protocol)).
+    /// Default off; no effect on datagram servers.
+    pub fn proxy_protocol(mut self, on: bool) -> ServerBuilder {
+        self.proxy_protocol = on;
         self
     }
 

@@ -91,6 +91,23 @@ impl Family {
     fn is_unix(self) -> bool {
         matches!(self, Family::UnixStream | Family::UnixDatagram)
     }
+
+    /// The kind of socket this family serves.
+    pub fn kind(self) -> crate::activation::SocketKind {
+        use crate::activation::SocketKind;
+        match self {
+            Family::Tcp => SocketKind::Tcp,
+            Family::Udp => SocketKind::Udp,
+            Family::UnixStream => SocketKind::UnixStream,
+            Family::UnixDatagram => SocketKind::UnixDatagram,
+        }
+    }
+}
+
+/// One socket a server serves: bound here, or inherited.
+enum Bind {
+    Addr(Addr),
+    Inherited(crate::activation::InheritedSocket),
 }
 
 type Factory = Box<dyn Fn() -> Box<dyn RequestHandler> + Send + Sync>;
@@ -189,9 +206,9 @@ pub struct Server {
 }
 
 impl Server {
-    fn new(builder: ServerBuilder, prepared: Prepared) -> io::Result<Server> {
+    fn new(mut builder: ServerBuilder, prepared: Prepared) -> io::Result<Server> {
         let family = builder.family;
-        if builder.addrs.is_empty() {
+        if builder.addrs.is_empty() && builder.inherited.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "no address to bind",
@@ -209,15 +226,30 @@ impl Server {
             backlog: builder.request_queue_size,
             reuse_address: builder.allow_reuse_address,
             reuse_port: builder.allow_reuse_port && !family.is_unix(),
+            proxy_protocol: builder.proxy_protocol,
             ..ListenOptions::default()
         };
         let (mut listeners, mut datagrams, mut addrs) = (Vec::new(), Vec::new(), Vec::new());
-        for addr in &builder.addrs {
-            if addr.is_unix() != family.is_unix() {
-                let msg = format!("{addr} is not an address for a {family:?} server");
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        let binds = builder.addrs.iter().cloned().map(Bind::Addr);
+        let inherited = std::mem::take(&mut builder.inherited);
+        for bind in binds.chain(inherited.into_iter().map(Bind::Inherited)) {
+            match &bind {
+                Bind::Addr(addr) if addr.is_unix() != family.is_unix() => {
+                    let msg = format!("{addr} is not an address for a {family:?} server");
+                    return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+                }
+                Bind::Inherited(sock) if family.kind() != sock.kind() => {
+                    let msg = format!(
+                        "inherited {sock} is a {:?} socket, not one for a {family:?} server",
+                        sock.kind()
+                    );
+                    return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+                }
+                Bind::Addr(addr) => log::trace!(target: "sockloop::server", "server_bind {addr}"),
+                Bind::Inherited(sock) => {
+                    log::trace!(target: "sockloop::server", "server_bind inherited {sock}")
+                }
             }
-            log::trace!(target: "sockloop::server", "server_bind {addr}");
             let bound = if family.is_datagram() {
                 let socket = Rc::new(OnceCell::new());
                 let receiver = DatagramReceiver {
@@ -225,19 +257,26 @@ impl Server {
                     socket: socket.clone(),
                     max_packet_size: builder.max_packet_size,
                 };
-                let id = reactor.bind_datagram_with(addr, &opts, receiver)?;
+                let id = match bind {
+                    Bind::Addr(addr) => reactor.bind_datagram_with(&addr, &opts, receiver)?,
+                    Bind::Inherited(sock) => reactor.bind_datagram_inherited(sock, &opts, receiver)?,
+                };
                 let _ = socket.set(Arc::new(reactor.try_clone_datagram(id)?));
                 datagrams.push(id);
                 reactor.local_addr(id)?
             } else {
                 let (queue, room) = (pending.clone(), gate.clone());
-                let id = reactor.listen_accept(addr, &opts, move |reactor, stream, peer| {
+                let accept = move |reactor: &mut Reactor, stream, peer| {
                     let mut queue = queue.borrow_mut();
                     queue.push_back(Incoming::Stream(stream, peer));
                     if queue.len() >= room.room.get() {
                         room.set_paused(reactor, true);
                     }
-                })?;
+                };
+                let id = match bind {
+                    Bind::Addr(addr) => reactor.listen_accept(&addr, &opts, accept)?,
+                    Bind::Inherited(sock) => reactor.listen_accept_inherited(sock, &opts, accept)?,
+                };
                 listeners.push(id);
                 gate.listeners.borrow_mut().push(id);
                 reactor.listener_addr(id)?
