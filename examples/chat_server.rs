@@ -28,6 +28,8 @@ struct Args {
     listen: common::ListenPorts,
     #[command(flatten)]
     shutdown: common::Shutdown,
+    #[command(flatten)]
+    proxy: common::Proxy,
 }
 
 /// Who is in the room.
@@ -50,6 +52,9 @@ fn main() -> ExitCode {
         conn.max_queued = Some(1 << 20);
         let mut opts = ListenOptions::default();
         opts.conn = conn;
+        // Behind a load balancer, members are named by their own
+        // addresses (from the PROXY header), not the balancer's.
+        opts.proxy_protocol = args.proxy.proxy_protocol;
         common::serve_reactor(
             Reactor::new()?,
             &args.listen.addrs()?,

@@ -37,6 +37,8 @@ struct Args {
     listen: common::Listen,
     #[command(flatten)]
     serving: common::Serving,
+    #[command(flatten)]
+    proxy: common::Proxy,
     /// Socket family.
     #[arg(long, value_enum, default_value_t = FamilyArg::Tcp)]
     family: FamilyArg,
@@ -102,10 +104,8 @@ fn main() -> ExitCode {
             ModeArg::Forking => Mode::forking_with(args.max_children.get(), true),
             ModeArg::Pool => Mode::pool(args.workers.get()),
         };
-        let server = args
-            .serving
-            .apply(ServerBuilder::new(family))
-            .bind(addr)
+        let server = common::bind(args.serving.apply(ServerBuilder::new(family)), || Ok(addr))?
+            .proxy_protocol(args.proxy.proxy_protocol)
             .mode(mode)
             .build(|| Echo)?;
         common::serve(server, args.serving.grace)

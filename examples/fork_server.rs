@@ -41,12 +41,11 @@ fn main() -> ExitCode {
     common::init_logger();
     common::run(|| {
         let delay = args.delay;
-        let server = args
-            .serving
-            .apply(ServerBuilder::new(Family::Tcp))
-            .bind(args.listen.addr()?)
-            .mode(Mode::forking_with(40, true))
-            .build(move || Client { delay })?;
+        let server = common::bind(args.serving.apply(ServerBuilder::new(Family::Tcp)), || {
+            args.listen.addr()
+        })?
+        .mode(Mode::forking_with(40, true))
+        .build(move || Client { delay })?;
         common::serve(server, args.serving.grace)
     })
 }

@@ -47,12 +47,11 @@ fn main() -> ExitCode {
         } else {
             Mode::threading()
         };
-        let server = args
-            .serving
-            .apply(ServerBuilder::new(Family::Tcp))
-            .bind(args.listen.addr()?)
-            .mode(mode)
-            .build(move || Who { forking })?;
+        let server = common::bind(args.serving.apply(ServerBuilder::new(Family::Tcp)), || {
+            args.listen.addr()
+        })?
+        .mode(mode)
+        .build(move || Who { forking })?;
         common::serve(server, args.serving.grace)
     })
 }

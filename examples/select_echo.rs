@@ -5,6 +5,10 @@
 //! cargo run --example select_echo -- --port 50007 --port 50008 --udp 50009
 //! cargo run --example echo_client -- --port 50008
 //! ```
+//!
+//! Started by socket activation (systemd, or `kill -USR2` on a running
+//! one: see docs/deploy.md) it serves the sockets it was given instead of
+//! its `--port`, `--unix` and `--udp` addresses.
 
 use std::io;
 use std::path::PathBuf;
@@ -14,6 +18,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use clap::Parser;
+use sockloop::activation::InheritedSocket;
+use sockloop::restart::RestartOptions;
 use sockloop::{
     Addr, CloseReason, Context, DatagramContext, DatagramProtocol, ListenOptions, Protocol,
     Reactor, Reactors,
@@ -48,6 +54,8 @@ struct Args {
     threads: u16,
     #[command(flatten)]
     shutdown: common::Shutdown,
+    #[command(flatten)]
+    proxy: common::Proxy,
 }
 
 fn main() -> ExitCode {
@@ -59,14 +67,20 @@ fn main() -> ExitCode {
         if ports.is_empty() && args.unix.is_empty() && args.udp.is_empty() {
             ports = vec![50007, 50008];
         }
+        // Sockets given by socket activation replace every address asked for.
+        let inherited = common::inherited().unwrap_or_default();
+        let (unix, udp) = if inherited.is_empty() {
+            (&args.unix[..], &args.udp[..])
+        } else {
+            ports.clear();
+            (&[][..], &[][..])
+        };
         let plan = Plan {
+            inherited,
+            proxy_protocol: args.proxy.proxy_protocol,
             streams: common::addrs(&args.host, &ports)?,
-            unix: args
-                .unix
-                .iter()
-                .map(Addr::unix)
-                .collect::<io::Result<_>>()?,
-            udp: common::addrs(&args.host, &args.udp)?,
+            unix: unix.iter().map(Addr::unix).collect::<io::Result<_>>()?,
+            udp: common::addrs(&args.host, udp)?,
             stamp: args.stamp,
             reuse_port: args.threads > 1,
             grace,
@@ -75,6 +89,8 @@ fn main() -> ExitCode {
         if threads == 1 {
             let mut reactor = Reactor::new()?;
             let bound = plan.bind(&mut reactor, true)?;
+            // SIGUSR2: a new process takes the sockets over (docs/deploy.md).
+            reactor.restart_on_signal(RestartOptions::new(grace))?;
             common::announce(&bound.announced())?;
             return reactor.run();
             // Dropping the reactor closes everything and removes the Unix socket files.
@@ -88,6 +104,10 @@ fn main() -> ExitCode {
             let mut first = shared.lock().unwrap();
             match &*first {
                 None => *first = Some(plan.bind(reactor, true)?),
+                // Inherited sockets: every reactor accepts on them.
+                Some(_) if !plan.inherited.is_empty() => {
+                    plan.bind(reactor, false)?;
+                }
                 Some(bound) => {
                     bound.bind(reactor, false)?;
                 }
@@ -106,6 +126,9 @@ fn main() -> ExitCode {
 
 /// What to listen on; after binding, the real addresses.
 struct Plan {
+    /// Sockets passed by socket activation: served instead of the rest.
+    inherited: Vec<InheritedSocket>,
+    proxy_protocol: bool,
     streams: Vec<Addr>,
     unix: Vec<Addr>,
     udp: Vec<Addr>,
@@ -121,12 +144,34 @@ impl Plan {
         let stamp = self.stamp;
         let mut opts = ListenOptions::default();
         opts.reuse_port = self.reuse_port;
+        opts.proxy_protocol = self.proxy_protocol;
         let mut bound = Plan {
+            inherited: Vec::new(),
             streams: Vec::new(),
             unix: Vec::new(),
             udp: Vec::new(),
             ..*self
         };
+        // Every reactor accepts on its own descriptor of each inherited
+        // socket (one accept queue: the kernel hands each connection to one).
+        for socket in &self.inherited {
+            let socket = socket.try_clone()?;
+            if socket.kind().is_stream() {
+                let id = reactor.listen_inherited(socket, &opts, move |peer: &Addr| Echo {
+                    peer: peer.clone(),
+                    stamp,
+                })?;
+                let addr = reactor.listener_addr(id)?;
+                if addr.is_unix() {
+                    bound.unix.push(addr)
+                } else {
+                    bound.streams.push(addr)
+                }
+            } else {
+                let id = reactor.bind_datagram_inherited(socket, &opts, UdpEcho { stamp })?;
+                bound.udp.push(reactor.local_addr(id)?);
+            }
+        }
         let unix = if first { &self.unix[..] } else { &[] };
         for addr in self.streams.iter().chain(unix) {
             let id = reactor.listen_with(addr, &opts, move |peer: &Addr| Echo {

@@ -38,16 +38,15 @@ fn main() -> ExitCode {
         .parse_env(env_logger::Env::default().default_filter_or("info"))
         .init();
     common::run(|| {
-        let server = args
-            .serving
-            .apply(ServerBuilder::new(Family::Tcp))
-            .bind(args.listen.addr()?)
-            .verify_request(|peer| {
-                log::info!("verify_request: {peer} may be served");
-                true
-            })
-            .handle_error(|peer, e| log::error!("handle_error: {peer}: {e}"))
-            .build(|| Traced)?;
+        let server = common::bind(args.serving.apply(ServerBuilder::new(Family::Tcp)), || {
+            args.listen.addr()
+        })?
+        .verify_request(|peer| {
+            log::info!("verify_request: {peer} may be served");
+            true
+        })
+        .handle_error(|peer, e| log::error!("handle_error: {peer}: {e}"))
+        .build(|| Traced)?;
         // serve() ends with server_close, which the library traces.
         common::serve(server, args.serving.grace)
     })

@@ -29,11 +29,10 @@ fn main() -> ExitCode {
     common::init_logger();
     common::run(|| {
         // The default mode, Sync: one client at a time, like Python's TCPServer.
-        let server = args
-            .serving
-            .apply(ServerBuilder::new(Family::Tcp))
-            .bind(args.listen.addr()?)
-            .build(|| Upper)?;
+        let server = common::bind(args.serving.apply(ServerBuilder::new(Family::Tcp)), || {
+            args.listen.addr()
+        })?
+        .build(|| Upper)?;
         common::serve(server, args.serving.grace)
     })
 }

@@ -266,7 +266,8 @@ fn spawn_successor(fds: &[RawFd]) -> io::Result<(OwnedFd, libc::pid_t)> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: both ends were just created and are ours.
-    let (ready_r, ready_w) = unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+    let (ready_r, ready_w) =
+        unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
     let mut sources: Vec<RawFd> = fds.to_vec();
     sources.push(ready_w.as_raw_fd());
     let pid_buf = listen_pid.as_mut_ptr();

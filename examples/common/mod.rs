@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +17,8 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use sockloop::activation::InheritedSocket;
+use sockloop::restart::RestartOptions;
 use sockloop::server::{Family, Request, Server, ServerBuilder};
 use sockloop::{Addr, ListenOptions, Protocol, Reactor};
 
@@ -33,13 +35,55 @@ pub fn init_logger() {
 /// error is one line on stderr and exit code 1, never a panic and backtrace
 /// (which is what returning `Err` from `main` would print in debug form).
 pub fn run(body: impl FnOnce() -> io::Result<()>) -> ExitCode {
-    match body() {
+    // Before any thread: it changes the environment.
+    let taken = sockloop::activation::take().map(|sockets| {
+        if let Some(sockets) = &sockets {
+            log::info!(
+                "socket activation: {} inherited sockets; no default address is bound",
+                sockets.len()
+            );
+        }
+        *INHERITED.lock().unwrap() = sockets;
+    });
+    match taken.and_then(|()| body()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{PROGRAM}: error: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Sockets passed by socket activation (systemd, or the process this one
+/// replaces in a restart), until a program takes them.
+static INHERITED: Mutex<Option<Vec<InheritedSocket>>> = Mutex::new(None);
+
+/// The sockets passed by socket activation, if any: a program serves those
+/// and binds none of its own addresses.
+pub fn inherited() -> Option<Vec<InheritedSocket>> {
+    INHERITED.lock().unwrap().take()
+}
+
+/// `addr` on a socketserver-style server being built, or the inherited
+/// sockets instead when there are any.
+pub fn bind(
+    builder: ServerBuilder,
+    addr: impl FnOnce() -> io::Result<Addr>,
+) -> io::Result<ServerBuilder> {
+    match inherited() {
+        Some(sockets) => Ok(sockets.into_iter().fold(builder, ServerBuilder::inherit)),
+        None => Ok(builder.bind(addr()?)),
+    }
+}
+
+/// `--proxy-protocol`: connections come through a load balancer that
+/// sends a PROXY header (HAProxy's `send-proxy` / `send-proxy-v2`).
+#[derive(clap::Args)]
+pub struct Proxy {
+    /// Every connection begins with a PROXY protocol header (v1 or v2) naming
+    /// the real client; a connection without one is closed.
+    #[arg(long)]
+    pub proxy_protocol: bool,
 }
 
 /// Where the classic programs meet: Python's examples use port 50007, on
@@ -141,7 +185,12 @@ pub fn announce(addrs: &[String]) -> io::Result<()> {
     for addr in addrs {
         writeln!(out, "listening on {addr}")?;
     }
-    out.flush()
+    out.flush()?;
+    // Started by a restart: the old process may stop accepting now.
+    if sockloop::restart::notify_ready()? {
+        log::info!("restart: told the old process we are ready");
+    }
+    Ok(())
 }
 
 /// How a socketserver program bounds its requests and its shutdown:
@@ -238,10 +287,13 @@ pub fn serve(mut server: Server, grace: Duration) -> io::Result<()> {
     served
 }
 
-/// Listens on every one of `addrs`, each connection getting a protocol from
+/// Listens on every one of `addrs` (or on the inherited sockets instead,
+/// when there are any), each connection getting a protocol from
 /// `factory`, then runs `reactor` until SIGINT or SIGTERM: the first lets
-/// open connections finish for `grace`, a second stops at once. What the
-/// reactor servers share; each shows only its protocol.
+/// open connections finish for `grace`, a second stops at once. SIGUSR2
+/// restarts the program without dropping a connection (see
+/// docs/deploy.md). What the reactor servers share; each shows only its
+/// protocol.
 pub fn serve_reactor<P, F>(
     mut reactor: Reactor,
     addrs: &[Addr],
@@ -255,12 +307,23 @@ where
     F: FnMut(&Addr) -> P + Clone + 'static,
 {
     let mut bound = Vec::new();
-    for addr in addrs {
-        let id = reactor.listen_with(addr, opts, factory.clone())?;
-        bound.push(reactor.listener_addr(id)?.to_string());
+    match inherited() {
+        Some(sockets) => {
+            for socket in sockets {
+                let id = reactor.listen_inherited(socket, opts, factory.clone())?;
+                bound.push(reactor.listener_addr(id)?.to_string());
+            }
+        }
+        None => {
+            for addr in addrs {
+                let id = reactor.listen_with(addr, opts, factory.clone())?;
+                bound.push(reactor.listener_addr(id)?.to_string());
+            }
+        }
     }
     // Before the announcement: from then on a signal must find its handler.
     reactor.stop_on_signals(grace)?;
+    reactor.restart_on_signal(RestartOptions::new(grace))?;
     announce(&bound)?;
     reactor.run()
 }

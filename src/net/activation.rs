@@ -111,7 +111,10 @@ impl InheritedSocket {
             Some(path) => Addr::unix(path),
             None => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("inherited fd {} has no address to show", self.fd.as_raw_fd()),
+                format!(
+                    "inherited fd {} has no address to show",
+                    self.fd.as_raw_fd()
+                ),
             )),
         }
     }
@@ -119,6 +122,17 @@ impl InheritedSocket {
     /// Its descriptor number.
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// Another descriptor for the same socket (`dup`), for a second
+    /// reactor to accept on too.
+    pub fn try_clone(&self) -> io::Result<InheritedSocket> {
+        Ok(InheritedSocket {
+            fd: self.fd.try_clone()?,
+            kind: self.kind,
+            listening: self.listening,
+            name: self.name.clone(),
+        })
     }
 
     /// Gives up the socket as a plain descriptor.
@@ -204,12 +218,15 @@ pub fn take() -> io::Result<Option<Vec<InheritedSocket>>> {
 /// (0: none for us).
 fn parse_env(fds: &str, pid: Option<&str>, my_pid: u32) -> io::Result<usize> {
     let bad = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
-    let count: usize = fds.trim().parse().map_err(|_| {
-        bad(format!("LISTEN_FDS={fds:?} is not a number of descriptors"))
-    })?;
+    let count: usize = fds
+        .trim()
+        .parse()
+        .map_err(|_| bad(format!("LISTEN_FDS={fds:?} is not a number of descriptors")))?;
     // Beyond any descriptor table: a corrupt value, not sockets to look for.
     if count > 65_536 {
-        return Err(bad(format!("LISTEN_FDS={count} is more descriptors than a process has")));
+        return Err(bad(format!(
+            "LISTEN_FDS={count} is more descriptors than a process has"
+        )));
     }
     let Some(pid) = pid else { return Ok(0) };
     let pid: u32 = pid
@@ -238,7 +255,10 @@ fn adopt_fds(first: RawFd, count: usize, names: Option<&str>) -> io::Result<Vec<
     let mut sockets = Vec::with_capacity(count);
     for i in 0..count {
         let fd = first + i as RawFd;
-        let name = names.as_ref().map(|n| n[i].clone()).filter(|n| !n.is_empty());
+        let name = names
+            .as_ref()
+            .map(|n| n[i].clone())
+            .filter(|n| !n.is_empty());
         sockets.push(adopt_one(fd, name)?);
     }
     Ok(sockets)
@@ -253,7 +273,10 @@ fn adopt_one(fd: RawFd, name: Option<String>) -> io::Result<InheritedSocket> {
     // not open, and then we never take it over.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("{label} (LISTEN_FDS): {e}")));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("{label} (LISTEN_FDS): {e}"),
+        ));
     }
     // SAFETY: the service manager passed this open descriptor to us, and
     // the environment that said so is gone: nothing else will claim it.
@@ -265,12 +288,21 @@ fn adopt_one(fd: RawFd, name: Option<String>) -> io::Result<InheritedSocket> {
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: `value` and `len` are valid for the int-sized option.
         let r = unsafe {
-            libc::getsockopt(fd, level, opt, (&mut value as *mut libc::c_int).cast(), &mut len)
+            libc::getsockopt(
+                fd,
+                level,
+                opt,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
         };
         if r < 0 {
             let e = io::Error::last_os_error();
             let e = if e.raw_os_error() == Some(libc::ENOTSOCK) {
-                io::Error::new(io::ErrorKind::InvalidInput, format!("{label} is not a socket"))
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{label} is not a socket"),
+                )
             } else {
                 io::Error::new(e.kind(), format!("{label}: {what}: {e}"))
             };
@@ -292,7 +324,8 @@ fn adopt_one(fd: RawFd, name: Option<String>) -> io::Result<InheritedSocket> {
             ))
         }
     };
-    let listening = kind.is_stream() && int(libc::SOL_SOCKET, libc::SO_ACCEPTCONN, "SO_ACCEPTCONN")? != 0;
+    let listening =
+        kind.is_stream() && int(libc::SOL_SOCKET, libc::SO_ACCEPTCONN, "SO_ACCEPTCONN")? != 0;
     Ok(InheritedSocket {
         fd: owned,
         kind,
@@ -315,7 +348,10 @@ mod tests {
             let e = parse_env(bad, Some("77"), 77).unwrap_err();
             assert!(e.to_string().contains("LISTEN_FDS"), "{e}");
         }
-        assert!(parse_env("1", Some("me"), 77).unwrap_err().to_string().contains("LISTEN_PID"));
+        assert!(parse_env("1", Some("me"), 77)
+            .unwrap_err()
+            .to_string()
+            .contains("LISTEN_PID"));
     }
 
     /// Places `fds` at consecutive numbers from a high base, as a service
@@ -339,7 +375,12 @@ mod tests {
         let udp = std::net::UdpSocket::bind("[::1]:0").unwrap();
         let ul = UnixListener::bind(dir.join("s")).unwrap();
         let ud = UnixDatagram::bind(dir.join("d")).unwrap();
-        let fds = [tcp.as_raw_fd(), udp.as_raw_fd(), ul.as_raw_fd(), ud.as_raw_fd()];
+        let fds = [
+            tcp.as_raw_fd(),
+            udp.as_raw_fd(),
+            ul.as_raw_fd(),
+            ud.as_raw_fd(),
+        ];
         let got = adopt_at(&fds, Some("web:dns::log")).unwrap();
         let kinds: Vec<_> = got.iter().map(|s| s.kind()).collect();
         use SocketKind::*;
@@ -347,12 +388,22 @@ mod tests {
         assert_eq!(got[0].name(), Some("web"));
         assert_eq!(got[2].name(), None);
         assert!(got[0].is_listening() && got[2].is_listening());
-        assert_eq!(got[0].local_addr().unwrap().to_string(), tcp.local_addr().unwrap().to_string());
+        assert_eq!(
+            got[0].local_addr().unwrap().to_string(),
+            tcp.local_addr().unwrap().to_string()
+        );
         assert!(got[0].expect_listener().is_ok());
-        assert!(got[1].expect_listener().unwrap_err().to_string().contains("not a stream listener"));
+        assert!(got[1]
+            .expect_listener()
+            .unwrap_err()
+            .to_string()
+            .contains("not a stream listener"));
         assert!(got[1].expect_datagram().is_ok());
         // SAFETY: reads the flags of a descriptor we own.
-        assert_ne!(unsafe { libc::fcntl(got[0].raw_fd(), libc::F_GETFD) } & libc::FD_CLOEXEC, 0);
+        assert_ne!(
+            unsafe { libc::fcntl(got[0].raw_fd(), libc::F_GETFD) } & libc::FD_CLOEXEC,
+            0
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -65,14 +65,18 @@ pub fn parse(buf: &[u8]) -> io::Result<Parsed> {
         None => Ok(Parsed::Incomplete),
         Some(b'P') => parse_v1(buf),
         Some(b'\r') => parse_v2(buf),
-        Some(_) => Err(invalid("no PROXY header (the connection starts with other bytes)")),
+        Some(_) => Err(invalid(
+            "no PROXY header (the connection starts with other bytes)",
+        )),
     }
 }
 
 fn parse_v1(buf: &[u8]) -> io::Result<Parsed> {
     let n = buf.len().min(V1_PREFIX.len());
     if buf[..n] != V1_PREFIX[..n] {
-        return Err(invalid("no PROXY header (the connection starts with other bytes)"));
+        return Err(invalid(
+            "no PROXY header (the connection starts with other bytes)",
+        ));
     }
     let window = &buf[..buf.len().min(V1_MAX)];
     let Some(end) = window.windows(2).position(|w| w == b"\r\n") else {
@@ -107,7 +111,9 @@ fn parse_v1(buf: &[u8]) -> io::Result<Parsed> {
     };
     let rest: Vec<&str> = fields.collect();
     let [src, dst, sport, dport] = rest[..] else {
-        return Err(invalid(format!("v1 line {line:?} does not have 4 fields after {family}")));
+        return Err(invalid(format!(
+            "v1 line {line:?} does not have 4 fields after {family}"
+        )));
     };
     let ip = |text: &str| -> io::Result<IpAddr> {
         let ip = if v6 {
@@ -141,7 +147,9 @@ fn parse_v1(buf: &[u8]) -> io::Result<Parsed> {
 fn parse_v2(buf: &[u8]) -> io::Result<Parsed> {
     let n = buf.len().min(V2_SIGNATURE.len());
     if buf[..n] != V2_SIGNATURE[..n] {
-        return Err(invalid("no PROXY header (the connection starts with other bytes)"));
+        return Err(invalid(
+            "no PROXY header (the connection starts with other bytes)",
+        ));
     }
     if buf.len() < 16 {
         return Ok(Parsed::Incomplete);
@@ -163,7 +171,9 @@ fn parse_v2(buf: &[u8]) -> io::Result<Parsed> {
         )));
     }
     if fam & 0xF > 2 || fam >> 4 > 3 {
-        return Err(invalid(format!("v2 address family/protocol byte {fam:#04x}")));
+        return Err(invalid(format!(
+            "v2 address family/protocol byte {fam:#04x}"
+        )));
     }
     if buf.len() < len {
         return Ok(Parsed::Incomplete);
@@ -248,8 +258,8 @@ fn unix_addr(raw: &[u8]) -> io::Result<Option<Addr>> {
     #[cfg(target_os = "linux")]
     {
         use std::os::linux::net::SocketAddrExt;
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name[..end])
-            .map_err(invalid)?;
+        let addr =
+            std::os::unix::net::SocketAddr::from_abstract_name(&name[..end]).map_err(invalid)?;
         Ok(Some(Addr::Unix(addr)))
     }
     #[cfg(not(target_os = "linux"))]
@@ -421,7 +431,11 @@ mod tests {
             b"PROXY TCP4 1.2.3.4 1.2.3.4 1 2\n",
             b"PROXY TCP4 256.2.3.4 1.2.3.4 1 2\r\n",
         ] {
-            assert!(parse(bad).is_err(), "accepted {:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse(bad).is_err(),
+                "accepted {:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         // No CRLF within 107 bytes: oversized, even before more arrives.
         let mut long = b"PROXY UNKNOWN ".to_vec();

@@ -77,7 +77,9 @@ impl Reactor {
         let timer = self.timers.insert(
             self.now,
             timeout,
-            TimerTarget::Call(Box::new(move |r: &mut Reactor| r.proxy_timed_out(id, timeout))),
+            TimerTarget::Call(Box::new(move |r: &mut Reactor| {
+                r.proxy_timed_out(id, timeout)
+            })),
         );
         self.sources.insert(Source::ProxyWait(ProxyWait {
             _listed: Some(crate::net::owned::Listed::new(
@@ -108,7 +110,11 @@ impl Reactor {
                     header,
                 };
                 let client = proxied.client();
-                log::debug!("{client} via {}: PROXY v{} header", proxied.proxy, proxied.header.version);
+                log::debug!(
+                    "{client} via {}: PROXY v{} header",
+                    proxied.proxy,
+                    proxied.header.version
+                );
                 self.admit(w.listener, w.stream, client, Some(Box::new(proxied)));
             }
         }
@@ -159,7 +165,10 @@ impl Reactor {
             .collect();
         for key in keys {
             if let Some(w) = self.take_wait(key) {
-                log::info!("connection from {} closed before its PROXY header came", w.peer);
+                log::info!(
+                    "connection from {} closed before its PROXY header came",
+                    w.peer
+                );
             }
         }
     }

@@ -259,7 +259,9 @@ impl Server {
                 };
                 let id = match bind {
                     Bind::Addr(addr) => reactor.bind_datagram_with(&addr, &opts, receiver)?,
-                    Bind::Inherited(sock) => reactor.bind_datagram_inherited(sock, &opts, receiver)?,
+                    Bind::Inherited(sock) => {
+                        reactor.bind_datagram_inherited(sock, &opts, receiver)?
+                    }
                 };
                 let _ = socket.set(Arc::new(reactor.try_clone_datagram(id)?));
                 datagrams.push(id);
@@ -275,7 +277,9 @@ impl Server {
                 };
                 let id = match bind {
                     Bind::Addr(addr) => reactor.listen_accept(&addr, &opts, accept)?,
-                    Bind::Inherited(sock) => reactor.listen_accept_inherited(sock, &opts, accept)?,
+                    Bind::Inherited(sock) => {
+                        reactor.listen_accept_inherited(sock, &opts, accept)?
+                    }
                 };
                 listeners.push(id);
                 gate.listeners.borrow_mut().push(id);
