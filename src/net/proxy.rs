@@ -9,13 +9,14 @@
 //! plus a dependency there.
 //!
 //! The header is read with `MSG_PEEK` until it is complete, then exactly its
-//! length is consumed: the protocol's first bytes stay in the kernel, and
-//! the reactor and the blocking servers share this one code path.
+//! length is consumed: the protocol's first bytes stay in the kernel for
+//! whoever serves the connection (a protocol on the reactor, or a blocking
+//! socketserver handler).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::RawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::Addr;
 
@@ -47,7 +48,7 @@ pub struct ProxyHeader {
 #[derive(Debug)]
 pub enum Parsed {
     /// A complete header of this many bytes.
-    Complete(ProxyHeader, usize),
+    Complete(Box<ProxyHeader>, usize),
     /// Valid so far; more bytes are needed.
     Incomplete,
 }
@@ -96,11 +97,11 @@ fn parse_v1(buf: &[u8]) -> io::Result<Parsed> {
     if family == "UNKNOWN" {
         // "the receiver must ignore anything presented before the CRLF".
         return Ok(Parsed::Complete(
-            ProxyHeader {
+            Box::new(ProxyHeader {
                 version: 1,
                 addresses: None,
                 local: false,
-            },
+            }),
             len,
         ));
     }
@@ -135,11 +136,11 @@ fn parse_v1(buf: &[u8]) -> io::Result<Parsed> {
     let source = SocketAddr::new(ip(src)?, port(sport)?);
     let dest = SocketAddr::new(ip(dst)?, port(dport)?);
     Ok(Parsed::Complete(
-        ProxyHeader {
+        Box::new(ProxyHeader {
             version: 1,
             addresses: Some((Addr::Inet(source), Addr::Inet(dest))),
             local: false,
-        },
+        }),
         len,
     ))
 }
@@ -232,11 +233,11 @@ fn parse_v2(buf: &[u8]) -> io::Result<Parsed> {
         }
     };
     Ok(Parsed::Complete(
-        ProxyHeader {
+        Box::new(ProxyHeader {
             version: 2,
             addresses,
             local,
-        },
+        }),
         len,
     ))
 }
@@ -270,7 +271,7 @@ fn unix_addr(raw: &[u8]) -> io::Result<Option<Addr>> {
 #[derive(Debug)]
 pub enum Peeked {
     /// The header is complete and has been consumed from the socket.
-    Header(ProxyHeader),
+    Header(Box<ProxyHeader>),
     /// Not all of it has arrived yet (nothing consumed).
     Incomplete,
 }
@@ -316,43 +317,6 @@ fn recv(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
     }
 }
 
-/// Reads a header from a blocking or nonblocking socket, waiting at most
-/// `timeout` for all of it (the blocking servers' path).
-pub fn read_blocking(fd: RawFd, timeout: Duration) -> io::Result<ProxyHeader> {
-    let deadline = Instant::now().checked_add(timeout);
-    loop {
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if left == Some(Duration::ZERO) {
-            return Err(timed_out(timeout));
-        }
-        let ms = left.map_or(-1, |l| l.as_millis().clamp(1, i32::MAX as u128) as i32);
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN | libc::POLLRDHUP,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if r == 0 {
-            continue; // the deadline check above ends it
-        }
-        let closed = pfd.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0;
-        match peek(fd, closed) {
-            Ok(Peeked::Header(h)) => return Ok(h),
-            Ok(Peeked::Incomplete) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// The error of a header that took longer than the header timeout.
 pub fn timed_out(timeout: Duration) -> io::Error {
     io::Error::new(
@@ -379,7 +343,7 @@ mod tests {
 
     fn complete(buf: &[u8]) -> (ProxyHeader, usize) {
         match parse(buf).unwrap() {
-            Parsed::Complete(h, n) => (h, n),
+            Parsed::Complete(h, n) => (*h, n),
             Parsed::Incomplete => panic!("incomplete: {buf:?}"),
         }
     }

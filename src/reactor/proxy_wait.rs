@@ -107,7 +107,7 @@ impl Reactor {
                 let Some(w) = self.take_wait(key) else { return };
                 let proxied = Proxied {
                     proxy: w.peer,
-                    header,
+                    header: *header,
                 };
                 let client = proxied.client();
                 log::debug!(
