@@ -261,7 +261,6 @@ impl Reactor {
                     }
                     let id = ListenerId::new(key, l.gen);
                     let proxy_timeout = l.opts.proxy_protocol.then_some(l.opts.proxy_timeout);
-                    self.stats.accepted += 1;
                     if let Some(timeout) = proxy_timeout {
                         self.await_proxy_header(id, stream, peer, timeout);
                     } else {
@@ -328,6 +327,10 @@ impl Reactor {
             self.stats.refused += 1;
             return; // dropping the stream closes it
         }
+        self.stats.accepted += 1;
+        let Some(l) = self.listener_at(key) else {
+            return;
+        };
         match &mut l.acceptor {
             Acceptor::Handlers(factory) => {
                 let handler = match panic::catch_unwind(AssertUnwindSafe(|| factory(&peer))) {

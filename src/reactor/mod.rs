@@ -114,7 +114,8 @@ pub struct Stats {
     pub panics: u64,
     /// Connections closed on a listener with `proxy_protocol` because their
     /// PROXY header was missing, invalid, oversized, truncated or late
-    /// (counted in `accepted` too, never in `open`).
+    /// (not counted in `accepted`, which counts connections that reached
+    /// a protocol or an accept handler).
     pub proxy_refused: u64,
 }
 

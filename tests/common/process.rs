@@ -108,19 +108,24 @@ impl Program {
 
     fn spawn(name: &'static str, args: &[&str], env: &[(&str, &str)], own_group: bool) -> Program {
         let mut command = Command::new(example(name));
+        command.args(args).envs(env.iter().copied());
+        if own_group {
+            command.process_group(0);
+        }
+        Program::spawn_command(name, command, own_group)
+    }
+
+    /// Starts `command` (which runs example `name`, perhaps through a
+    /// launcher) as [`start`](Program::start) does.
+    pub fn spawn_command(name: &'static str, mut command: Command, own_group: bool) -> Program {
         command
-            .args(args)
             // Stamps in local time are checked against UTC unless a test says otherwise.
             .env("TZ", "UTC")
-            .envs(env.iter().copied())
             // The output tests check should not depend on the caller's RUST_LOG.
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if own_group {
-            command.process_group(0);
-        }
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
