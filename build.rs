@@ -16,6 +16,7 @@ const PAGES: &[&str] = &[
     "offload",
     "reliability",
     "benchmarks",
+    "deploy",
 ];
 
 fn main() {

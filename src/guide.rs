@@ -11,6 +11,8 @@
 //! - [`reliability`]: how sockloop is attacked and checked (fuzzing,
 //!   properties, hostile peers, resource exhaustion).
 //! - [`benchmarks`]: sockloop beside threaded servers and tokio, measured.
+//! - [`deploy`]: systemd socket activation, HAProxy and the PROXY protocol,
+//!   zero-downtime restart, one process or several, what to monitor.
 //!
 //! The pages are documentation only: these modules hold no items.
 
@@ -31,3 +33,6 @@ pub mod reliability {}
 
 #[doc = include_str!(concat!(env!("OUT_DIR"), "/benchmarks.md"))]
 pub mod benchmarks {}
+
+#[doc = include_str!(concat!(env!("OUT_DIR"), "/deploy.md"))]
+pub mod deploy {}

@@ -43,11 +43,11 @@ fn launch(name: &'static str, args: &[&str], fds: &[RawFd], env: &[(&str, &str)]
             for (i, &fd) in fds.iter().enumerate() {
                 high[i] = libc::fcntl(fd, libc::F_DUPFD, 100);
             }
-            for i in 0..fds.len() {
-                if libc::dup2(high[i], 3 + i as RawFd) < 0 {
+            for (i, &fd) in high[..fds.len()].iter().enumerate() {
+                if libc::dup2(fd, 3 + i as RawFd) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                libc::close(high[i]);
+                libc::close(fd);
             }
             Ok(())
         });
@@ -177,7 +177,8 @@ fn malformed_variables_and_non_sockets_are_clear_errors() {
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
     let file = std::fs::File::open("/dev/null").unwrap();
     let unbound = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let cases: Vec<(Vec<RawFd>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<RawFd>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![tcp.as_raw_fd()],
             vec![("LISTEN_FDS", "one")],
