@@ -42,8 +42,9 @@ pub fn notify_ready() -> io::Result<bool> {
     Ok(true)
 }
 
-/// How a restart goes.
+/// How a restart goes: build it with [`RestartOptions::new`] and set fields.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RestartOptions {
     /// How long the old process's connections get to finish once the
     /// successor is ready ([`Reactor::shutdown_graceful`]).

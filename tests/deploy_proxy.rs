@@ -43,11 +43,10 @@ impl Protocol for Who {
 }
 
 fn proxy_opts(timeout: Duration) -> ListenOptions {
-    ListenOptions {
-        proxy_protocol: true,
-        proxy_timeout: timeout,
-        ..ListenOptions::default()
-    }
+    let mut opts = ListenOptions::default();
+    opts.proxy_protocol = true;
+    opts.proxy_timeout = timeout;
+    opts
 }
 
 /// A reactor with one proxy-protocol listener at `addr`; the stats come
@@ -278,10 +277,8 @@ fn allow_list_judges_the_client_from_the_header() {
     let allow = AllowList::default()
         .allow("192.0.2.0".parse().unwrap(), 24)
         .unwrap();
-    let opts = ListenOptions {
-        allow: Some(allow),
-        ..proxy_opts(Duration::from_secs(5))
-    };
+    let mut opts = proxy_opts(Duration::from_secs(5));
+    opts.allow = Some(allow);
     let server = server(any_port(), opts);
     // The proxy (127.0.0.1) is not in the list; the client decides.
     let mut s = tcp(&server);

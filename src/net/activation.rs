@@ -52,6 +52,7 @@ pub(crate) fn take_ready_pipe() -> Option<OwnedFd> {
 
 /// What an inherited socket is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SocketKind {
     /// A TCP socket (IPv4 or IPv6).
     Tcp,

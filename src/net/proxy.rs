@@ -30,8 +30,9 @@ const V1_MAX: usize = 107;
 const V1_PREFIX: &[u8] = b"PROXY ";
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 
-/// What a PROXY header says about a connection.
+/// What a PROXY header says about a connection (TLVs may be added).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ProxyHeader {
     /// 1 or 2.
     pub version: u8,
