@@ -111,7 +111,11 @@ impl Reactor {
         opts: &ListenOptions,
         factory: Factory,
     ) -> io::Result<ListenerId> {
-        self.add_listener_socket(Listener::inherited(socket)?, opts, Acceptor::Handlers(factory))
+        self.add_listener_socket(
+            Listener::inherited(socket)?,
+            opts,
+            Acceptor::Handlers(factory),
+        )
     }
 
     /// [`listen_accept`](Reactor::listen_accept) on a listening socket
@@ -348,7 +352,8 @@ impl Reactor {
                 l.open += 1;
                 let opts = l.opts.conn.clone();
                 let id = ListenerId::new(key, l.gen);
-                if let Err(e) = self.add_conn_proxied(stream, handler, opts, Some(id), false, proxied)
+                if let Err(e) =
+                    self.add_conn_proxied(stream, handler, opts, Some(id), false, proxied)
                 {
                     log::error!("cannot register connection from {peer}: {e}");
                     if let Some(l) = self.listener_at(key) {
