@@ -108,7 +108,11 @@ impl Program {
 
     fn spawn(name: &'static str, args: &[&str], env: &[(&str, &str)], own_group: bool) -> Program {
         let mut command = Command::new(example(name));
-        command.args(args).envs(env.iter().copied());
+        command
+            .args(args)
+            // Stamps in local time are checked against UTC unless a test says otherwise.
+            .env("TZ", "UTC")
+            .envs(env.iter().copied());
         if own_group {
             command.process_group(0);
         }
@@ -119,8 +123,6 @@ impl Program {
     /// launcher) as [`start`](Program::start) does.
     pub fn spawn_command(name: &'static str, mut command: Command, own_group: bool) -> Program {
         command
-            // Stamps in local time are checked against UTC unless a test says otherwise.
-            .env("TZ", "UTC")
             // The output tests check should not depend on the caller's RUST_LOG.
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
