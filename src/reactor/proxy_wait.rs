@@ -53,7 +53,10 @@ impl Reactor {
 
     /// The PROXY header connection `id` began with, if any.
     pub fn proxy_header(&self, id: ConnId) -> Option<ProxyHeader> {
-        self.conn_ref(id)?.proxied.as_ref().map(|p| p.header.clone())
+        self.conn_ref(id)?
+            .proxied
+            .as_ref()
+            .map(|p| p.header.clone())
     }
 
     /// Holds an accepted connection until its header has come.
