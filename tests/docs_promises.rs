@@ -965,16 +965,6 @@ fn jobs_server() -> Server {
     })
 }
 
-fn ask(s: &mut std::io::BufReader<TcpStream>, text: &str) -> String {
-    use std::io::BufRead;
-    s.get_mut()
-        .write_all(format!("{text}\n").as_bytes())
-        .unwrap();
-    let mut answer = String::new();
-    s.read_line(&mut answer).unwrap();
-    answer.trim_end().to_string()
-}
-
 #[test]
 fn docs_promise_a_job_that_panics_gives_then_an_error_and_the_pool_goes_on() {
     let server = jobs_server();

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use common::process::{children_of, new_children, serial, socket_inodes};
 use common::*;
 use sockloop::{Context, FrameHandler, Framed, ProcessPool};
 
@@ -49,11 +50,10 @@ fn work(request: &[u8]) -> Vec<u8> {
 }
 
 /// These tests count this process's children: one at a time.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
 fn two_hundred_replacement_workers_while_threads_hammer_the_allocator_log_and_stdout() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = serial();
     let _ = env_logger::builder().is_test(true).try_init();
     let server = Server::start(|r| {
         let pool = ProcessPool::start(r, 2, work).unwrap();
@@ -99,26 +99,12 @@ fn two_hundred_replacement_workers_while_threads_hammer_the_allocator_log_and_st
     server.stop();
 }
 
-/// Children of `parent` (from /proc).
-fn children_of(parent: u32) -> Vec<i32> {
-    let parent = parent.to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| {
-            let stat = std::fs::read_to_string(e.ok()?.path().join("stat")).ok()?;
-            let after = stat.rsplit(')').next()?;
-            let ppid = after.split_whitespace().nth(1)?;
-            (ppid == parent).then(|| stat.split_whitespace().next()?.parse().ok())?
-        })
-        .collect()
-}
-
 /// With its fork server killed, a pool whose workers then die can run
 /// nothing more: a job must be answered with an error at once, not wait
 /// forever.
 #[test]
 fn a_pool_that_lost_its_fork_server_and_workers_fails_every_job() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = serial();
     let before = children_of(std::process::id());
     let server = Server::start(|r| {
         let pool = ProcessPool::start(r, 1, work).unwrap();
@@ -134,32 +120,19 @@ fn a_pool_that_lost_its_fork_server_and_workers_fails_every_job() {
         .set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .unwrap();
     assert_eq!(ask(&mut client, "x"), "X");
-    let fork_server: Vec<i32> = children_of(std::process::id())
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .collect();
+    let fork_server = new_children(&before);
     assert_eq!(fork_server.len(), 1, "one fork server: {fork_server:?}");
-    let workers = children_of(fork_server[0] as u32);
+    let workers = children_of(fork_server[0]);
     assert_eq!(workers.len(), 1, "one worker: {workers:?}");
     // SAFETY: killing the pool's own fork server, then its worker.
     unsafe {
-        libc::kill(fork_server[0], libc::SIGKILL);
-        libc::kill(workers[0], libc::SIGKILL);
+        libc::kill(fork_server[0] as i32, libc::SIGKILL);
+        libc::kill(workers[0] as i32, libc::SIGKILL);
     }
     for _ in 0..3 {
         assert_eq!(ask(&mut client, "y"), "error");
     }
     drop(server);
-}
-
-/// The socket inodes a process holds open.
-fn socket_inodes(pid: u32) -> std::collections::HashSet<String> {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .map(|target| target.to_string_lossy().into_owned())
-        .filter(|target| target.starts_with("socket:"))
-        .collect()
 }
 
 /// A fork server closes every descriptor the crate owns in the process,
@@ -169,7 +142,7 @@ fn socket_inodes(pid: u32) -> std::collections::HashSet<String> {
 /// sockets).
 #[test]
 fn a_pool_started_beside_another_reactor_holds_none_of_its_connections() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = serial();
     let me = std::process::id();
     let mut serving = sockloop::Reactor::new().unwrap();
     let id = serving.listen(&any_port(), |_| Quiet).unwrap();
@@ -186,12 +159,9 @@ fn a_pool_started_beside_another_reactor_holds_none_of_its_connections() {
     let children = children_of(me);
     let mut other = sockloop::Reactor::new().unwrap();
     let pool = ProcessPool::start(&mut other, 1, work).unwrap();
-    let fork_server: Vec<i32> = children_of(me)
-        .into_iter()
-        .filter(|p| !children.contains(p))
-        .collect();
+    let fork_server = new_children(&children);
     assert_eq!(fork_server.len(), 1, "one fork server: {fork_server:?}");
-    let held = socket_inodes(fork_server[0] as u32);
+    let held = socket_inodes(fork_server[0]);
     assert!(
         !held.contains(&accepted[0]),
         "the fork server holds the other reactor's connection {}",

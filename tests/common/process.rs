@@ -366,6 +366,32 @@ pub fn assert_usage_error(name: &'static str, args: &[&str], mentions: &str) {
     assert!(stderr.contains(mentions), "{name} {args:?}: {stderr}");
 }
 
+/// Tests that fork count and wait for this process's children (or look
+/// at its fork servers): they take this lock, so that they run one at a time.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// This process's children that are not in `before` (a fork server started
+/// since, say).
+pub fn new_children(before: &[u32]) -> Vec<u32> {
+    children_of(std::process::id())
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect()
+}
+
+/// The socket inodes (`socket:[N]`) process `pid` holds open.
+pub fn socket_inodes(pid: u32) -> std::collections::HashSet<String> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"))
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|target| target.starts_with("socket:"))
+        .collect()
+}
+
 /// The pids whose parent is `parent`, zombies included (Linux `/proc`).
 pub fn children_of(parent: u32) -> Vec<u32> {
     processes_with(4, parent.into())

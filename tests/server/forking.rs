@@ -9,43 +9,22 @@ use std::time::{Duration, Instant};
 use sockloop::server::{Family, Mode, Request, RequestHandler, ServerBuilder};
 use sockloop::Addr;
 
+use super::common::process::{children_of, new_children, serial, zombies_of};
 use super::common::*;
 use super::{concurrent_clients, echo_matrix, errors_reach_handle_error, EchoLine};
-
-pub static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Pids of this process's children that are zombies (exited, not reaped).
-fn zombies() -> Vec<i32> {
-    let me = std::process::id().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| {
-            let stat = std::fs::read_to_string(e.ok()?.path().join("stat")).ok()?;
-            let after = stat.rsplit(')').next()?;
-            let mut fields = after.split_whitespace();
-            let (state, ppid) = (fields.next()?, fields.next()?);
-            let pid = stat.split_whitespace().next()?.parse().ok()?;
-            (state == "Z" && ppid == me).then_some(pid)
-        })
-        .collect()
-}
 
 #[test]
 fn echo_in_every_family_forking() {
     let _serial = serial();
     echo_matrix(Mode::forking());
-    assert_eq!(zombies(), Vec::<i32>::new());
+    assert_eq!(zombies_of(std::process::id()), Vec::<u32>::new());
 }
 
 #[test]
 fn eight_concurrent_clients_forking() {
     let _serial = serial();
     concurrent_clients(Mode::forking());
-    assert_eq!(zombies(), Vec::<i32>::new());
+    assert_eq!(zombies_of(std::process::id()), Vec::<u32>::new());
 }
 
 #[test]
@@ -77,7 +56,7 @@ fn children_are_reaped_while_serving_with_or_without_sigchld() {
         }
         // Observed, not ordered: the loop reaps on its own schedule.
         wait_until("children to be reaped while serving", || {
-            zombies().is_empty()
+            zombies_of(std::process::id()).is_empty()
         });
         server.shutdown().unwrap();
     }
@@ -154,7 +133,7 @@ fn max_children_bounds_the_running_children() {
         2,
         "most children at once"
     );
-    assert_eq!(zombies(), Vec::<i32>::new());
+    assert_eq!(zombies_of(std::process::id()), Vec::<u32>::new());
 }
 
 #[test]
@@ -199,7 +178,7 @@ fn block_on_close_waits_for_children() {
     server.handle_request().unwrap();
     server.server_close(); // waits for the child
     assert_eq!(server.active_requests(), 0);
-    assert_eq!(zombies(), Vec::<i32>::new());
+    assert_eq!(zombies_of(std::process::id()), Vec::<u32>::new());
     assert_eq!(read_to_eof(&mut client).unwrap(), b"done\n");
     let _ = client.flush();
 }
@@ -268,7 +247,9 @@ fn a_panic_in_handle_error_in_a_child_ends_the_child_only() {
             });
             replies.push(served.map_err(|e| e.to_string()));
             // Each child has ended (and, on the old code, unwound) before the next client.
-            wait_until("the child to end", || zombies().is_empty());
+            wait_until("the child to end", || {
+                zombies_of(std::process::id()).is_empty()
+            });
         }
         handle.shutdown();
         replies
@@ -410,19 +391,7 @@ fn five_hundred_children_while_threads_hammer_the_allocator_log_and_stdout() {
 #[test]
 fn a_killed_fork_server_fails_requests_cleanly() {
     let _serial = serial();
-    let me = std::process::id().to_string();
-    let children = || -> Vec<i32> {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| {
-                let stat = std::fs::read_to_string(e.ok()?.path().join("stat")).ok()?;
-                let after = stat.rsplit(')').next()?;
-                let ppid = after.split_whitespace().nth(1)?;
-                (ppid == me).then(|| stat.split_whitespace().next()?.parse().ok())?
-            })
-            .collect()
-    };
-    let before = children();
+    let before = children_of(std::process::id());
     let errors = Arc::new(Mutex::new(Vec::new()));
     let seen = errors.clone();
     let server = ServerBuilder::new(Family::Tcp)
@@ -431,15 +400,12 @@ fn a_killed_fork_server_fails_requests_cleanly() {
         .handle_error(move |_, e| seen.lock().unwrap().push(e.to_string()))
         .spawn(|| EchoLine)
         .unwrap();
-    let fork_server: Vec<i32> = children()
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .collect();
+    let fork_server = new_children(&before);
     assert_eq!(fork_server.len(), 1, "one fork server: {fork_server:?}");
     let addr = server.server_address()[0].as_inet().unwrap();
     super::examine(Family::Tcp, &server.server_address()[0]);
     // SAFETY: killing the fork server of the server under test.
-    unsafe { libc::kill(fork_server[0], libc::SIGKILL) };
+    unsafe { libc::kill(fork_server[0] as i32, libc::SIGKILL) };
     // A client that comes before the server noticed is closed at once
     // (handle_error hears why); after, it is refused.
     if let Ok(mut client) = std::net::TcpStream::connect(addr) {
@@ -453,29 +419,10 @@ fn a_killed_fork_server_fails_requests_cleanly() {
     wait_until("the server to stop on its own", || server.is_finished());
     let e = server.shutdown().unwrap_err();
     assert!(e.to_string().contains("killed by signal 9"), "{e}");
-    assert_eq!(zombies(), Vec::<i32>::new());
+    assert_eq!(zombies_of(std::process::id()), Vec::<u32>::new());
     let refused = std::net::TcpStream::connect(addr).unwrap_err();
     assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
     drop(errors);
-}
-
-/// Pids of this process's children not in `before`.
-fn new_children(before: &[i32]) -> Vec<i32> {
-    let me = std::process::id().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| {
-            let stat = std::fs::read_to_string(e.ok()?.path().join("stat")).ok()?;
-            let after = stat.rsplit(')').next()?;
-            let ppid = after.split_whitespace().nth(1)?;
-            (ppid == me).then(|| stat.split_whitespace().next()?.parse().ok())?
-        })
-        .filter(|p| !before.contains(p))
-        .collect()
-}
-
-fn own_children() -> Vec<i32> {
-    new_children(&[])
 }
 
 /// A fork server copies every socket the program has; it must not keep
@@ -517,7 +464,7 @@ fn a_closed_forking_servers_port_is_not_held_by_another_fork_server() {
 #[test]
 fn a_fork_server_that_does_not_answer_is_killed_and_the_server_fails() {
     let _serial = serial();
-    let before = own_children();
+    let before = children_of(std::process::id());
     let server = ServerBuilder::new(Family::Tcp)
         .bind(any_port())
         .mode(Mode::forking())
@@ -527,7 +474,7 @@ fn a_fork_server_that_does_not_answer_is_killed_and_the_server_fails() {
     assert_eq!(fork_server.len(), 1, "one fork server: {fork_server:?}");
     let addr = server.server_address()[0].as_inet().unwrap();
     // SAFETY: stopping the fork server of the server under test.
-    unsafe { libc::kill(fork_server[0], libc::SIGSTOP) };
+    unsafe { libc::kill(fork_server[0] as i32, libc::SIGSTOP) };
     let started = Instant::now();
     let mut client = connect(addr);
     client
@@ -546,7 +493,7 @@ fn a_fork_server_that_does_not_answer_is_killed_and_the_server_fails() {
     assert!(took < Duration::from_secs(6), "took {took:?}");
     assert_eq!(
         new_children(&before),
-        Vec::<i32>::new(),
+        Vec::<u32>::new(),
         "fork server reaped"
     );
 }
@@ -557,7 +504,7 @@ fn a_fork_server_that_does_not_answer_is_killed_and_the_server_fails() {
 #[test]
 fn the_fork_server_survives_a_sigterm() {
     let _serial = serial();
-    let before = own_children();
+    let before = children_of(std::process::id());
     let server = ServerBuilder::new(Family::Tcp)
         .bind(any_port())
         .mode(Mode::forking())
@@ -567,7 +514,7 @@ fn the_fork_server_survives_a_sigterm() {
     assert_eq!(fork_server.len(), 1, "one fork server: {fork_server:?}");
     for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         // SAFETY: signalling the fork server of the server under test.
-        unsafe { libc::kill(fork_server[0], signal) };
+        unsafe { libc::kill(fork_server[0] as i32, signal) };
     }
     for _ in 0..3 {
         super::examine(Family::Tcp, &server.server_address()[0]);
@@ -582,7 +529,7 @@ fn the_fork_server_survives_a_sigterm() {
 #[test]
 fn server_close_reaps_the_fork_server_while_handles_live() {
     let _serial = serial();
-    let before = own_children();
+    let before = children_of(std::process::id());
     let mut server = ServerBuilder::new(Family::Tcp)
         .bind(any_port())
         .mode(Mode::forking())
@@ -593,7 +540,7 @@ fn server_close_reaps_the_fork_server_while_handles_live() {
     server.server_close();
     assert_eq!(
         new_children(&before),
-        Vec::<i32>::new(),
+        Vec::<u32>::new(),
         "fork server reaped"
     );
     drop(handle);

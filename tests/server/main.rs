@@ -586,7 +586,7 @@ impl RequestHandler for ReadyThenEcho {
 /// Before, `shutdown` + `server_close` waited as long as the clients idled.
 #[test]
 fn shutdown_graceful_ends_stuck_requests_after_the_grace_in_every_mode() {
-    let _serial = forking::serial();
+    let _serial = common::process::serial();
     for mode in [
         Mode::Sync,
         Mode::threading(),
