@@ -7,10 +7,8 @@
 //! nc 127.0.0.1 50007      # in two or more terminals
 //! ```
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::process::ExitCode;
-use std::rc::Rc;
 
 use bytes::Bytes;
 use clap::Parser;
@@ -32,19 +30,18 @@ struct Args {
     proxy: common::Proxy,
 }
 
-/// Who is in the room.
-///
-/// Every protocol runs on the reactor's one thread, one callback at a time,
-/// so `Rc<RefCell<..>>` is all the sharing needed: `Arc<Mutex<..>>` would
-/// only add atomics and a lock that no one else could ever be holding.
-type Members = Rc<RefCell<BTreeSet<ConnId>>>;
+/// Who is in the room: the reactor's shared state, reached from every
+/// callback as `cx.state::<Members>()`. Every protocol runs on the
+/// reactor's one thread, one callback at a time, so no lock (and no
+/// `Rc<RefCell<..>>` cloned into each protocol) is needed.
+#[derive(Default)]
+struct Members(BTreeSet<ConnId>);
 
 fn main() -> ExitCode {
     let args = Args::parse();
     common::init_logger();
     common::run(|| {
-        // One room for all ports: each listener's factory holds a handle to it.
-        let members = Members::default();
+        // One room for all ports: the reactor's.
         // Everyone's lines pile up in the queue of a member who stops reading;
         // past 1 MiB that member is dropped rather than buffered for without
         // end. Members who read hold talkers back instead (see `broadcast`).
@@ -62,7 +59,6 @@ fn main() -> ExitCode {
             args.shutdown.grace,
             move |peer| {
                 Framed::new(Chatter {
-                    members: members.clone(),
                     name: peer.to_string(),
                 })
             },
@@ -71,18 +67,15 @@ fn main() -> ExitCode {
 }
 
 struct Chatter {
-    members: Members,
     name: String,
 }
 
 impl Chatter {
     /// Queues `line` to every member but this one.
     fn broadcast(&self, cx: &mut Context<'_>, line: &[u8]) {
-        // Holding the borrow while writing is safe: a write to another
-        // connection is only queued, and no other protocol's callback runs
-        // until this one has returned (callbacks never nest).
         let me = cx.id();
-        for &id in self.members.borrow().iter().filter(|&&id| id != me) {
+        let others: Vec<ConnId> = cx.state::<Members>().0.iter().copied().collect();
+        for id in others.into_iter().filter(|&id| id != me) {
             // Fails only for a member on its way out (closing, or just
             // dropped for a full queue): its `left` notice follows.
             if cx.write_to(id, line).is_ok() {
@@ -106,7 +99,8 @@ impl FrameHandler for Chatter {
 
     fn on_open(&mut self, cx: &mut Context<'_>) {
         log::info!("{} joined", self.name);
-        self.members.borrow_mut().insert(cx.id());
+        let me = cx.id();
+        cx.state::<Members>().0.insert(me);
         self.broadcast(cx, format!("* {} joined\n", self.name).as_bytes());
     }
 
@@ -121,7 +115,8 @@ impl FrameHandler for Chatter {
 
     fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
         log::info!("{} left: {reason}", self.name);
-        self.members.borrow_mut().remove(&cx.id());
+        let me = cx.id();
+        cx.state::<Members>().0.remove(&me);
         self.broadcast(cx, format!("* {} left\n", self.name).as_bytes());
     }
 }

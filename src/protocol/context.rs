@@ -281,6 +281,37 @@ impl<'a, K: Kind> Context<'a, K> {
         self.reactor.stop();
     }
 
+    /// The reactor's shared value of type `S` (created with `S::default()`
+    /// the first time): see [`Reactor::set_state`]. Take what you need and
+    /// let the borrow end before writing.
+    ///
+    /// ```
+    /// use std::collections::BTreeSet;
+    /// use sockloop::{ConnId, Context, Protocol};
+    /// use bytes::BytesMut;
+    ///
+    /// #[derive(Default)]
+    /// struct Members(BTreeSet<ConnId>);
+    ///
+    /// struct Member;
+    /// impl Protocol for Member {
+    ///     fn on_open(&mut self, cx: &mut Context<'_>) {
+    ///         let id = cx.id();
+    ///         cx.state::<Members>().0.insert(id);
+    ///     }
+    ///     fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+    ///         let others: Vec<ConnId> = cx.state::<Members>().0.iter().copied().collect();
+    ///         for id in others.into_iter().filter(|&id| id != cx.id()) {
+    ///             let _ = cx.write_to(id, data);
+    ///         }
+    ///         data.clear();
+    ///     }
+    /// }
+    /// ```
+    pub fn state<S: Default + 'static>(&mut self) -> &mut S {
+        self.reactor().state::<S>()
+    }
+
     /// The reactor itself, for anything else (listen, `call_later`, ...).
     /// Callbacks still never nest: what would run user code at once
     /// (`adopt`'s `on_open`, `shutdown_graceful`'s `on_shutdown`s, closing a

@@ -29,6 +29,7 @@ pub(crate) mod producer;
 pub(crate) mod proxy_wait;
 pub(crate) mod reason;
 pub(crate) mod signals;
+pub(crate) mod state;
 pub(crate) mod stream;
 pub(crate) mod timer;
 pub(crate) mod wqueue;
@@ -172,6 +173,8 @@ pub struct Reactor {
     pub(crate) nesting: crate::reactor::guard::Nesting,
     /// Set by `stop_now`: dropping the reactor waits for nothing.
     hurry: bool,
+    /// The callbacks' shared values (see `state.rs`).
+    states: crate::reactor::state::States,
 }
 
 impl Reactor {
@@ -208,6 +211,7 @@ impl Reactor {
             hurry: false,
             running: false,
             nesting: Default::default(),
+            states: Default::default(),
         })
     }
 
