@@ -300,8 +300,9 @@ impl<'a, K: Kind> Context<'a, K> {
     ///         cx.state::<Members>().0.insert(id);
     ///     }
     ///     fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+    ///         let me = cx.id();
     ///         let others: Vec<ConnId> = cx.state::<Members>().0.iter().copied().collect();
-    ///         for id in others.into_iter().filter(|&id| id != cx.id()) {
+    ///         for id in others.into_iter().filter(|&id| id != me) {
     ///             let _ = cx.write_to(id, data);
     ///         }
     ///         data.clear();
