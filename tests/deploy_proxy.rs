@@ -366,3 +366,44 @@ fn socketserver_stream_server_sees_the_client() {
     );
     server.shutdown().unwrap();
 }
+
+#[test]
+fn connections_waiting_for_a_header_count_against_the_caps() {
+    // A flood of connections that never send their header must not take
+    // more descriptors than the cap allows: at the cap, the next client
+    // waits in the backlog until a silent one times out.
+    for global in [false, true] {
+        let timeout = Duration::from_millis(400);
+        let mut opts = proxy_opts(timeout);
+        if !global {
+            opts.max_connections = Some(2);
+        }
+        let server = Server::start(move |r: &mut Reactor| {
+            if global {
+                r.set_max_connections(Some(2));
+            }
+            let id = r
+                .listen_with(&any_port(), &opts, |peer: &Addr| Who {
+                    factory_peer: peer.clone(),
+                })
+                .unwrap();
+            vec![r.listener_addr(id).unwrap()]
+        });
+        let silent: Vec<TcpStream> = (0..2).map(|_| tcp(&server)).collect();
+        // Both are accepted (and waiting) once a third, also silent, has no effect on them.
+        let started = Instant::now();
+        let mut s = tcp(&server);
+        s.write_all(b"PROXY TCP4 192.0.2.1 127.0.0.1 1 7\r\n")
+            .unwrap();
+        let line = first_line(&s);
+        assert!(line.contains("peer=192.0.2.1:1"), "{line}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300),
+            "global={global}: served after {waited:?}, beside 2 silent connections at a cap of 2"
+        );
+        for s in silent {
+            assert_closed(&s, "silent");
+        }
+    }
+}

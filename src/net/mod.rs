@@ -75,8 +75,11 @@ pub struct ListenOptions {
     /// [`Context::peer_addr`](crate::Context::peer_addr); the proxy's own
     /// address is [`Context::proxy_addr`](crate::Context::proxy_addr). A
     /// connection without a valid header within `proxy_timeout` is closed
-    /// and logged. Only for listeners that nothing but the proxy can reach:
-    /// the header is believed. Default off.
+    /// and logged. A connection waiting for its header counts against
+    /// `max_connections` and the reactor's cap (it holds a descriptor), so
+    /// a flood of silent ones waits in the backlog beyond the cap. Only for
+    /// listeners that nothing but the proxy can reach: the header is
+    /// believed. Default off.
     pub proxy_protocol: bool,
     /// How long a connection may take to send its whole PROXY header
     /// (default 5 s).

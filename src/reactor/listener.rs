@@ -237,9 +237,7 @@ impl Reactor {
             if matches!(l.paused, Pause::BackingOff | Pause::ByUser) {
                 return;
             }
-            let global_full = self
-                .max_connections
-                .is_some_and(|cap| self.stats.open >= cap);
+            let global_full = self.at_global_limit();
             let Some(l) = self.listener_at(key) else {
                 return;
             };
@@ -397,6 +395,23 @@ impl Reactor {
         }
     }
 
+    /// Open connections, and those still waiting for a PROXY header (each
+    /// holds a descriptor too: a flood of silent ones must meet the cap),
+    /// are at the global cap.
+    fn at_global_limit(&self) -> bool {
+        self.max_connections
+            .is_some_and(|cap| self.stats.open + self.proxy_pending >= cap)
+    }
+
+    /// One more connection from `id` waits for its PROXY header: it counts
+    /// against the listener's cap until it is admitted or closed
+    /// ([`connection_closed`](Reactor::connection_closed) then).
+    pub(crate) fn pending_opened(&mut self, id: ListenerId) {
+        if let Some(l) = self.listener_at(id.key()).filter(|l| l.gen == id.gen) {
+            l.open += 1;
+        }
+    }
+
     /// A connection closed (from `listener`, if any; a listener closed since
     /// is not touched): one more may be accepted, by that listener or, under
     /// a global cap, by those paused at it. O(1) in the open connections.
@@ -410,9 +425,7 @@ impl Reactor {
                 }
             }
         }
-        let global_full = self
-            .max_connections
-            .is_some_and(|cap| self.stats.open >= cap);
+        let global_full = self.at_global_limit();
         if global_full || self.at_global_cap.is_empty() {
             return;
         }

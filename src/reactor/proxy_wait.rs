@@ -95,6 +95,7 @@ impl Reactor {
             timer,
         }));
         self.proxy_pending += 1;
+        self.pending_opened(listener);
     }
 
     /// Readable (or closed): is the header complete?
@@ -154,6 +155,8 @@ impl Reactor {
         w._listed = None;
         self.timers.cancel(w.timer);
         self.proxy_pending -= 1;
+        // Off the caps: admitted, it counts again as an open connection.
+        self.connection_closed(Some(w.listener));
         Some(w)
     }
 
