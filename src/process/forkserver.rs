@@ -24,6 +24,7 @@
 use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 use std::sync::Mutex;
@@ -51,6 +52,10 @@ pub(crate) struct ForkServer {
     /// The command socket. Commands that need no answer (signals) are
     /// sent on it at any time (a seqpacket message is sent whole).
     ctl: OwnedFd,
+    /// A socket only the fork server holds the other end of (its children
+    /// close it): end of stream on it says the fork server is gone, as an
+    /// event for a loop to wait on (see [`take_lifeline`](Self::take_lifeline)).
+    lifeline: Mutex<Option<UnixStream>>,
     /// Held while a fork is asked for and answered, so that two threads'
     /// answers cannot cross: a signal never waits for a fork's answer.
     asking: Mutex<()>,
@@ -82,6 +87,7 @@ impl ForkServer {
     ) -> io::Result<ForkServer> {
         let (ours, theirs) = seqpacket_pair()?;
         ours_timeout(&ours)?;
+        let (lifeline, its_lifeline) = UnixStream::pair()?;
         let threads = other_threads();
         if threads > 0 {
             // The one fork taken from the program copies whatever locks
@@ -128,7 +134,7 @@ impl ForkServer {
                 libc::pthread_sigmask(libc::SIG_SETMASK, &saved, ptr::null_mut());
             }
             let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-                drop(ours);
+                drop((ours, lifeline));
                 for &fd in &close {
                     // SAFETY: `close` lists descriptors the crate owns; the
                     // objects that own them are never used in this process,
@@ -146,7 +152,7 @@ impl ForkServer {
                         libc::MSG_NOSIGNAL,
                     )
                 };
-                serve(theirs, reports, kill_children, &job)
+                serve(theirs, its_lifeline.into(), reports, kill_children, &job)
             }));
             // SAFETY: ends the process without unwinding into, or running
             // the destructors of, the parent's state it only copied.
@@ -155,11 +161,13 @@ impl ForkServer {
         drop((out, err));
         // SAFETY: restores this thread's mask as it was.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, ptr::null_mut()) };
+        drop(its_lifeline);
         if pid == -1 {
             return Err(io::Error::last_os_error());
         }
         let forks = ForkServer {
             ctl: ours,
+            lifeline: Mutex::new(Some(lifeline)),
             asking: Mutex::new(()),
             pid,
             gone: Mutex::new(None),
@@ -263,6 +271,31 @@ impl ForkServer {
         let why = gone.clone().unwrap_or_default();
         log::error!("{why}: no more processes can be forked");
         io::Error::new(io::ErrorKind::BrokenPipe, why)
+    }
+
+    /// The loop's end of the lifeline, once: register it and read until end
+    /// of stream, which comes when the fork server ends (nothing is ever
+    /// sent on it), whatever its children do.
+    pub(crate) fn take_lifeline(&self) -> Option<UnixStream> {
+        self.lifeline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Why the fork server is gone, if that is known already (no system
+    /// call: for a loop to ask at every turn).
+    pub(crate) fn known_gone(&self) -> Option<String> {
+        self.gone.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The fork server's lifeline closed: it is ending or gone. Reaps it
+    /// (a bounded wait: it is exiting) and says why.
+    pub(crate) fn lost(&self) -> String {
+        match self.gone() {
+            Some(why) => why,
+            None => self.broken("its lifeline closed".to_string()).to_string(),
+        }
     }
 
     /// Replaces the configuration that every later child gets.

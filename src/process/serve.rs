@@ -19,7 +19,13 @@ pub(crate) const PANICKED: i32 = 70;
 /// The fork server's loop. Touches no lock another thread could have held
 /// at the fork (no logging, no stdout): it only allocates (the allocator is
 /// fork-safe: glibc takes its locks around fork), forks, signals and reaps.
-pub(crate) fn serve(ctl: OwnedFd, reports: Option<RawFd>, kill_children: bool, job: &Job) -> ! {
+pub(crate) fn serve(
+    ctl: OwnedFd,
+    lifeline: OwnedFd,
+    reports: Option<RawFd>,
+    kill_children: bool,
+    job: &Job,
+) -> ! {
     // SAFETY: signal dispositions and masks of this single-threaded process.
     let (signals, old_mask) = unsafe {
         // A Ctrl-C, or a service manager's SIGTERM, reaches the whole
@@ -88,8 +94,12 @@ pub(crate) fn serve(ctl: OwnedFd, reports: Option<RawFd>, kill_children: bool, j
         };
         match command.first() {
             Some(&FORK) => {
-                let answer =
-                    fork_child(&command[1..], fds, &config, &ctl, &signals, &old_mask, job);
+                let answer = {
+                    // The fork server's own descriptors: no child keeps them
+                    // (the lifeline must end with the fork server alone).
+                    let own = [ctl.as_raw_fd(), signals.as_raw_fd(), lifeline.as_raw_fd()];
+                    fork_child(&command[1..], fds, &config, &own, &old_mask, job)
+                };
                 if answer > 0 {
                     live.push(answer);
                 }
@@ -153,8 +163,7 @@ fn fork_child(
     payload: &[u8],
     fds: Vec<OwnedFd>,
     config: &[u8],
-    ctl: &OwnedFd,
-    signals: &OwnedFd,
+    own: &[RawFd],
     old_mask: &libc::sigset_t,
     job: &Job,
 ) -> libc::pid_t {
@@ -168,8 +177,9 @@ fn fork_child(
             // descriptors are the fork server's own, never used again here.
             unsafe {
                 libc::pthread_sigmask(libc::SIG_SETMASK, old_mask, ptr::null_mut());
-                libc::close(ctl.as_raw_fd());
-                libc::close(signals.as_raw_fd());
+                for &fd in own {
+                    libc::close(fd);
+                }
             }
             crate::process::child::restore_default_signals();
             // The report socket stays open: the job may report through it

@@ -9,7 +9,7 @@
 //! waited for: a child the application forked itself keeps its exit status
 //! (CPython issue 1540386).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
@@ -51,6 +51,9 @@ pub(crate) struct Children {
     forks: Arc<ForkServer>,
     /// Pids the fork server reported as exited, not yet taken off `pids`.
     exited: Rc<RefCell<Vec<libc::pid_t>>>,
+    /// The fork server's lifeline closed: it is gone (an event, so that the
+    /// loop need not ask at every turn).
+    lost: Rc<Cell<bool>>,
     pids: Vec<libc::pid_t>,
     max: usize,
     block_on_close: bool,
@@ -80,9 +83,15 @@ impl Children {
             },
         };
         reactor.adopt(BlockingStream::Unix(reports), &opts, reader)?;
+        let lost = Rc::new(Cell::new(false));
+        if let Some(lifeline) = forks.take_lifeline() {
+            let watch = Lifeline { lost: lost.clone() };
+            reactor.adopt(BlockingStream::Unix(lifeline), &opts, watch)?;
+        }
         Ok(Children {
             forks,
             exited,
+            lost,
             pids: Vec::new(),
             max: max.max(1),
             block_on_close,
@@ -125,12 +134,16 @@ impl Children {
     /// Why no request can be forked any more, if so (the fork server died
     /// or stopped answering; it is reaped by now).
     pub(crate) fn broken(&self) -> Option<String> {
-        self.forks.gone()
+        if self.lost.get() {
+            Some(self.forks.lost())
+        } else {
+            self.forks.known_gone()
+        }
     }
 
     /// Takes note of the children that exited.
     pub(crate) fn reap(&mut self) {
-        if !self.pids.is_empty() && self.forks.gone().is_some() {
+        if !self.pids.is_empty() && (self.lost.get() || self.forks.known_gone().is_some()) {
             // Their reaper is gone: no exit report can come, so they are
             // neither waited for nor counted (they are init's now).
             log::warn!(
@@ -146,6 +159,24 @@ impl Children {
                 self.pids.clear();
             }
             self.pids.retain(|&p| p != pid);
+        }
+    }
+}
+
+/// The loop's end of the fork server's lifeline: nothing comes on it but
+/// its end.
+struct Lifeline {
+    lost: Rc<Cell<bool>>,
+}
+
+impl Protocol for Lifeline {
+    fn on_data(&mut self, _: &mut Context<'_>, data: &mut BytesMut) {
+        data.clear();
+    }
+
+    fn on_close(&mut self, _: &mut Context<'_>, reason: &crate::CloseReason) {
+        if !matches!(reason, crate::CloseReason::ReactorStopped) {
+            self.lost.set(true);
         }
     }
 }

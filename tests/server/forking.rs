@@ -425,6 +425,33 @@ fn a_killed_fork_server_fails_requests_cleanly() {
     drop(errors);
 }
 
+/// The fork server killed while a child serves a client that sends nothing:
+/// the server hears of it at once (the fork server's lifeline closes, an
+/// event) and fails, though nothing else happens on its loop. It used to
+/// ask (`waitpid`) at every turn instead, and no turn came.
+#[test]
+fn a_fork_server_killed_while_a_child_waits_stops_the_idle_server() {
+    let _serial = serial();
+    let before = children_of(std::process::id());
+    let server = ServerBuilder::new(Family::Tcp)
+        .bind(any_port())
+        .mode(Mode::forking())
+        .spawn(|| EchoLine)
+        .unwrap();
+    let fork_server = new_children(&before);
+    assert_eq!(fork_server.len(), 1, "one fork server: {fork_server:?}");
+    let silent = connect(server.server_address()[0].as_inet().unwrap());
+    wait_until("the child to be forked", || {
+        !children_of(fork_server[0]).is_empty()
+    });
+    // SAFETY: killing the fork server of the server under test.
+    unsafe { libc::kill(fork_server[0] as i32, libc::SIGKILL) };
+    wait_until("the server to stop on its own", || server.is_finished());
+    drop(silent); // the orphaned child reads end of stream and exits
+    let e = server.shutdown().unwrap_err();
+    assert!(e.to_string().contains("killed by signal 9"), "{e}");
+}
+
 /// A fork server copies every socket the program has; it must not keep
 /// the crate's other servers' listeners open (their clients would connect
 /// to a closed server and hang).
