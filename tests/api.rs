@@ -28,6 +28,13 @@ fn every_public_type_is_debug() {
     assert_debug::<Context<'static>>();
     assert_debug::<DatagramContext<'static>>();
     assert_debug::<FrameDecoder>();
+    assert_debug::<FrameError>();
+    assert_debug::<HttpError>();
+    assert_debug::<HttpRequest>();
+    assert_debug::<HttpRequests>();
+    assert_debug::<Netstrings>();
+    assert_debug::<QueueFull>();
+    assert_debug::<Resp>();
     assert_debug::<Framed<NotDebug>>();
     assert_debug::<Handle>();
     assert_debug::<ListenOptions>();
@@ -170,6 +177,11 @@ fn errors_are_typed() {
     assert_error::<CloseReason>();
     assert_error::<FrameError>();
     assert_error::<QueueFull>();
+    assert_error::<HttpError>();
+    assert_eq!(
+        HttpError::HeadTooLarge.to_string(),
+        "431 Request Header Fields Too Large"
+    );
     let reset = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
     let reason = CloseReason::ConnectFailed(reset);
     let source = std::error::Error::source(&reason).expect("the socket error");
@@ -303,5 +315,28 @@ fn every_docs_page_is_in_the_guide() {
                 "build.rs does not prepare {page}"
             );
         }
+    }
+}
+
+/// Decoders refuse input with a typed `FrameError`, not a `String`.
+#[test]
+fn decoders_refuse_with_typed_errors() {
+    use bytes::BytesMut;
+    let mut buf = BytesMut::from(&b"99:"[..]);
+    let err = Netstrings::default().decode(&mut buf, 8).unwrap_err();
+    assert_eq!(
+        err,
+        FrameError::TooLong {
+            limit: 8,
+            length: Some(99)
+        }
+    );
+    let mut buf = BytesMut::from(&b"x:abc,"[..]);
+    let err = Netstrings::default().decode(&mut buf, 8).unwrap_err();
+    assert!(matches!(err, FrameError::Malformed(_)), "{err:?}");
+    let mut buf = BytesMut::from(&b"*1\r\n+x\r\n"[..]);
+    match Resp::default().decode(&mut buf, 64).unwrap_err() {
+        FrameError::Malformed(why) => assert!(why.contains("expected '$'"), "{why}"),
+        other => panic!("{other:?}"),
     }
 }

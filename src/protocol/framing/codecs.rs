@@ -2,6 +2,8 @@
 
 use bytes::{Buf, BytesMut};
 
+use super::FrameError;
+
 /// Cuts frames of a format off the front of a buffer, for
 /// [`Framed::with_decoder`](super::Framed::with_decoder): a length-headed
 /// format ([`Resp`](super::Resp), [`Netstrings`]), a head and a body
@@ -14,20 +16,22 @@ use bytes::{Buf, BytesMut};
 /// bytes (the handler's [`max_frame`](super::FrameHandler::max_frame)), or
 /// input the format cannot frame, is an `Err` with the reason: the handler's
 /// `on_oversized` then closes, or skips the frame if
-/// [`skip_frame`](Decoder::skip_frame) can find its end.
+/// [`skip_frame`](Decoder::skip_frame) can find its end. The reason is a
+/// [`FrameError`]: `TooLong` for a frame over `max`, `Malformed` for input
+/// that is not in the format.
 ///
 /// ```
-/// use bytes::{Bytes, BytesMut};
-/// use sockloop::Decoder;
+/// use sockloop::bytes::{Bytes, BytesMut};
+/// use sockloop::{Decoder, FrameError};
 ///
 /// /// One byte of length, then that many bytes.
 /// struct Short;
 /// impl Decoder for Short {
 ///     type Frame = Bytes;
-///     fn decode(&mut self, buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, String> {
+///     fn decode(&mut self, buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
 ///         let Some(&n) = buf.first() else { return Ok(None) };
 ///         if usize::from(n) > max {
-///             return Err(format!("frame of {n} bytes over the {max}-byte limit"));
+///             return Err(FrameError::TooLong { limit: max, length: Some(n.into()) });
 ///         }
 ///         if buf.len() <= usize::from(n) {
 ///             return Ok(None);
@@ -46,7 +50,8 @@ pub trait Decoder: 'static {
 
     /// The next complete frame, `Ok(None)` if more bytes are needed, or why
     /// the frame at the front cannot be accepted.
-    fn decode(&mut self, buf: &mut BytesMut, max: usize) -> Result<Option<Self::Frame>, String>;
+    fn decode(&mut self, buf: &mut BytesMut, max: usize)
+        -> Result<Option<Self::Frame>, FrameError>;
 
     /// Drops the frame `decode` just refused, what is buffered of it now
     /// and the rest as it arrives, so that decoding can go on after it.
@@ -80,10 +85,10 @@ const MAX_HEADER: usize = 21;
 
 impl Netstrings {
     /// The header at the front: `Ok(Some((header_len, body_len)))`.
-    fn header(buf: &[u8]) -> Result<Option<(usize, usize)>, String> {
+    fn header(buf: &[u8]) -> Result<Option<(usize, usize)>, FrameError> {
         let Some(colon) = buf.iter().take(MAX_HEADER).position(|&b| b == b':') else {
             if buf.len() >= MAX_HEADER || buf.iter().any(|b| !b.is_ascii_digit()) {
-                return Err("netstring length is not a number".into());
+                return Err(not_a_number());
             }
             return Ok(None);
         };
@@ -95,15 +100,23 @@ impl Netstrings {
             .ok()
             .filter(|_| valid)
             .and_then(|d| d.parse::<usize>().ok())
-            .ok_or_else(|| "netstring length is not a number".to_string())?;
+            .ok_or_else(not_a_number)?;
         Ok(Some((colon + 1, n)))
     }
+}
+
+fn not_a_number() -> FrameError {
+    FrameError::Malformed("netstring length is not a number".into())
 }
 
 impl Decoder for Netstrings {
     type Frame = bytes::Bytes;
 
-    fn decode(&mut self, buf: &mut BytesMut, max: usize) -> Result<Option<bytes::Bytes>, String> {
+    fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Result<Option<bytes::Bytes>, FrameError> {
         if self.skip > 0 {
             let k = self.skip.min(buf.len());
             buf.advance(k);
@@ -117,7 +130,10 @@ impl Decoder for Netstrings {
         };
         if n > max {
             self.refused = Some((head, n));
-            return Err(format!("netstring of {n} bytes over the {max}-byte limit"));
+            return Err(FrameError::TooLong {
+                limit: max,
+                length: Some(n),
+            });
         }
         let total = head + n + 1;
         if buf.len() < total {
@@ -125,7 +141,9 @@ impl Decoder for Netstrings {
             return Ok(None);
         }
         if buf[total - 1] != b',' {
-            return Err("netstring does not end with ','".into());
+            return Err(FrameError::Malformed(
+                "netstring does not end with ','".into(),
+            ));
         }
         buf.advance(head);
         let frame = buf.split_to(n).freeze();
@@ -159,7 +177,7 @@ pub(crate) mod tests {
         input: &[u8],
         chunk: usize,
         max: usize,
-    ) -> (Vec<D::Frame>, Vec<String>) {
+    ) -> (Vec<D::Frame>, Vec<FrameError>) {
         let mut buf = BytesMut::new();
         let (mut out, mut errs) = (Vec::new(), Vec::new());
         for piece in input.chunks(chunk) {

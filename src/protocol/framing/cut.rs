@@ -118,7 +118,7 @@ impl<H: FrameHandler<D::Frame>, D: Decoder> Cut<H> for D {
                 Step::Completed
             }
             Ok(None) => Step::NeedMore,
-            Err(msg) => Step::Refused(msg),
+            Err(e) => Step::Refused(e.to_string()),
         }
     }
 

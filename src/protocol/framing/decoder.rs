@@ -48,19 +48,23 @@ pub struct FrameDecoder {
 #[non_exhaustive]
 pub enum FrameError {
     /// The frame at the front of the buffer is longer than the limit
-    /// ([`FrameDecoder::skip_frame`] drops it).
+    /// ([`FrameDecoder::skip_frame`] or [`Decoder::skip_frame`](super::Decoder::skip_frame)
+    /// drops it, if its end can be found).
     TooLong {
-        /// The limit given to `next_frame`.
+        /// The limit given to `next_frame` or `decode`.
         limit: usize,
         /// The frame's length, when known (a count, a length prefix, a
-        /// delimiter found past the limit); `None` when no delimiter came
-        /// within the limit.
+        /// delimiter found past the limit); `None` when the frame's end (a
+        /// delimiter, a complete header) did not come within the limit.
         length: Option<usize>,
     },
     /// The terminator cannot frame any stream (an empty delimiter,
     /// `Count(0)`, `None` or `Raw` with a limit of 0): the handler's
     /// mistake, not the peer's.
     BadTerminator(&'static str),
+    /// The input is not in the [`Decoder`](super::Decoder)'s format; the
+    /// text says how (a RESP server can send it back as `-ERR ...`).
+    Malformed(String),
 }
 
 impl std::fmt::Display for FrameError {
@@ -73,8 +77,9 @@ impl std::fmt::Display for FrameError {
             FrameError::TooLong {
                 limit,
                 length: None,
-            } => write!(f, "no delimiter within the {limit}-byte frame limit"),
+            } => write!(f, "no frame end within the {limit}-byte limit"),
             FrameError::BadTerminator(why) => f.write_str(why),
+            FrameError::Malformed(why) => f.write_str(why),
         }
     }
 }
@@ -445,10 +450,7 @@ mod tests {
             length: None,
         };
         assert_eq!(err, no_delimiter);
-        assert_eq!(
-            err.to_string(),
-            "no delimiter within the 50-byte frame limit"
-        );
+        assert_eq!(err.to_string(), "no frame end within the 50-byte limit");
         // Exactly at the limit is fine, even when the delimiter arrives late.
         let mut ok = vec![b'x'; 50];
         ok.extend_from_slice(b"\r\n");

@@ -100,6 +100,16 @@ impl HttpError {
     }
 }
 
+/// The status line's text: `400 Bad Request`.
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (code, reason) = self.status();
+        write!(f, "{code} {reason}")
+    }
+}
+
+impl std::error::Error for HttpError {}
+
 /// Cuts HTTP/1.0 and 1.1 requests: the head (bounded by the handler's
 /// `max_frame`), then a body of `Content-Length` bytes (bounded by
 /// [`max_body`](HttpRequests::max_body)). Pipelined requests come one
@@ -249,7 +259,11 @@ impl HttpRequests {
 impl Decoder for HttpRequests {
     type Frame = Result<HttpRequest, HttpError>;
 
-    fn decode(&mut self, buf: &mut BytesMut, max: usize) -> Result<Option<Self::Frame>, String> {
+    fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Result<Option<Self::Frame>, super::FrameError> {
         if self.failed {
             buf.clear();
             return Ok(None);

@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
-use super::Decoder;
+use super::{Decoder, FrameError};
 
 /// One command: its arguments, the name first (zero-copy slices of the input).
 pub type RespCommand = Vec<Bytes>;
@@ -52,16 +52,24 @@ fn line(buf: &[u8], from: usize) -> Option<(usize, usize)> {
 }
 
 /// A decimal count in a header line (`*3`, `$5`), after its type byte.
-fn number(digits: &[u8]) -> Result<i64, String> {
+fn number(digits: &[u8]) -> Result<i64, FrameError> {
     std::str::from_utf8(digits)
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
         .ok_or_else(|| {
-            format!(
+            FrameError::Malformed(format!(
                 "Protocol error: invalid length {:?}",
                 String::from_utf8_lossy(digits)
-            )
+            ))
         })
+}
+
+/// A command over the limit, its length not known yet.
+fn too_long(max: usize) -> FrameError {
+    FrameError::TooLong {
+        limit: max,
+        length: None,
+    }
 }
 
 impl Resp {
@@ -71,19 +79,19 @@ impl Resp {
         self.args.clear();
     }
 
-    fn inline(&mut self, buf: &mut BytesMut, max: usize) -> Result<Option<RespCommand>, String> {
+    fn inline(
+        &mut self,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Result<Option<RespCommand>, FrameError> {
         let Some((end, next)) = line(buf, 0) else {
             if buf.len() > max {
-                return Err(format!(
-                    "Protocol error: inline request over the {max}-byte limit"
-                ));
+                return Err(too_long(max));
             }
             return Ok(None);
         };
         if end > max {
-            return Err(format!(
-                "Protocol error: inline request over the {max}-byte limit"
-            ));
+            return Err(too_long(max));
         }
         let text = buf.split_to(next).freeze();
         let args: Vec<Bytes> = text[..end]
@@ -94,7 +102,11 @@ impl Resp {
         Ok(Some(args))
     }
 
-    fn multibulk(&mut self, buf: &mut BytesMut, max: usize) -> Result<Option<RespCommand>, String> {
+    fn multibulk(
+        &mut self,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Result<Option<RespCommand>, FrameError> {
         loop {
             let left = match self.left {
                 Some(n) => n,
@@ -104,7 +116,9 @@ impl Resp {
                     };
                     let n = number(&buf[1..end])?;
                     if n > MAX_ARGS as i64 || n.unsigned_abs() as usize > max / 4 + 1 {
-                        return Err(format!("Protocol error: invalid multibulk length {n}"));
+                        return Err(FrameError::Malformed(format!(
+                            "Protocol error: invalid multibulk length {n}"
+                        )));
                     }
                     self.pos = next;
                     self.left = Some(n.max(0) as usize);
@@ -123,22 +137,34 @@ impl Resp {
             };
             if buf[self.pos] != b'$' {
                 let got = buf[self.pos] as char;
-                return Err(format!("Protocol error: expected '$', got '{got}'"));
+                return Err(FrameError::Malformed(format!(
+                    "Protocol error: expected '$', got '{got}'"
+                )));
             }
             let n = number(&buf[self.pos + 1..end])?;
-            if n < 0 || n as u64 > max as u64 {
-                return Err(format!("Protocol error: invalid bulk length {n}"));
+            if n < 0 {
+                return Err(FrameError::Malformed(format!(
+                    "Protocol error: invalid bulk length {n}"
+                )));
+            }
+            if n as u64 > max as u64 {
+                return Err(FrameError::TooLong {
+                    limit: max,
+                    length: Some(n as usize),
+                });
             }
             let n = n as usize;
             if buf.len() < next + n + 2 {
                 if next + n + 2 > max.saturating_add(64) {
-                    return Err(format!("Protocol error: command over the {max}-byte limit"));
+                    return Err(too_long(max));
                 }
                 buf.reserve(next + n + 2 - buf.len());
                 return Ok(None);
             }
             if &buf[next + n..next + n + 2] != b"\r\n" {
-                return Err("Protocol error: bulk string not followed by CRLF".into());
+                return Err(FrameError::Malformed(
+                    "Protocol error: bulk string not followed by CRLF".into(),
+                ));
             }
             self.args.push(next..next + n);
             self.pos = next + n + 2;
@@ -147,9 +173,9 @@ impl Resp {
     }
 
     /// No complete line yet: bounded like a frame.
-    fn incomplete(&self, buf: &BytesMut, max: usize) -> Result<Option<RespCommand>, String> {
+    fn incomplete(&self, buf: &BytesMut, max: usize) -> Result<Option<RespCommand>, FrameError> {
         if buf.len() > max.saturating_add(64) {
-            return Err(format!("Protocol error: command over the {max}-byte limit"));
+            return Err(too_long(max));
         }
         Ok(None)
     }
@@ -158,7 +184,11 @@ impl Resp {
 impl Decoder for Resp {
     type Frame = RespCommand;
 
-    fn decode(&mut self, buf: &mut BytesMut, max: usize) -> Result<Option<RespCommand>, String> {
+    fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Result<Option<RespCommand>, FrameError> {
         loop {
             let Some(&first) = buf.first() else {
                 return Ok(None);
