@@ -144,6 +144,13 @@ struct ReadmeDoctests;
 /// # Ok(()) }
 /// ```
 ///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// # use sockloop::{bytes::BytesMut, FrameDecoder, Terminator};
+/// let mut buf = BytesMut::from(&b"far too long"[..]);
+/// FrameDecoder::default().skip_frame(&mut buf, Terminator::Delimiter(b"\n"));
+/// ```
+///
 /// The same code that keeps the values compiles:
 ///
 /// ```

@@ -57,6 +57,7 @@ pub trait Decoder: 'static {
     /// and the rest as it arrives, so that decoding can go on after it.
     /// False (the default) when its end cannot be known: the connection
     /// is closed.
+    #[must_use = "false: the frame's end cannot be found, decoding cannot go on"]
     fn skip_frame(&mut self, buf: &mut BytesMut) -> bool {
         let _ = buf;
         false

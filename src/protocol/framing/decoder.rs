@@ -111,6 +111,7 @@ impl FrameDecoder {
     /// False when there is no such frame to drop (`buf` is left alone).
     ///
     /// [`next_frame`]: FrameDecoder::next_frame
+    #[must_use = "false: there is no refused frame to drop, and the next call refuses it again"]
     pub fn skip_frame(&mut self, buf: &mut BytesMut, terminator: Terminator<'_>) -> bool {
         self.skip = match terminator {
             Terminator::Delimiter(d) if !d.is_empty() => Skip::ToDelimiter,
