@@ -34,7 +34,7 @@ impl Reactor {
             conn.rbuf = None;
             if conn.discard_budget_spent() {
                 // Leave it in the kernel: the peer's progress resumes reading.
-                conn.discard_held = true;
+                conn.close_state().discard_held = true;
                 return;
             }
             let mut buf = mem::take(&mut self.scratch);
@@ -52,16 +52,16 @@ impl Reactor {
             match result {
                 Ok(0) => {
                     conn.eof = true;
-                    if conn.lingering {
+                    if conn.close_state().lingering {
                         self.finish_close(key);
                     }
                     return;
                 }
                 Ok(n) => {
-                    conn.discarded += n;
-                    if conn.delivered
-                        && conn.discarded - conn.discarded_at_linger > conn.opts.close_discard
-                    {
+                    let close_discard = conn.opts.close_discard;
+                    let cs = conn.close_state();
+                    cs.discarded += n;
+                    if cs.delivered && cs.discarded - cs.discarded_at_linger > close_discard {
                         return self.give_up_linger(key);
                     }
                     if n < offered && trust_short_read {
@@ -83,10 +83,11 @@ impl Reactor {
         let Some(conn) = conn_in(&mut self.sources, key) else {
             return;
         };
-        if conn.lingering {
+        let cs = conn.close_state();
+        if cs.lingering {
             return;
         }
-        conn.lingering = true;
+        cs.lingering = true;
         if conn.shutdown_write != ShutdownWrite::Done {
             conn.shutdown_write = ShutdownWrite::Done;
             if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
@@ -101,8 +102,7 @@ impl Reactor {
         let in_flight = conn.in_flight();
         conn.note_taken(in_flight, self.now);
         if in_flight == 0 {
-            conn.delivered = true;
-            conn.discarded_at_linger = conn.discarded;
+            conn.close_state().note_delivered();
         } else {
             self.watch_stall(key);
         }
@@ -119,10 +119,14 @@ impl Reactor {
         };
         let id = ConnId::new(key, conn.gen);
         let limit = conn.opts.close_linger;
-        let delay = if conn.delivered { limit } else { limit / 4 };
+        let delay = if conn.close_state().delivered {
+            limit
+        } else {
+            limit / 4
+        };
         let timer = self.call_later(delay, move |r| r.linger_expired(id));
         if let Some(conn) = self.conn_at(key) {
-            conn.linger_timer = Some(timer);
+            conn.close_state().linger_timer = Some(timer);
         }
     }
 
@@ -137,14 +141,15 @@ impl Reactor {
         let Some(conn) = self.conn(id) else {
             return;
         };
-        conn.linger_timer = None;
-        if !conn.delivered {
+        let cs = conn.close_state();
+        cs.linger_timer = None;
+        if !cs.delivered {
             let in_flight = conn.in_flight();
             conn.note_taken(in_flight, now);
             if in_flight == 0 {
-                conn.delivered = true;
-                conn.discarded_at_linger = conn.discarded;
-                if mem::take(&mut conn.discard_held) {
+                let cs = conn.close_state();
+                cs.note_delivered();
+                if mem::take(&mut cs.discard_held) {
                     self.schedule_read(id.key());
                 }
             }
@@ -154,7 +159,9 @@ impl Reactor {
         let Some(conn) = self.conn(id) else {
             return; // its end of stream came, or an error
         };
-        if conn.read_scheduled || conn.discarded > conn.discarded_at_linger {
+        let read_scheduled = conn.read_scheduled;
+        let cs = conn.close_state();
+        if read_scheduled || cs.discarded > cs.discarded_at_linger {
             self.give_up_linger(id.key());
         } else {
             self.finish_close(id.key());
@@ -165,8 +172,10 @@ impl Reactor {
         let Some(conn) = self.conn_at(key) else {
             return;
         };
-        let discarded = conn.discarded;
-        conn.lost_in_kernel = conn.in_flight();
+        let in_flight = conn.in_flight();
+        let cs = conn.close_state();
+        let discarded = cs.discarded;
+        cs.lost_in_kernel = in_flight;
         let id = ConnId::new(key, conn.gen);
         log::info!("{id}: peer kept sending after close ({discarded} bytes dropped); closing");
         // A close for a reason of its own (a protocol error, a panic) keeps
@@ -187,11 +196,16 @@ impl Reactor {
         let Some(conn) = conn_in(&mut self.sources, key) else {
             return;
         };
-        if conn.stall_timer.is_some() || conn.delivered || !conn.discards_input() {
+        if !conn.discards_input() {
             return;
         }
-        conn.taken = conn.sent.saturating_sub(conn.in_flight() as u64);
-        conn.taken_at = now;
+        let taken = conn.sent.saturating_sub(conn.in_flight() as u64);
+        let cs = conn.close_state();
+        if cs.stall_timer.is_some() || cs.delivered {
+            return;
+        }
+        cs.taken = taken;
+        cs.taken_at = now;
         self.arm_stall_check(key, now);
     }
 
@@ -206,7 +220,7 @@ impl Reactor {
         let id = ConnId::new(key, conn.gen);
         let stall = conn.opts.close_stall;
         // A bound too long for the clock means never (deadlines saturate).
-        let Some(due) = conn.taken_at.checked_add(stall) else {
+        let Some(due) = conn.close_state().taken_at.checked_add(stall) else {
             return;
         };
         let delay = due
@@ -215,7 +229,7 @@ impl Reactor {
             .max(std::time::Duration::from_millis(1));
         let timer = self.call_later(delay, move |r| r.stall_check(id));
         if let Some(conn) = self.conn_at(key) {
-            conn.stall_timer = Some(timer);
+            conn.close_state().stall_timer = Some(timer);
         }
     }
 
@@ -228,8 +242,9 @@ impl Reactor {
         let Some(conn) = self.conn(id) else {
             return;
         };
-        conn.stall_timer = None;
-        if !matches!(conn.closing, Closing::AfterFlush(_)) || conn.delivered {
+        let cs = conn.close_state();
+        cs.stall_timer = None;
+        if cs.delivered || !matches!(conn.closing, Closing::AfterFlush(_)) {
             return; // closing now, or only the linger is left
         }
         let in_flight = conn.in_flight();
@@ -242,8 +257,9 @@ impl Reactor {
             // next flush that leaves bytes behind looks again).
             return;
         }
-        if now.saturating_duration_since(conn.taken_at) >= stall {
-            conn.lost_in_kernel = in_flight;
+        let cs = conn.close_state();
+        if now.saturating_duration_since(cs.taken_at) >= stall {
+            cs.lost_in_kernel = in_flight;
             log::warn!(
                 "{id}: peer took nothing for {stall:?} after close; cutting it off \
                  ({queued} queued and {in_flight} sent bytes not delivered)"
@@ -284,7 +300,11 @@ impl Reactor {
             (Closing::No, _) | (Closing::AfterFlush(_), Closing::Now(_)) => conn.closing = how,
             _ => return,
         }
-        conn.sent_at_close = conn.sent;
+        if matches!(conn.closing, Closing::AfterFlush(_)) {
+            // What the socket takes from here on bounds the input dropped.
+            let sent = conn.sent;
+            conn.close_state().sent_at_close = sent;
+        }
         self.schedule_flush(key);
         // Input that waits unread (the connection was paused) sends no new
         // edge: look now, to drop it.
@@ -301,11 +321,19 @@ impl Reactor {
             Closing::No => CloseReason::Closed,
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        let (linger_timer, stall_timer, lost_in_kernel) = match conn.close.as_deref_mut() {
+            Some(cs) => (
+                cs.linger_timer.take(),
+                cs.stall_timer.take(),
+                cs.lost_in_kernel,
+            ),
+            None => (None, None, 0),
+        };
         for timer in [
             conn.idle_timer.take(),
             conn.connect_timer.take(),
-            conn.linger_timer.take(),
-            conn.stall_timer.take(),
+            linger_timer,
+            stall_timer,
         ]
         .into_iter()
         .flatten()
@@ -320,7 +348,7 @@ impl Reactor {
             log::warn!("{id}: {reason}; a producer was not finished");
         }
         // Bytes a protocol handed over and the peer will never get: say so.
-        match (conn.wq.len() + conn.fifo_held(), conn.lost_in_kernel) {
+        match (conn.wq.len() + conn.fifo_held(), lost_in_kernel) {
             (0, 0) if reason.is_clean() => {}
             (0, 0) => log::debug!("{id}: {reason}"),
             (unsent, 0) => log::warn!("{id}: {reason}; {unsent} queued bytes were not sent"),

@@ -88,6 +88,25 @@ pub(crate) struct Conn {
     pub(crate) last_active: Instant,
     pub(crate) idle_timer: Option<TimerId>,
     pub(crate) connect_timer: Option<TimerId>,
+    /// What only a closing connection needs (`close()` or an abort
+    /// creates it): boxed, so an open connection pays one pointer.
+    pub(crate) close: Option<Box<CloseState>>,
+    /// Producers and the writes queued behind them (boxed: most
+    /// connections never have one).
+    pub(crate) fifo: Option<Box<crate::reactor::producer::Fifo>>,
+    /// On the ready list to pump its producers next turn (its budget ran
+    /// out while the socket still took everything).
+    pub(crate) produce_scheduled: bool,
+    /// Timers its protocol set and that have not fired: closing cancels them.
+    pub(crate) user_timers: Vec<TimerId>,
+    /// It came through a proxy, which said so in a PROXY header (boxed:
+    /// most connections do not).
+    pub(crate) proxied: Option<Box<crate::reactor::proxy_wait::Proxied>>,
+}
+
+/// The bookkeeping of a close after flush (closing.rs): the peer's
+/// progress, what it sent after the close, and the close's timers.
+pub(crate) struct CloseState {
     /// Bytes read and dropped since `close()`.
     pub(crate) discarded: usize,
     /// The queue is sent and the write side shut down: waiting for the
@@ -100,32 +119,45 @@ pub(crate) struct Conn {
     /// `discarded` when the peer had everything: more by the end of the
     /// linger time means it went on sending after that.
     pub(crate) discarded_at_linger: usize,
-    /// Closing: bytes the peer had taken (sent minus unacknowledged) at the
-    /// last look, and when that last grew (the `close_stall` check).
+    /// Bytes the peer had taken (sent minus unacknowledged) at the last
+    /// look, and when that last grew (the `close_stall` check).
     pub(crate) taken: u64,
     pub(crate) taken_at: Instant,
     /// Sent bytes the peer had not taken when we gave up on it (reported
     /// as lost at the close).
     pub(crate) lost_in_kernel: usize,
     pub(crate) stall_timer: Option<TimerId>,
+    pub(crate) linger_timer: Option<TimerId>,
     /// `sent` at `close()`: what the socket took since bounds the input
     /// dropped before the peer has everything.
     pub(crate) sent_at_close: u64,
     /// Reading held back after `close()`: the peer sent far more than it
-    /// took (see `discard_budget`); its progress resumes it.
+    /// took (see `discard_budget_spent`); its progress resumes it.
     pub(crate) discard_held: bool,
-    /// Producers and the writes queued behind them (boxed: most
-    /// connections never have one).
-    pub(crate) fifo: Option<Box<crate::reactor::producer::Fifo>>,
-    /// On the ready list to pump its producers next turn (its budget ran
-    /// out while the socket still took everything).
-    pub(crate) produce_scheduled: bool,
-    pub(crate) linger_timer: Option<TimerId>,
-    /// Timers its protocol set and that have not fired: closing cancels them.
-    pub(crate) user_timers: Vec<TimerId>,
-    /// It came through a proxy, which said so in a PROXY header (boxed:
-    /// most connections do not).
-    pub(crate) proxied: Option<Box<crate::reactor::proxy_wait::Proxied>>,
+}
+
+impl CloseState {
+    fn new(sent: u64, now: Instant) -> CloseState {
+        CloseState {
+            discarded: 0,
+            lingering: false,
+            delivered: false,
+            discarded_at_linger: 0,
+            taken: 0,
+            taken_at: now,
+            lost_in_kernel: 0,
+            stall_timer: None,
+            linger_timer: None,
+            sent_at_close: sent,
+            discard_held: false,
+        }
+    }
+
+    /// The peer has taken everything: from here on the linger's bounds count.
+    pub(crate) fn note_delivered(&mut self) {
+        self.delivered = true;
+        self.discarded_at_linger = self.discarded;
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,19 +206,9 @@ impl Conn {
             last_active: now,
             idle_timer: None,
             connect_timer: None,
-            discarded: 0,
-            lingering: false,
-            delivered: false,
-            discarded_at_linger: 0,
-            taken: 0,
-            taken_at: now,
-            lost_in_kernel: 0,
-            stall_timer: None,
-            sent_at_close: 0,
-            discard_held: false,
+            close: None,
             fifo: None,
             produce_scheduled: false,
-            linger_timer: None,
             user_timers: Vec::new(),
             proxied: None,
         }
@@ -203,23 +225,34 @@ impl Conn {
         }
     }
 
+    /// The close's own state, created by the first close request.
+    pub(crate) fn close_state(&mut self) -> &mut CloseState {
+        let (sent, now) = (self.sent, self.last_active);
+        self.close
+            .get_or_insert_with(|| Box::new(CloseState::new(sent, now)))
+    }
+
     /// Before the peer has everything, input is read and dropped up to
     /// `close_discard` plus 4 times what the socket took since `close()`:
     /// a peer that uploads while it reads the answer is never cut off, and
     /// one that only uploads costs the server no more reads than that (its
     /// flow control holds it back while reading waits).
     pub(crate) fn discard_budget_spent(&self) -> bool {
-        let taken = self.sent.saturating_sub(self.sent_at_close);
+        let Some(cs) = self.close.as_deref() else {
+            return false;
+        };
+        let taken = self.sent.saturating_sub(cs.sent_at_close);
         let budget = (self.opts.close_discard as u64).saturating_add(taken.saturating_mul(4));
-        !self.delivered && self.discarded as u64 > budget
+        !cs.delivered && cs.discarded as u64 > budget
     }
 
     /// Notes a look at the peer's progress during a close (at `now`).
     pub(crate) fn note_taken(&mut self, in_flight: usize, now: Instant) {
         let taken = self.sent.saturating_sub(in_flight as u64);
-        if taken != self.taken {
-            self.taken = taken;
-            self.taken_at = now;
+        let cs = self.close_state();
+        if taken != cs.taken {
+            cs.taken = taken;
+            cs.taken_at = now;
         }
     }
 

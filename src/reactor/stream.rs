@@ -497,13 +497,19 @@ impl Reactor {
         };
         if had_queue {
             conn.last_active = self.now;
-            if conn.sent != sent_before && conn.discards_input() {
-                conn.taken_at = self.now; // progress, for the close_stall check
+        }
+        // Closing, and the peer took more: progress for the close_stall
+        // check, and more of its input may be dropped.
+        let mut resume_discard = false;
+        if conn.sent != sent_before {
+            let discards = conn.discards_input();
+            if let Some(cs) = conn.close.as_deref_mut() {
+                if discards {
+                    cs.taken_at = self.now;
+                }
+                resume_discard = mem::take(&mut cs.discard_held);
             }
         }
-        // The peer took more: more of its input may be dropped.
-        let resume_discard = conn.discard_held && conn.sent != sent_before;
-        conn.discard_held &= !resume_discard;
         // Everything sent, producers included: time for what waits on it.
         let done = flushed && conn.fifo.is_none();
         if done {
@@ -538,7 +544,12 @@ impl Reactor {
             return self.linger(key);
         }
         // Closing with bytes the peer has yet to take: bound the wait.
-        let watch = !done && conn.discards_input() && conn.stall_timer.is_none();
+        let watch = !done
+            && conn.discards_input()
+            && conn
+                .close
+                .as_ref()
+                .is_none_or(|cs| cs.stall_timer.is_none());
         if conn.crossed_low_water() {
             self.release_producers(key);
             self.call(key, |h, r, id| h.on_drained(r, id));
