@@ -349,14 +349,23 @@ impl Conn {
 
     /// Writes as much of the queue as the socket takes: `Ok(true)` when the
     /// queue is empty, `Ok(false)` when the socket is full (wait for WRITABLE).
-    pub(crate) fn flush(&mut self, pool: &mut TailPool) -> io::Result<bool> {
+    pub(crate) fn flush(&mut self, pool: &mut TailPool, now: Instant) -> io::Result<bool> {
         let before = self.wq.len();
         let result = self.wq.flush(&mut self.stream, pool);
         let sent = before - self.wq.len();
         if sent > 0 {
-            self.sent += sent as u64;
+            self.note_sent(sent, now);
         }
         result
+    }
+
+    /// Records `n` bytes the socket took, by a flush of the queue or a
+    /// write sent at once (`Reactor::write_buf`): the progress the stall
+    /// checks and the idle timeout look at.
+    #[inline(always)]
+    pub(crate) fn note_sent(&mut self, n: usize, now: Instant) {
+        self.sent += n as u64;
+        self.last_active = now;
     }
 
     /// True while producers waiting for this connection should wait:

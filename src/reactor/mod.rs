@@ -543,7 +543,7 @@ impl Drop for Reactor {
             for key in keys {
                 match self.sources.get_mut(key) {
                     Some(Source::Conn(conn)) => {
-                        let _ = conn.flush(&mut self.tails);
+                        let _ = conn.flush(&mut self.tails, self.now);
                         conn.closing = Closing::Now(CloseReason::ReactorStopped);
                         self.finish_close(key);
                     }

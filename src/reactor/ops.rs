@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::reactor::conn::{Closing, ShutdownWrite};
-use crate::reactor::wqueue::COPY_BELOW;
+use crate::reactor::conn::{Closing, Conn, ShutdownWrite};
 use slab::Slab;
 
 use crate::reactor::{Source, TimerTarget};
@@ -29,14 +28,10 @@ impl Reactor {
     /// does not apply; then [`write_uncommon`](Reactor::write_uncommon) says why.
     #[inline(always)]
     fn try_write_copy(&mut self, id: ConnId, data: &[u8]) -> bool {
-        let Some(Source::Conn(conn)) = self.sources.get_mut(id.key()) else {
+        let Some(conn) = plain_writer(&mut self.sources, id) else {
             return false;
         };
-        if conn.gen != id.gen
-            || !conn.accepts_writes()
-            || conn.fifo.is_some()
-            || conn.check_limit(data.len()).is_err()
-        {
+        if conn.check_limit(data.len()).is_err() {
             return false;
         }
         conn.push_copy_unchecked(data, &mut self.tails);
@@ -56,7 +51,8 @@ impl Reactor {
             return Ok(());
         }
         if conn.fifo.is_some() {
-            let held = conn.hold_behind_producers(Bytes::copy_from_slice(data));
+            // A fresh copy lies in a block of its own size: not copied again.
+            let held = conn.hold_behind_producers(Bytes::copy_from_slice(data), Some(data.len()));
             return self.queued_or_full(id, held.unwrap_or(Ok(())));
         }
         let queued = conn.enqueue_copy(data, &mut self.tails);
@@ -107,14 +103,13 @@ impl Reactor {
     /// the flush would have; the caller's queueing then fails.
     #[inline(always)]
     fn send_now(&mut self, id: ConnId, data: &[u8]) -> usize {
-        let Some(Source::Conn(conn)) = self.sources.get_mut(id.key()) else {
+        let Some(conn) = plain_writer(&mut self.sources, id) else {
             return 0;
         };
-        if conn.gen != id.gen
-            || !matches!(conn.closing, Closing::No)
-            || conn.shutdown_write != ShutdownWrite::No
+        // Not an offloaded answer after `close()` (its flush watches the
+        // peer's progress), nor before the connect completes.
+        if !matches!(conn.closing, Closing::No)
             || conn.connecting
-            || conn.fifo.is_some()
             || !conn.wq.is_empty()
             || data.is_empty()
         {
@@ -122,10 +117,7 @@ impl Reactor {
         }
         match conn.stream.write(data) {
             Ok(n) => {
-                // What a flush records when the socket takes something.
-                conn.sent += n as u64;
-                conn.stalled = false;
-                conn.last_active = self.now;
+                conn.note_sent(n, self.now);
                 n
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
@@ -140,8 +132,7 @@ impl Reactor {
     /// is: it is small, or a small part of the read buffer it lies in.
     #[inline]
     fn copies(&self, data: &[u8]) -> bool {
-        self.read_block_of(data)
-            .map_or(data.len() < COPY_BELOW, |block| data.len() * 2 < block)
+        crate::reactor::wqueue::copies(data.len(), self.read_block_of(data))
     }
 
     /// The size of the read buffer `data` lies in, if it lies in it.
@@ -170,7 +161,7 @@ impl Reactor {
             return Ok(());
         }
         if conn.fifo.is_some() {
-            let held = conn.hold_behind_producers(data);
+            let held = conn.hold_behind_producers(data, read_block);
             return self.queued_or_full(id, held.unwrap_or(Ok(())));
         }
         let queued = conn.enqueue(data, read_block, &mut self.tails);
@@ -295,7 +286,7 @@ impl Reactor {
             }
             for key in left {
                 if let Some(conn) = crate::reactor::conn_in(&mut r.sources, key) {
-                    let _ = conn.flush(&mut r.tails);
+                    let _ = conn.flush(&mut r.tails, r.now);
                 }
                 r.close_at(key, Closing::Now(CloseReason::ReactorStopped));
             }
@@ -489,6 +480,21 @@ impl Reactor {
     /// Number of open stream connections.
     pub fn connection_count(&self) -> usize {
         self.stats.open
+    }
+}
+
+/// The connection `id` if a write may take the common path: it accepts
+/// writes and no producer is ahead of them (what queueing a copy and
+/// sending at once both require).
+#[inline(always)]
+fn plain_writer(sources: &mut Slab<Source>, id: ConnId) -> Option<&mut Conn> {
+    match sources.get_mut(id.key()) {
+        Some(Source::Conn(conn))
+            if conn.gen == id.gen && conn.accepts_writes() && conn.fifo.is_none() =>
+        {
+            Some(conn)
+        }
+        _ => None,
     }
 }
 

@@ -61,11 +61,12 @@ const CALL_COST: usize = 64;
 pub(crate) const PRODUCE_BUDGET: usize = 512 * 1024;
 
 impl Fifo {
-    /// Holds a write behind the producers (a copy when it is small, so that
-    /// it does not keep a larger buffer alive).
-    pub(crate) fn push_data(&mut self, data: Bytes) {
+    /// Holds a write behind the producers, copied by the write queue's
+    /// rule ([`copies`](crate::reactor::wqueue::copies)) so that it does not
+    /// keep a larger buffer alive.
+    pub(crate) fn push_data(&mut self, data: Bytes, read_block: Option<usize>) {
         self.held += data.len();
-        let data = if data.len() < 4096 {
+        let data = if crate::reactor::wqueue::copies(data.len(), read_block) {
             Bytes::copy_from_slice(&data)
         } else {
             data
@@ -83,12 +84,16 @@ impl Conn {
     /// Holds a write behind this connection's producers, in order: `None`
     /// when it has none (the write goes to the queue as usual), else the
     /// `max_queued` check's result.
-    pub(crate) fn hold_behind_producers(&mut self, data: Bytes) -> Option<Result<(), usize>> {
+    pub(crate) fn hold_behind_producers(
+        &mut self,
+        data: Bytes,
+        read_block: Option<usize>,
+    ) -> Option<Result<(), usize>> {
         self.fifo.as_ref()?;
         if let Err(limit) = self.check_limit(data.len()) {
             return Some(Err(limit));
         }
-        self.fifo.as_mut()?.push_data(data);
+        self.fifo.as_mut()?.push_data(data, read_block);
         Some(Ok(()))
     }
 }

@@ -441,7 +441,7 @@ impl Reactor {
                 budget = budget.saturating_sub(self.pump(key, budget));
             }
             let conn = conn_in(&mut self.sources, key)?;
-            let flushed = match conn.flush(&mut self.tails) {
+            let flushed = match conn.flush(&mut self.tails, self.now) {
                 Ok(flushed) => flushed,
                 Err(e) => {
                     self.close_at(key, Closing::Now(CloseReason::from_io(e)));
@@ -482,7 +482,7 @@ impl Reactor {
         let flushed = if conn.fifo.is_none() {
             // No producer: one flush (the common case, without the loop's
             // repeated lookups).
-            match conn.flush(&mut self.tails) {
+            match conn.flush(&mut self.tails, self.now) {
                 Ok(flushed) => flushed,
                 Err(e) => return self.close_at(key, Closing::Now(CloseReason::from_io(e))),
             }
@@ -496,6 +496,8 @@ impl Reactor {
             return;
         };
         if had_queue {
+            // Writing counts as activity for the idle timeout even when the
+            // socket is full (the peer's reading is the stall checks' business).
             conn.last_active = self.now;
         }
         // Closing, and the peer took more: progress for the close_stall

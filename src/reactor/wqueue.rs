@@ -30,6 +30,18 @@ pub(crate) const TAIL_BLOCK: usize = 4 * 1024;
 /// A `Bytes` of unknown origin shorter than this is copied: cheap, and it
 /// may be a small slice of a large block.
 pub(crate) const COPY_BELOW: usize = TAIL_BLOCK / 2;
+/// The rule of what is copied rather than kept as it is (for the write
+/// queue, and for writes held behind producers): a piece of `n` bytes is
+/// copied when it is small, or a small part of the read buffer it lies in
+/// (`read_block`: that buffer's size), as it would keep all of it alive.
+#[inline]
+pub(crate) fn copies(n: usize, read_block: Option<usize>) -> bool {
+    match read_block {
+        Some(block) => n * 2 < block,
+        None => n < COPY_BELOW,
+    }
+}
+
 /// Tail blocks kept for reuse by the reactor (256 KiB at most).
 pub(crate) const TAIL_POOL: usize = 64;
 /// How many queued pieces one `writev` takes at most (Linux's IOV_MAX is 1024;
@@ -135,12 +147,10 @@ impl WriteQueue {
         pool: &mut TailPool,
     ) {
         let n = data.len();
-        let held = match read_block {
-            Some(block) if n * 2 < block => return self.push_copy(&data, pool),
-            Some(block) => block.max(n),
-            None if n < COPY_BELOW => return self.push_copy(&data, pool),
-            None => n,
-        };
+        if copies(n, read_block) {
+            return self.push_copy(&data, pool);
+        }
+        let held = read_block.map_or(n, |block| block.max(n));
         if !self.tail.is_empty() {
             self.freeze_tail();
         }
@@ -196,47 +206,48 @@ impl WriteQueue {
                     return Ok(true);
                 }
             }
-            return self.after_write(written, stream, pool);
+            return self.flush_from(written, stream, pool);
         }
-        self.flush_slow(stream, pool)
+        if self.is_empty() {
+            self.release(pool);
+            return Ok(true);
+        }
+        let written = self.write_some(stream);
+        self.flush_from(written, stream, pool)
     }
 
-    /// The rest of [`flush`](WriteQueue::flush) after a first write.
+    /// The rest of [`flush`](WriteQueue::flush) after a first write: the
+    /// one loop that accounts for what the socket took and writes again.
     #[inline(never)]
-    fn after_write(
+    fn flush_from(
         &mut self,
-        written: io::Result<usize>,
+        mut written: io::Result<usize>,
         stream: &mut Stream,
         pool: &mut TailPool,
     ) -> io::Result<bool> {
-        match written {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => self.consume(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(e),
-        }
-        self.flush_slow(stream, pool)
-    }
-
-    #[inline(never)]
-    fn flush_slow(&mut self, stream: &mut Stream, pool: &mut TailPool) -> io::Result<bool> {
-        while !self.is_empty() {
-            let written = if self.pieces.is_empty() {
-                // The common case, one buffer (an echo's reply), is a plain
-                // send: no iovec array to build.
-                stream.write(&self.tail[self.head..])
-            } else {
-                self.write_pieces(stream)
-            };
+        loop {
             match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.consume(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
             }
+            if self.is_empty() {
+                self.release(pool);
+                return Ok(true);
+            }
+            written = self.write_some(stream);
         }
-        self.release(pool);
-        Ok(true)
+    }
+
+    /// One write of what is queued: a plain send of the tail alone (no
+    /// iovec array to build), else a `writev` of the pieces and the tail.
+    fn write_some(&self, stream: &mut Stream) -> io::Result<usize> {
+        if self.pieces.is_empty() {
+            stream.write(&self.tail[self.head..])
+        } else {
+            self.write_pieces(stream)
+        }
     }
 
     /// One `writev` of the pieces and the tail (its own function: the iovec
