@@ -97,6 +97,24 @@ impl Context<'_> {
         self.reactor.write(other, data)
     }
 
+    /// Queues `data` on another connection without copying it (a relay's
+    /// forwarding; the rules of [`Reactor::write_bytes`]). Fails as
+    /// [`write_to`](Context::write_to) does.
+    pub fn write_bytes_to(&mut self, other: ConnId, data: impl Into<Bytes>) -> io::Result<()> {
+        self.reactor.write_bytes(other, data)
+    }
+
+    /// Relays this connection and `other` into each other from when this
+    /// callback returns: see [`Reactor::link`] (this protocol is dropped).
+    pub fn pipe(&mut self, other: ConnId) -> io::Result<()> {
+        self.reactor.link(self.id, other)
+    }
+
+    /// Whether `other`'s peer has closed its side (see [`Reactor::peer_closed`]).
+    pub fn peer_closed(&self, other: ConnId) -> bool {
+        self.reactor.peer_closed(other)
+    }
+
     /// True while `other`'s write queue is over its high-water mark and it
     /// has not stalled (see [`Reactor::is_backed_up`]).
     pub fn is_backed_up(&self, other: ConnId) -> bool {

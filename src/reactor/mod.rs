@@ -28,6 +28,7 @@ pub(crate) mod ops;
 pub(crate) mod producer;
 pub(crate) mod proxy_wait;
 pub(crate) mod reason;
+pub(crate) mod relay;
 pub(crate) mod signals;
 pub(crate) mod state;
 pub(crate) mod stream;
