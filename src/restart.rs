@@ -24,14 +24,23 @@ use crate::activation::{LISTEN_FDS_START, READY_FD_VAR};
 use crate::reactor::Source;
 use crate::Reactor;
 
-/// Tells the process that started this one by a restart that this one is
-/// ready: call it once every socket is served (after printing `listening
-/// on` lines). Returns whether there was anyone to tell; a second call does
-/// nothing. [`activation::take`](crate::activation::take) must have run
-/// first (it takes the pipe from the environment).
+/// Tells whoever waits for this process to serve that it is ready: call it
+/// once every socket is served (after printing `listening on` lines).
+///
+/// - The process that started this one by a restart: a byte on the pipe
+///   named in `SOCKLOOP_READY_FD` (taken from the environment by
+///   [`activation::take`](crate::activation::take), which must run first);
+///   a second call does nothing.
+/// - systemd (`Type=notify`): `READY=1` and `MAINPID=` this pid on
+///   `NOTIFY_SOCKET` (`sd_notify(3)`), so that after a restart systemd
+///   follows the successor as the service's main process (the unit needs
+///   `NotifyAccess=all`, as the successor is not the process it started).
+///
+/// Returns whether there was anyone to tell.
 pub fn notify_ready() -> io::Result<bool> {
+    let systemd = notify_systemd(&format!("READY=1\nMAINPID={}\n", std::process::id()))?;
     let Some(pipe) = crate::activation::take_ready_pipe() else {
-        return Ok(false);
+        return Ok(systemd);
     };
     let byte = b"R";
     // SAFETY: writes one byte from a valid buffer.
@@ -39,6 +48,27 @@ pub fn notify_ready() -> io::Result<bool> {
     if n != 1 {
         return Err(io::Error::last_os_error());
     }
+    Ok(true)
+}
+
+/// Sends `state` to systemd's `NOTIFY_SOCKET` (a path, or `@name` in the
+/// abstract namespace), if set; whether it was.
+fn notify_systemd(state: &str) -> io::Result<bool> {
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(false);
+    };
+    let socket = std::os::unix::net::UnixDatagram::unbound()?;
+    let bytes = target.as_bytes();
+    let sent = match bytes.strip_prefix(b"@") {
+        #[cfg(target_os = "linux")]
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            socket.send_to_addr(state.as_bytes(), &addr)
+        }
+        _ => socket.send_to(state.as_bytes(), &target),
+    };
+    sent.map_err(|e| io::Error::new(e.kind(), format!("NOTIFY_SOCKET {target:?}: {e}")))?;
     Ok(true)
 }
 

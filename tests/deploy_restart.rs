@@ -49,8 +49,17 @@ fn lines(
 
 impl Proc {
     fn start(program: &std::path::Path, args: &[&str]) -> Proc {
+        Proc::start_env(program, args, &[])
+    }
+
+    fn start_env(
+        program: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &std::path::Path)],
+    ) -> Proc {
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -325,4 +334,37 @@ fn a_successor_that_fails_leaves_the_old_one_serving() {
     );
     old.signal(libc::SIGTERM);
     assert_eq!(old.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn systemd_is_told_the_successor_is_the_main_process() {
+    // What systemd (Type=notify, NotifyAccess=all) hears on NOTIFY_SOCKET:
+    // READY=1 with the first process's pid, then with the successor's.
+    become_subreaper();
+    let dir = TempDir::new("restart-notify");
+    let path = dir.join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    notify.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut old = Proc::start_env(
+        &example("select_echo"),
+        &["--port", "0"],
+        &[("NOTIFY_SOCKET", &path)],
+    );
+    let addr = old.listening();
+    let mut buf = [0; 256];
+    let n = notify.recv(&mut buf).unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert_eq!(first, format!("READY=1\nMAINPID={}\n", old.child.id()));
+    old.signal(libc::SIGUSR2);
+    let pid = successor_pid(&old.logged("restart: started successor"));
+    let n = notify.recv(&mut buf).unwrap();
+    let second = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert_eq!(second, format!("READY=1\nMAINPID={pid}\n"));
+    assert_eq!(old.wait_exit().code(), Some(0));
+    roundtrip(addr.parse().unwrap(), b"served by the successor\n").unwrap();
+    let status = stop_successor(pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "successor status {status}"
+    );
 }
