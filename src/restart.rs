@@ -36,9 +36,15 @@ use crate::Reactor;
 ///   follows the successor as the service's main process (the unit needs
 ///   `NotifyAccess=all`, as the successor is not the process it started).
 ///
-/// Returns whether there was anyone to tell.
+/// Returns whether there was anyone to tell (a `NOTIFY_SOCKET` that cannot
+/// be reached is logged, not an error).
 pub fn notify_ready() -> io::Result<bool> {
-    let systemd = notify_systemd(&format!("READY=1\nMAINPID={}\n", std::process::id()))?;
+    // A service manager that cannot be told is no reason to stop serving.
+    let systemd = notify_systemd(&format!("READY=1\nMAINPID={}\n", std::process::id()))
+        .unwrap_or_else(|e| {
+            log::warn!("cannot tell the service manager we are ready: {e}");
+            false
+        });
     let Some(pipe) = crate::activation::take_ready_pipe() else {
         return Ok(systemd);
     };
