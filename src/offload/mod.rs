@@ -17,6 +17,7 @@
 //! and forking servers.
 
 mod process;
+pub(crate) mod thread_set;
 mod threads;
 
 pub use process::ProcessPool;

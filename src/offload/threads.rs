@@ -5,12 +5,12 @@ use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use super::thread_set::ThreadSet;
 use crate::reactor::client::Client;
 use crate::{ConnId, Context, Handle, Reactor};
 
@@ -62,29 +62,6 @@ struct Job {
     work: Work,
 }
 
-/// Jobs handed to the threads and not started yet. A deque the loop can
-/// reach into (a channel could not): a closed connection's jobs are taken
-/// out before any thread starts them.
-#[derive(Default)]
-struct Queue {
-    jobs: VecDeque<Job>,
-    /// Set at shutdown: threads leave once it is empty.
-    closed: bool,
-}
-
-#[derive(Default)]
-struct Shared {
-    queue: Mutex<Queue>,
-    ready: Condvar,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        // A job's panic is caught outside the lock: poison is never ours.
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 /// The reactor's side of the pool: a client of the loop, owned by the
 /// reactor (one per reactor), reached by `Context::offload`.
 pub(crate) struct ThreadPool {
@@ -92,8 +69,9 @@ pub(crate) struct ThreadPool {
 }
 
 struct PoolState {
-    shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    /// The threads and the jobs handed to them, not started yet (a closed
+    /// connection's are taken back out before any thread starts them).
+    set: ThreadSet<Job>,
     /// Jobs handed to the threads and not yet answered: at most one per
     /// thread. The rest wait on the loop, where the close of their
     /// connection finds them: a thread that finishes does not start the next
@@ -118,22 +96,18 @@ impl ThreadPool {
     fn start(opts: &OffloadOptions, reactor: Handle) -> ThreadPool {
         let workers = opts.workers.max(1);
         let capacity = workers + opts.queue;
-        let shared = Arc::new(Shared::default());
-        let threads = (0..workers)
-            .filter_map(|n| {
-                let (shared, reactor) = (shared.clone(), reactor.clone());
-                let spawned = thread::Builder::new()
-                    .name(format!("offload-{n}"))
-                    .spawn(move || serve(&shared, &reactor));
-                spawned
-                    .map_err(|e| log::error!("cannot start offload thread {n}: {e}"))
-                    .ok()
-            })
-            .collect();
+        let set = ThreadSet::start(workers, "offload", move |job: Job| {
+            let outcome = panic::catch_unwind(AssertUnwindSafe(job.work)).map_err(|panic| {
+                let msg = crate::reactor::panic_message(&*panic);
+                io::Error::other(format!("offload job panicked: {msg}"))
+            });
+            let key = job.key;
+            // Fails only once the reactor is gone; nobody waits then.
+            let _ = reactor.post(move |r| finished(r, key, outcome));
+        });
         ThreadPool {
             state: RefCell::new(PoolState {
-                shared,
-                threads,
+                set,
                 handed: 0,
                 workers,
                 capacity,
@@ -171,8 +145,7 @@ impl PoolState {
     }
 
     fn hand(&mut self, job: Job) {
-        self.shared.lock().jobs.push_back(job);
-        self.shared.ready.notify_one();
+        self.set.push(job);
         self.handed += 1;
     }
 
@@ -198,32 +171,6 @@ impl PoolState {
         } else {
             HashSet::new()
         }
-    }
-}
-
-/// A pool thread: runs jobs until the pool closes, and posts each result
-/// back to the loop.
-fn serve(shared: &Shared, reactor: &Handle) {
-    loop {
-        let job = {
-            let mut queue = shared.lock();
-            loop {
-                if let Some(job) = queue.jobs.pop_front() {
-                    break job;
-                }
-                if queue.closed {
-                    return;
-                }
-                queue = shared.ready.wait(queue).unwrap_or_else(|p| p.into_inner());
-            }
-        };
-        let outcome = panic::catch_unwind(AssertUnwindSafe(job.work)).map_err(|panic| {
-            let msg = crate::reactor::panic_message(&*panic);
-            io::Error::other(format!("offload job panicked: {msg}"))
-        });
-        let key = job.key;
-        // Fails only once the reactor is gone; nobody waits then.
-        let _ = reactor.post(move |r| finished(r, key, outcome));
     }
 }
 
@@ -386,18 +333,9 @@ impl Client for ThreadPool {
                 }
                 keep
             });
-            {
-                let mut queue = state.shared.lock();
-                let before = dropped.len();
-                queue.jobs.retain(|job| {
-                    let keep = job.id != id;
-                    if !keep {
-                        dropped.push(job.key);
-                    }
-                    keep
-                });
-                state.handed -= dropped.len() - before;
-            }
+            let handed = state.set.take_queued(|job| job.id == id);
+            state.handed -= handed.len();
+            dropped.extend(handed.iter().map(|job| job.key));
             // The `then`s are dropped after the borrow: they may own
             // anything, a pool handle among them.
             let thens: Vec<_> = dropped
@@ -426,18 +364,13 @@ impl Client for ThreadPool {
             let mut state = self.state();
             let state = &mut *state;
             state.stopped = true;
-            let unstarted: Vec<Job> = {
-                let mut queue = state.shared.lock();
-                queue.closed = true;
-                queue.jobs.drain(..).collect()
-            };
-            state.shared.ready.notify_all();
+            let unstarted = state.set.close(true);
             for job in unstarted.into_iter().chain(state.overflow.drain(..)) {
                 if let Some((id, then)) = state.waiting.try_remove(job.key) {
                     answers.push((id, then, Err(cancelled())));
                 }
             }
-            (std::mem::take(&mut state.threads), state.grace)
+            (state.set.take_threads(), state.grace)
         };
         let wait = if hurry { Duration::ZERO } else { grace };
         // A grace past the end of time means: wait for the jobs.

@@ -3,13 +3,14 @@
 //! decide only where the blocking handler goes and how much may run at once.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use super::fork::Children;
 use super::request::{process, Incoming};
 use super::Shared;
+use crate::offload::thread_set::ThreadSet;
 use crate::Handle;
 
 /// How a server runs its requests (the socketserver mix-ins, bounded).
@@ -302,12 +303,14 @@ impl Threads {
     }
 }
 
-/// A fixed set of threads taking requests from a bounded queue.
+/// A fixed set of threads taking requests from the loop (the offload
+/// pool's thread set: one pool implementation).
 pub(crate) struct Pool {
-    queue: Option<SyncSender<Incoming>>,
-    threads: Vec<JoinHandle<()>>,
+    set: ThreadSet<Incoming>,
+    /// `server_close` closed the queue: later requests are refused.
+    closed: bool,
     /// Dispatched and not yet finished; at most `capacity` (busy workers plus
-    /// a full queue), so that a send to the queue never blocks the loop.
+    /// as many queued): beyond, the server stops accepting.
     in_flight: usize,
     capacity: usize,
     finished: Receiver<u64>,
@@ -315,33 +318,17 @@ pub(crate) struct Pool {
 
 impl Pool {
     fn new(workers: usize, wake: Handle, shared: &Arc<Shared>) -> Pool {
-        // Room for every request in flight, taken by a worker or not, so
-        // that `try_send` cannot find it full.
-        let (queue, receiver) = mpsc::sync_channel(2 * workers);
-        let receiver = Arc::new(Mutex::new(receiver));
         let (tx, finished) = mpsc::channel();
         let done = Done { tx, wake };
-        let mut threads = Vec::with_capacity(workers);
-        for n in 0..workers {
-            let (receiver, shared, done) = (receiver.clone(), shared.clone(), done.clone());
-            let spawned = thread::Builder::new()
-                .name(format!("pool-{n}"))
-                .spawn(move || loop {
-                    // The lock is held only while waiting for the next request.
-                    let next = receiver.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok(incoming) = next else { return }; // the server closed
-                    process(incoming, &shared);
-                    done.send(0);
-                });
-            match spawned {
-                Ok(thread) => threads.push(thread),
-                Err(e) => log::error!("cannot start pool worker {n}: {e}"),
-            }
-        }
-        let capacity = threads.len() + workers;
+        let shared = shared.clone();
+        let set = ThreadSet::start(workers, "pool", move |incoming| {
+            process(incoming, &shared);
+            done.send(0);
+        });
+        let capacity = set.len() + workers;
         Pool {
-            queue: Some(queue),
-            threads,
+            set,
+            closed: false,
             in_flight: 0,
             capacity,
             finished,
@@ -349,20 +336,11 @@ impl Pool {
     }
 
     fn submit(&mut self, incoming: Incoming) {
-        let Some(queue) = &self.queue else {
+        if self.closed {
             return incoming.refuse();
-        };
-        match queue.try_send(incoming) {
-            Ok(()) => self.in_flight += 1,
-            // Cannot happen while `in_flight <= capacity`; refuse rather than block.
-            Err(e) => {
-                log::error!("request pool queue full; request refused");
-                match e {
-                    mpsc::TrySendError::Full(incoming)
-                    | mpsc::TrySendError::Disconnected(incoming) => incoming.refuse(),
-                }
-            }
         }
+        self.set.push(incoming);
+        self.in_flight += 1;
     }
 
     fn collect(&mut self) {
@@ -374,14 +352,15 @@ impl Pool {
     /// Ends the workers: idle ones are joined (they return as the queue
     /// closes); ones still stuck in a handler past the unblocking are left.
     fn shut_down(&mut self) {
-        self.queue = None;
+        self.closed = true;
+        self.set.close(false);
         self.collect();
+        let threads = self.set.take_threads();
         if self.in_flight > 0 {
             log::warn!("{} pooled request(s) left running", self.in_flight);
-            self.threads.clear();
             return;
         }
-        for thread in self.threads.drain(..) {
+        for thread in threads {
             let _ = thread.join();
         }
     }
