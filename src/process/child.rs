@@ -4,7 +4,7 @@
 //! Descriptors are not closed wholesale: a child must never close what it
 //! does not own (a handler's pre-opened file would be closed, and the next
 //! socket would reuse its number). Children come from the fork server
-//! (src/process/forkserver.rs), which closed the crate's own descriptors once at its
+//! (src/process/), which closed the crate's own descriptors once at its
 //! start; each child gets only the sockets it serves on top of that.
 
 /// Signals a child must not inherit handlers for: the parent's (signal-hook's,
