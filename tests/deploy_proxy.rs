@@ -407,3 +407,19 @@ fn connections_waiting_for_a_header_count_against_the_caps() {
         }
     }
 }
+
+#[test]
+fn header_data_and_end_of_stream_in_one_go() {
+    // The client sends everything and closes its side at once: the header
+    // is taken, the data and the end of stream reach the protocol after it.
+    let server = server(any_port(), proxy_opts(Duration::from_secs(5)));
+    let mut s = tcp(&server);
+    let mut msg = b"PROXY TCP4 192.0.2.8 127.0.0.1 8 7\r\n".to_vec();
+    msg.extend_from_slice(b"last words\n");
+    s.write_all(&msg).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    assert!(all.starts_with("factory=192.0.2.8:8 "), "{all}");
+    assert!(all.ends_with("last words\n"), "{all}");
+}
