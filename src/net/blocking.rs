@@ -22,6 +22,9 @@ pub enum BlockingStream {
 }
 
 impl BlockingStream {
+    /// Out of the reactor (a handed-off connection), in blocking mode. The
+    /// one place, with [`into_mio`](Self::into_mio), where the two stream
+    /// enums meet: everything else goes through the descriptor.
     pub(crate) fn from_mio(stream: crate::net::Stream) -> io::Result<BlockingStream> {
         let stream = match stream {
             crate::net::Stream::Tcp(s) => BlockingStream::Tcp(s.into()),
@@ -29,6 +32,20 @@ impl BlockingStream {
         };
         stream.set_nonblocking(false)?;
         Ok(stream)
+    }
+
+    /// Into the reactor (an adopted connection), in nonblocking mode.
+    pub(crate) fn into_mio(self) -> io::Result<crate::net::Stream> {
+        self.set_nonblocking(true)?;
+        Ok(match self {
+            BlockingStream::Tcp(s) => crate::net::Stream::Tcp(mio::net::TcpStream::from_std(s)),
+            BlockingStream::Unix(s) => crate::net::Stream::Unix(mio::net::UnixStream::from_std(s)),
+        })
+    }
+
+    /// The socket, whatever its family, for the calls that do not care.
+    fn sock(&self) -> socket2::SockRef<'_> {
+        socket2::SockRef::from(self)
     }
 
     /// A second handle to the same socket (for a separate reader and writer).
@@ -49,15 +66,14 @@ impl BlockingStream {
 
     /// Shuts down reading, writing or both.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        match self {
-            BlockingStream::Tcp(s) => s.shutdown(how),
-            BlockingStream::Unix(s) => s.shutdown(how),
-        }
+        self.sock().shutdown(how)
     }
 
     /// Read and write timeouts (`None`: wait forever). A read or write that
     /// times out fails with `WouldBlock` or `TimedOut`.
     pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        // Through std, not the descriptor: std refuses a zero timeout, which
+        // the system call would take for none.
         match self {
             BlockingStream::Tcp(s) => {
                 s.set_read_timeout(timeout)?;
@@ -81,19 +97,13 @@ impl BlockingStream {
 
     /// Switches between blocking and nonblocking mode.
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        match self {
-            BlockingStream::Tcp(s) => s.set_nonblocking(on),
-            BlockingStream::Unix(s) => s.set_nonblocking(on),
-        }
+        self.sock().set_nonblocking(on)
     }
 }
 
 impl Read for &BlockingStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match *self {
-            BlockingStream::Tcp(s) => (&*s).read(buf),
-            BlockingStream::Unix(s) => (&*s).read(buf),
-        }
+        (&*self.sock()).read(buf)
     }
 }
 

@@ -108,11 +108,7 @@ impl Reactor {
         opts: &ConnOptions,
         handler: Box<dyn ConnHandler>,
     ) -> io::Result<ConnId> {
-        stream.set_nonblocking(true)?;
-        let stream = match stream {
-            BlockingStream::Tcp(s) => Stream::Tcp(mio::net::TcpStream::from_std(s)),
-            BlockingStream::Unix(s) => Stream::Unix(mio::net::UnixStream::from_std(s)),
-        };
+        let stream = stream.into_mio()?;
         self.add_conn(stream, handler, opts.clone(), None, false)
     }
 
