@@ -151,6 +151,18 @@ fn stop_successor(pid: i32) -> i32 {
     }
 }
 
+/// Waits (bounded) for a process reparented to us to exit; its status.
+fn reaped(pid: i32) -> i32 {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut status = 0;
+    // SAFETY: waits without blocking for a process reparented to us.
+    while unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } != pid {
+        assert!(Instant::now() < deadline, "{pid} did not exit");
+        thread::sleep(Duration::from_millis(5));
+    }
+    status
+}
+
 fn successor_pid(line: &str) -> i32 {
     let after = line.split("pid ").nth(1).expect(line);
     after
@@ -366,5 +378,101 @@ fn systemd_is_told_the_successor_is_the_main_process() {
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "successor status {status}"
+    );
+}
+
+#[test]
+fn the_old_process_serves_its_open_connections_until_its_grace_ends() {
+    become_subreaper();
+    let mut old = Proc::start(&example("select_echo"), &["--port", "0", "--grace", "1"]);
+    let addr: SocketAddr = old.listening().parse().unwrap();
+    let mut kept = TcpStream::connect(addr).unwrap();
+    kept.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let echo = |s: &mut TcpStream, msg: &[u8]| {
+        s.write_all(msg).unwrap();
+        let mut got = vec![0; msg.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, msg);
+    };
+    echo(&mut kept, b"before");
+    old.signal(libc::SIGUSR2);
+    let pid = successor_pid(&old.logged("restart: started successor"));
+    old.logged("stopping accepting, draining");
+    let draining = Instant::now();
+    // The old process still serves the connection it had...
+    echo(&mut kept, b"during the drain");
+    // ... while new ones go to the successor.
+    roundtrip(addr, b"new connection\n").unwrap();
+    // At the end of --grace it closes what is left, then exits 0.
+    let mut rest = Vec::new();
+    let _ = kept.read_to_end(&mut rest);
+    let status = old.wait_exit();
+    let took = draining.elapsed();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took >= Duration::from_millis(800),
+        "drained after {took:?}, before --grace 1"
+    );
+    assert!(took < Duration::from_secs(5), "drained after {took:?}");
+    let status = stop_successor(pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "successor status {status}"
+    );
+}
+
+#[test]
+fn chained_restarts_keep_every_socket_the_unix_file_included() {
+    become_subreaper();
+    let dir = TempDir::new("restart-chain");
+    let unix = dir.join("echo.sock");
+    let unix_arg = unix.to_str().unwrap();
+    let mut old = Proc::start(
+        &example("select_echo"),
+        &["--port", "0", "--unix", unix_arg, "--udp", "0"],
+    );
+    let addrs: Vec<String> = (0..3).map(|_| old.listening()).collect();
+    let tcp: SocketAddr = addrs[0].parse().unwrap();
+    let udp: SocketAddr = addrs[2].strip_prefix("udp:").unwrap().parse().unwrap();
+    let check = |round: &str| {
+        roundtrip(tcp, b"tcp\n").unwrap_or_else(|e| panic!("{round}: tcp: {e}"));
+        let mut u = std::os::unix::net::UnixStream::connect(&unix)
+            .unwrap_or_else(|e| panic!("{round}: unix socket file: {e}"));
+        u.set_read_timeout(Some(TIMEOUT)).unwrap();
+        u.write_all(b"unix").unwrap();
+        let mut got = [0; 4];
+        u.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"unix", "{round}");
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        c.send_to(b"udp", udp).unwrap();
+        let mut buf = [0; 8];
+        let n = c
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("{round}: udp: {e}"));
+        assert_eq!(&buf[..n], b"udp", "{round}");
+    };
+    check("first process");
+    old.signal(libc::SIGUSR2);
+    let first = successor_pid(&old.logged("restart: started successor"));
+    let again: Vec<String> = (0..3).map(|_| old.listening()).collect();
+    assert_eq!(again, addrs, "the successor announces the same sockets");
+    assert_eq!(old.wait_exit().code(), Some(0));
+    check("first successor");
+    // The successor restarts in turn.
+    // SAFETY: kill(2) on a process reparented to us, not yet reaped.
+    assert_eq!(unsafe { libc::kill(first, libc::SIGUSR2) }, 0);
+    let second = successor_pid(&old.logged("restart: started successor"));
+    old.logged("stopping accepting, draining");
+    let status = reaped(first);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "first successor {status}"
+    );
+    check("second successor");
+    let status = stop_successor(second);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "second successor {status}"
     );
 }

@@ -368,7 +368,9 @@ impl Listener {
     /// socket lives on in another process.
     pub(crate) fn keep_file(&mut self) {
         if let Listener::Unix(_, guard) = self {
-            *guard = UnlinkOnDrop::never();
+            // Disarmed in place: replacing the guard would drop it, and
+            // dropping it removes the file.
+            guard.file = None;
         }
     }
 
@@ -612,7 +614,9 @@ impl Datagram {
     /// See [`Listener::keep_file`].
     pub(crate) fn keep_file(&mut self) {
         if let Datagram::Unix(_, guard) = self {
-            *guard = UnlinkOnDrop::never();
+            // Disarmed in place: replacing the guard would drop it, and
+            // dropping it removes the file.
+            guard.file = None;
         }
     }
 
