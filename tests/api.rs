@@ -340,3 +340,30 @@ fn decoders_refuse_with_typed_errors() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Options that cannot be meant are refused when they are given, not met
+/// by the first connection.
+#[test]
+fn impossible_options_are_refused_up_front() -> std::io::Result<()> {
+    struct Quiet;
+    impl Protocol for Quiet {
+        fn on_data(&mut self, _: &mut Context<'_>, _: &mut bytes::BytesMut) {}
+    }
+    let mut reactor = Reactor::new()?;
+    let any: Addr = "127.0.0.1:0".parse()?;
+    let mut upside_down = ListenOptions::default();
+    upside_down.conn.high_water = 1024; // below the default low_water (16 KiB)
+    let err = reactor
+        .listen_with(&any, &upside_down, |_| Quiet)
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("low_water"), "{err}");
+    let err = reactor
+        .connect_with(&any, &upside_down.conn, Quiet)
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+    // Consistent settings pass.
+    upside_down.conn.low_water = 512;
+    reactor.listen_with(&any, &upside_down, |_| Quiet)?;
+    Ok(())
+}

@@ -88,6 +88,19 @@ pub struct ListenOptions {
     pub conn: ConnOptions,
 }
 
+impl ListenOptions {
+    /// Refuses settings that cannot be meant, when they are given (listen),
+    /// not when the first connection meets them.
+    pub(crate) fn check(&self) -> io::Result<()> {
+        self.conn.check()
+    }
+}
+
+/// A configuration mistake.
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
 impl Default for ListenOptions {
     fn default() -> ListenOptions {
         ListenOptions {
@@ -126,7 +139,8 @@ pub struct ConnOptions {
     /// cannot grow the server's memory.
     pub high_water: usize,
     /// Read again, and call `on_drained`, once the queue is down to this many
-    /// bytes (default 16 KiB).
+    /// bytes (default 16 KiB). Above `high_water` it is refused (`InvalidInput`
+    /// from `listen_with`, `connect_with` or `adopt`).
     pub low_water: usize,
     /// Close the connection with [`CloseReason::WriteQueueFull`] rather than
     /// queue more than this (default 64 MiB). `None` trusts the protocol to
@@ -204,6 +218,19 @@ pub struct ConnOptions {
     ///
     /// [`CloseReason::InputOverLimit`]: crate::CloseReason::InputOverLimit
     pub max_unconsumed: Option<usize>,
+}
+
+impl ConnOptions {
+    /// Refuses settings that cannot be meant (see [`ListenOptions::check`]).
+    pub(crate) fn check(&self) -> io::Result<()> {
+        if self.low_water > self.high_water {
+            return Err(invalid(format!(
+                "low_water ({}) is above high_water ({}): reading would resume at once",
+                self.low_water, self.high_water
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ConnOptions {

@@ -147,6 +147,7 @@ impl Reactor {
         opts: &ListenOptions,
         acceptor: Acceptor,
     ) -> io::Result<ListenerId> {
+        opts.check()?;
         let local = listener.local_addr()?;
         let gen = self.next_gen();
         let entry = self.sources.vacant_entry();

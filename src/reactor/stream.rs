@@ -86,6 +86,7 @@ impl Reactor {
         opts: &ConnOptions,
         handler: Box<dyn ConnHandler>,
     ) -> io::Result<ConnId> {
+        opts.check()?;
         let stream = Stream::connect(addr)?;
         if opts.nodelay {
             let _ = stream.set_nodelay();
@@ -108,6 +109,7 @@ impl Reactor {
         opts: &ConnOptions,
         handler: Box<dyn ConnHandler>,
     ) -> io::Result<ConnId> {
+        opts.check()?;
         let stream = stream.into_mio()?;
         self.add_conn(stream, handler, opts.clone(), None, false)
     }
