@@ -14,6 +14,7 @@ use mio::{Interest, Token};
 
 use crate::net::{Datagram, ListenOptions};
 use crate::reactor::handler::DatagramHandler;
+use crate::reactor::source::EventSource;
 use crate::reactor::Source;
 use crate::{Addr, BlockingDatagram, CloseReason, ConnId, Reactor, TimerId};
 
@@ -37,6 +38,20 @@ pub(crate) struct DatagramSocket {
     paused: bool,
     /// Timers its protocol set and that have not fired: closing cancels them.
     pub(crate) user_timers: Vec<TimerId>,
+}
+
+impl EventSource for DatagramSocket {
+    fn gen(&self) -> Option<u32> {
+        Some(self.gen)
+    }
+
+    fn ready(reactor: &mut Reactor, key: usize, event: &Event) {
+        reactor.datagram_event(key, event);
+    }
+
+    fn resume(reactor: &mut Reactor, key: usize) {
+        reactor.read_datagrams(key);
+    }
 }
 
 impl DatagramSocket {

@@ -11,6 +11,7 @@ use crate::activation::InheritedSocket;
 use crate::net::{ListenOptions, Listener, Stream};
 use crate::reactor::handler::ConnHandler;
 use crate::reactor::proxy_wait::Proxied;
+use crate::reactor::source::EventSource;
 use crate::reactor::{Source, TimerTarget};
 use crate::{Addr, BlockingStream, ListenerId, Reactor};
 
@@ -54,6 +55,20 @@ enum Pause {
     ByUser,
     /// Out of descriptors (or another resource); a timer resumes.
     BackingOff,
+}
+
+impl EventSource for ListenerState {
+    fn gen(&self) -> Option<u32> {
+        Some(self.gen)
+    }
+
+    fn ready(reactor: &mut Reactor, key: usize, _: &mio::event::Event) {
+        reactor.accept_ready(key);
+    }
+
+    fn resume(reactor: &mut Reactor, key: usize) {
+        reactor.accept_ready(key);
+    }
 }
 
 impl ListenerState {

@@ -8,9 +8,11 @@
 //! `on_open`, a shutdown) is queued and carried out when the callback has
 //! returned, by [`Reactor::settle`] (see `guard.rs`).
 //!
-//! This file holds the loop; a stream connection's life is in `stream.rs`,
-//! operations by id in `ops.rs`, accepting in `listener.rs`, datagram
-//! sockets in `datagram.rs`.
+//! This file holds the loop, which knows its sources only through the
+//! `EventSource` trait (`source.rs`); each kind implements it next to its
+//! own code: a stream connection in `stream.rs`, a listener in
+//! `listener.rs`, a datagram socket in `datagram.rs`, the signal pipe in
+//! `signals.rs`. Operations by id are in `ops.rs`, timers in `timer.rs`.
 
 pub(crate) mod backpressure;
 pub(crate) mod client;
@@ -22,6 +24,7 @@ pub(crate) mod guard;
 pub(crate) mod handle;
 pub(crate) mod handler;
 pub(crate) mod id;
+pub(crate) mod input;
 pub(crate) mod listener;
 pub(crate) mod multi;
 pub(crate) mod ops;
@@ -30,6 +33,7 @@ pub(crate) mod proxy_wait;
 pub(crate) mod reason;
 pub(crate) mod relay;
 pub(crate) mod signals;
+pub(crate) mod source;
 pub(crate) mod state;
 pub(crate) mod stream;
 pub(crate) mod timer;
@@ -47,10 +51,10 @@ use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use crate::reactor::conn::{Closing, Conn};
-use crate::reactor::datagram::DatagramSocket;
 use crate::reactor::handle::{Command, Shared};
 use crate::reactor::handler::ConnHandler;
-use crate::reactor::listener::ListenerState;
+pub(crate) use crate::reactor::source::Source;
+pub(crate) use crate::reactor::timer::TimerTarget;
 use crate::reactor::timer::Timers;
 use crate::{CloseReason, ConnId, Handle};
 
@@ -71,29 +75,6 @@ pub(crate) const KEPT_BLOCK: usize = 4 * 1024;
 /// What a connection's own read buffer may hold beyond twice its input
 /// before the input is copied out to a buffer of its size.
 pub(crate) const KEPT_SLACK: usize = 8 * 1024;
-
-pub(crate) enum Source {
-    Listener(ListenerState),
-    Conn(Conn),
-    Datagram(DatagramSocket),
-    Signals(crate::reactor::signals::SignalSource),
-    /// An accepted connection waiting for its PROXY header.
-    ProxyWait(crate::reactor::proxy_wait::ProxyWait),
-    /// A closed source whose slot stays reserved until the end of the turn, so
-    /// that an event already fetched for it cannot reach a new occupant.
-    Closed,
-}
-
-/// What a timer does when it expires.
-pub(crate) enum TimerTarget {
-    /// A timer a protocol set on its connection or datagram socket.
-    User(ConnId),
-    Idle(ConnId),
-    ConnectTimeout(ConnId),
-    /// Resume accepting after an `EMFILE` back-off.
-    ResumeAccept(crate::ListenerId),
-    Call(Box<dyn FnOnce(&mut Reactor)>),
-}
 
 /// Counters of a reactor's life, for logs and monitoring.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -318,17 +299,7 @@ impl Reactor {
     }
 
     fn dispatch(&mut self, event: &Event) {
-        let key = event.token().0;
-        match self.sources.get_mut(key) {
-            Some(Source::Conn(_)) => self.conn_event(key, event),
-            Some(Source::Listener(_)) => self.accept_ready(key),
-            Some(Source::Datagram(_)) => self.datagram_event(key, event),
-            Some(Source::Signals(_)) => self.signal_event(key),
-            Some(Source::ProxyWait(_)) => {
-                self.proxy_event(key, event.is_read_closed() || event.is_error())
-            }
-            Some(Source::Closed) | None => {}
-        }
+        Source::ready(self, event.token().0, event);
     }
 
     fn serve_ready(&mut self) {
@@ -337,23 +308,7 @@ impl Reactor {
             if self.gen_of(key) != Some(gen) {
                 continue;
             }
-            match &mut self.sources[key] {
-                Source::Conn(conn) => {
-                    let read = mem::take(&mut conn.read_scheduled);
-                    if mem::take(&mut conn.produce_scheduled) {
-                        self.flush_conn(key);
-                    }
-                    // No edge vouches for this read (the connection was paused
-                    // when its last one came, perhaps with the peer's FIN), so
-                    // a short read proves nothing: read to WouldBlock or EOF.
-                    if read {
-                        self.read_conn(key, false);
-                    }
-                }
-                Source::Listener(_) => self.accept_ready(key),
-                Source::Datagram(_) => self.read_datagrams(key),
-                _ => {}
-            }
+            Source::resume(self, key);
             self.settle();
         }
         // Keep the allocation: entries added meanwhile go after the old ones.
@@ -361,25 +316,6 @@ impl Reactor {
         ready.clear();
         ready.append(&mut self.ready);
         self.ready = ready;
-    }
-
-    fn fire_timers(&mut self) {
-        // Timer handlers read the clock from here: one clock read per turn.
-        self.now = Instant::now();
-        let now = self.now;
-        while let Some((timer, target)) = self.timers.pop_expired(now) {
-            match target {
-                TimerTarget::User(id) => self.user_timer(id, timer),
-                TimerTarget::Idle(id) => self.idle_timer(id),
-                TimerTarget::ConnectTimeout(id) => {
-                    let err = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-                    self.close_id(id, Closing::Now(CloseReason::ConnectFailed(err)));
-                }
-                TimerTarget::ResumeAccept(id) => self.resume_accept(id),
-                TimerTarget::Call(f) => self.guarded("a call_later closure", f),
-            }
-            self.settle();
-        }
     }
 
     pub(crate) fn run_commands(&mut self) {
@@ -411,13 +347,7 @@ impl Reactor {
     }
 
     pub(crate) fn gen_of(&self, key: usize) -> Option<u32> {
-        match self.sources.get(key)? {
-            Source::Conn(c) => Some(c.gen),
-            Source::Listener(l) => Some(l.gen),
-            Source::Datagram(d) => Some(d.gen),
-            Source::ProxyWait(w) => Some(w.gen),
-            Source::Signals(_) | Source::Closed => None,
-        }
+        self.sources.get(key)?.gen()
     }
 
     pub(crate) fn conn(&mut self, id: ConnId) -> Option<&mut Conn> {

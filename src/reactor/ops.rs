@@ -2,15 +2,15 @@
 //! outside the callbacks use to write, close, pause and inspect.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::reactor::conn::{Closing, Conn, ShutdownWrite};
 use slab::Slab;
 
-use crate::reactor::{Source, TimerTarget};
-use crate::{Addr, CloseReason, ConnId, Reactor, TimerId};
+use crate::reactor::Source;
+use crate::{Addr, CloseReason, ConnId, Reactor};
 
 impl Reactor {
     /// Queues a copy of `data` on connection `id` (see [`Context::write`](crate::Context::write)).
@@ -409,71 +409,6 @@ impl Reactor {
         match self.conn_ref(id) {
             Some(conn) => conn.stream.local_addr(),
             None => self.datagram_local_addr(id),
-        }
-    }
-
-    /// Sets a timer on connection or datagram socket `id`: its protocol's
-    /// `on_timer` is called after `delay`, unless cancelled or the id closed
-    /// (closing cancels it). A delay too long to represent means never.
-    pub fn set_timer(&mut self, id: ConnId, delay: Duration) -> TimerId {
-        let timer = self
-            .timers
-            .insert(Instant::now(), delay, TimerTarget::User(id));
-        match self.user_timers(id) {
-            Some(timers) => timers.push(timer),
-            // Nothing to call: the id is closed.
-            None => {
-                self.timers.cancel(timer);
-            }
-        }
-        timer
-    }
-
-    /// The pending user timers of connection or datagram socket `id`, so that
-    /// closing it can cancel them.
-    fn user_timers(&mut self, id: ConnId) -> Option<&mut Vec<TimerId>> {
-        match self.sources.get_mut(id.key()) {
-            Some(Source::Conn(c)) if c.gen == id.gen => Some(&mut c.user_timers),
-            Some(Source::Datagram(d)) if d.gen == id.gen => Some(&mut d.user_timers),
-            _ => None,
-        }
-    }
-
-    /// Takes `timer` off its connection's list (it fired or was cancelled).
-    pub(crate) fn forget_user_timer(&mut self, id: ConnId, timer: TimerId) {
-        if let Some(timers) = self.user_timers(id) {
-            if let Some(at) = timers.iter().position(|t| *t == timer) {
-                timers.swap_remove(at);
-            }
-        }
-    }
-
-    /// Cancels every user timer of a closing connection or socket.
-    pub(crate) fn cancel_user_timers(&mut self, timers: Vec<TimerId>) {
-        for timer in timers {
-            self.timers.cancel(timer);
-        }
-    }
-
-    /// Calls `f` on the loop after `delay` (Twisted's `callLater`).
-    pub fn call_later(
-        &mut self,
-        delay: Duration,
-        f: impl FnOnce(&mut Reactor) + 'static,
-    ) -> TimerId {
-        self.timers
-            .insert(Instant::now(), delay, TimerTarget::Call(Box::new(f)))
-    }
-
-    /// Cancels a timer; false if it already fired or was cancelled.
-    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        match self.timers.cancel(timer) {
-            Some(TimerTarget::User(id)) => {
-                self.forget_user_timer(id, timer);
-                true
-            }
-            Some(_) => true,
-            None => false,
         }
     }
 

@@ -9,6 +9,7 @@ use std::io;
 
 use crate::net::Stream;
 use crate::proxy::{self, Peeked, ProxyHeader};
+use crate::reactor::source::EventSource;
 use crate::reactor::{Source, TimerTarget};
 use crate::{Addr, ConnId, ListenerId, Reactor, TimerId};
 
@@ -41,6 +42,16 @@ impl Proxied {
             Some((source, _)) => source.clone(),
             None => self.proxy.clone(),
         }
+    }
+}
+
+impl EventSource for ProxyWait {
+    fn gen(&self) -> Option<u32> {
+        Some(self.gen)
+    }
+
+    fn ready(reactor: &mut Reactor, key: usize, event: &mio::event::Event) {
+        reactor.proxy_event(key, event.is_read_closed() || event.is_error());
     }
 }
 

@@ -10,6 +10,7 @@ use std::os::raw::c_int;
 use mio::{Interest, Token};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::reactor::source::EventSource;
 use crate::reactor::Source;
 use crate::Reactor;
 
@@ -19,6 +20,17 @@ pub(crate) struct SignalSource {
     signals: Signals,
     /// `None` only while it runs (it borrows the reactor).
     handler: Option<SignalHandler>,
+}
+
+impl EventSource for SignalSource {
+    /// The signal pipe is named by no id.
+    fn gen(&self) -> Option<u32> {
+        None
+    }
+
+    fn ready(reactor: &mut Reactor, key: usize, _: &mio::event::Event) {
+        reactor.signal_event(key);
+    }
 }
 
 impl Reactor {

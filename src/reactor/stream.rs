@@ -1,22 +1,50 @@
-//! The life of a stream connection on the reactor: adding and connecting,
-//! reading (with the short-read rule and a budget), flushing the write queue,
-//! backpressure, and the idle timeout. Closing is in `closing.rs`.
+//! The life of a stream connection on the reactor (its [`EventSource`]):
+//! adding and connecting, reading (with the short-read rule and a budget),
+//! flushing the write queue, backpressure. What a protocol leaves unread is
+//! kept by `input.rs`, closing is in `closing.rs`, the idle timeout in
+//! `timer.rs`.
 
 use std::io;
 use std::mem;
 
-use bytes::BytesMut;
 use mio::event::Event;
 use mio::{Interest, Token};
 
 use crate::net::{ConnOptions, Stream};
 use crate::reactor::conn::{Closing, Conn, ShutdownWrite};
 use crate::reactor::handler::ConnHandler;
+use crate::reactor::source::EventSource;
 use crate::reactor::{
-    conn_in, Source, TimerTarget, BUFFER_POOL, KEPT_BLOCK, KEPT_SLACK, OWN_READ_SIZE, READ_BUDGET,
-    READ_SIZE,
+    conn_in, Source, TimerTarget, KEPT_BLOCK, OWN_READ_SIZE, READ_BUDGET, READ_SIZE,
 };
-use crate::{Addr, BlockingStream, CloseReason, ConnId, Reactor, TimerId};
+use crate::{Addr, BlockingStream, CloseReason, ConnId, Reactor};
+
+impl EventSource for Conn {
+    fn gen(&self) -> Option<u32> {
+        Some(self.gen)
+    }
+
+    #[inline]
+    fn ready(reactor: &mut Reactor, key: usize, event: &Event) {
+        reactor.conn_event(key, event);
+    }
+
+    fn resume(reactor: &mut Reactor, key: usize) {
+        let Some(conn) = reactor.conn_at(key) else {
+            return;
+        };
+        let read = mem::take(&mut conn.read_scheduled);
+        if mem::take(&mut conn.produce_scheduled) {
+            reactor.flush_conn(key);
+        }
+        // No edge vouches for this read (the connection was paused when its
+        // last one came, perhaps with the peer's FIN), so a short read
+        // proves nothing: read to WouldBlock or EOF.
+        if read {
+            reactor.read_conn(key, false);
+        }
+    }
+}
 
 impl Reactor {
     /// Puts a connected (or connecting) stream under the reactor's care.
@@ -114,6 +142,7 @@ impl Reactor {
         self.add_conn(stream, handler, opts.clone(), None, false)
     }
 
+    #[inline]
     pub(crate) fn conn_event(&mut self, key: usize, event: &Event) {
         let Some(conn) = self.conn_at(key) else {
             return;
@@ -299,99 +328,6 @@ impl Reactor {
         self.schedule_read(key);
     }
 
-    /// Puts the shared read buffer back in its place, which holds the empty
-    /// placeholder `mem::take` left: nothing to drop (saves the drop glue on
-    /// every read; anything else there is dropped as usual).
-    #[inline]
-    fn return_scratch(&mut self, buf: BytesMut) {
-        let placeholder = mem::replace(&mut self.scratch, buf);
-        if placeholder.capacity() == 0 {
-            mem::forget(placeholder);
-        }
-    }
-
-    /// Puts a read buffer back after `on_data`: what the protocol left stays
-    /// with the connection, in a buffer that costs about what it holds
-    /// (docs/design.md, "Input kept for a partial frame"): a few bytes in a
-    /// small buffer of the pool, more in one of their size; the connection's
-    /// own buffer (a long frame read in place) only while at least about
-    /// half of it is input. An empty buffer goes back to the shared one.
-    #[inline]
-    fn keep_unconsumed(&mut self, key: usize, buf: BytesMut, own: bool) {
-        // The common case (an echo consumed all of the shared buffer): inline.
-        if !own && buf.is_empty() {
-            return self.return_scratch(buf);
-        }
-        self.keep_unconsumed_other(key, buf, own);
-    }
-
-    #[inline(never)]
-    fn keep_unconsumed_other(&mut self, key: usize, mut buf: BytesMut, own: bool) {
-        let len = buf.len();
-        if len == 0 {
-            if !own {
-                buf.clear();
-                self.return_scratch(buf);
-            }
-            return;
-        }
-        let kept = if own {
-            // What the buffer holds from where this read (or redelivery)
-            // started: its spare room and what the protocol consumed.
-            let end = buf.as_ptr() as usize + buf.capacity();
-            let held = end - self.read_block.0.min(buf.as_ptr() as usize);
-            if held <= 2 * len + KEPT_SLACK {
-                buf
-            } else {
-                self.kept_copy(&buf)
-            }
-        } else {
-            let kept = self.kept_copy(&buf);
-            buf.clear();
-            self.scratch = buf;
-            kept
-        };
-        if let Some(conn) = self.conn_at(key) {
-            // Left because the protocol paused (not an incomplete frame):
-            // offered again when reading resumes.
-            conn.redeliver = conn.paused();
-            match conn.opts.max_unconsumed {
-                Some(limit)
-                    if len > limit && !conn.redeliver && matches!(conn.closing, Closing::No) =>
-                {
-                    log::info!(
-                        "{}: {len} bytes of input unconsumed, over the {limit}-byte limit; closing",
-                        ConnId::new(key, conn.gen)
-                    );
-                    let reason = CloseReason::InputOverLimit { limit };
-                    self.close_at(key, Closing::AfterFlush(reason));
-                }
-                _ => conn.rbuf = Some(kept),
-            }
-        }
-    }
-
-    /// A copy of `bytes` in a buffer of about their size: a small one from
-    /// the pool (no allocation in steady traffic), or one of exactly their size.
-    fn kept_copy(&mut self, bytes: &[u8]) -> BytesMut {
-        let pooled = if bytes.len() <= KEPT_BLOCK {
-            self.pool.pop()
-        } else {
-            None
-        };
-        let mut kept = pooled.unwrap_or_else(|| BytesMut::with_capacity(bytes.len()));
-        kept.extend_from_slice(bytes);
-        kept
-    }
-
-    /// Gives a small kept buffer whose bytes moved on back to the pool.
-    fn release_kept(&mut self, mut kept: BytesMut) {
-        kept.clear();
-        if self.pool.len() < BUFFER_POOL && kept.capacity() <= KEPT_BLOCK {
-            self.pool.push(kept);
-        }
-    }
-
     fn peer_eof(&mut self, key: usize) {
         let Some(conn) = conn_in(&mut self.sources, key) else {
             return;
@@ -560,38 +496,6 @@ impl Reactor {
         }
         if resume_discard {
             self.schedule_read(key);
-        }
-    }
-
-    pub(crate) fn idle_timer(&mut self, id: ConnId) {
-        let now = self.now;
-        let Some(conn) = self.conn(id) else { return };
-        conn.idle_timer = None;
-        let Some(limit) = conn.opts.idle_timeout else {
-            return;
-        };
-        let idle = now.saturating_duration_since(conn.last_active);
-        if idle >= limit {
-            log::info!("{id}: idle for {idle:?}, closing");
-            return self.close_id(id, Closing::Now(CloseReason::IdleTimeout));
-        }
-        // Activity since the timer was set: re-arm for the rest, instead of
-        // moving a heap entry on every read.
-        let timer = self.timers.insert(now, limit - idle, TimerTarget::Idle(id));
-        self.conn(id).expect("checked above").idle_timer = Some(timer);
-    }
-
-    pub(crate) fn user_timer(&mut self, id: ConnId, timer: TimerId) {
-        if self.gen_of(id.key()) != Some(id.gen) {
-            return;
-        }
-        self.forget_user_timer(id, timer);
-        match &self.sources[id.key()] {
-            Source::Conn(_) => {
-                self.call(id.key(), |h, r, id| h.on_timer(r, id, timer));
-            }
-            Source::Datagram(_) => self.datagram_timer(id.key(), timer),
-            _ => {}
         }
     }
 }

@@ -1,4 +1,6 @@
-//! Timers: a binary heap of deadlines over a slab of entries.
+//! Timers: a binary heap of deadlines over a slab of entries, and the
+//! reactor's use of it (what fires when: `TimerTarget`; the idle timeout,
+//! timers protocols set, `call_later`).
 //!
 //! Cancelling removes the slab entry and leaves the heap alone; a heap entry
 //! whose slab entry is gone (or was reused: the generation differs) is skipped
@@ -10,11 +12,14 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::io;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::TimerId;
+use crate::reactor::conn::Closing;
+use crate::reactor::Source;
+use crate::{CloseReason, ConnId, Reactor, TimerId};
 
 struct Entry<T> {
     gen: u32,
@@ -95,6 +100,137 @@ impl<T> Timers<T> {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+}
+
+/// What a timer does when it expires.
+pub(crate) enum TimerTarget {
+    /// A timer a protocol set on its connection or datagram socket.
+    User(ConnId),
+    Idle(ConnId),
+    ConnectTimeout(ConnId),
+    /// Resume accepting after an `EMFILE` back-off.
+    ResumeAccept(crate::ListenerId),
+    Call(Box<dyn FnOnce(&mut Reactor)>),
+}
+
+/// The reactor's timers: firing them, the idle timeout, timers set by
+/// protocols and `call_later`.
+impl Reactor {
+    pub(crate) fn fire_timers(&mut self) {
+        // Timer handlers read the clock from here: one clock read per turn.
+        self.now = Instant::now();
+        let now = self.now;
+        while let Some((timer, target)) = self.timers.pop_expired(now) {
+            match target {
+                TimerTarget::User(id) => self.user_timer(id, timer),
+                TimerTarget::Idle(id) => self.idle_timer(id),
+                TimerTarget::ConnectTimeout(id) => {
+                    let err = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                    self.close_id(id, Closing::Now(CloseReason::ConnectFailed(err)));
+                }
+                TimerTarget::ResumeAccept(id) => self.resume_accept(id),
+                TimerTarget::Call(f) => self.guarded("a call_later closure", f),
+            }
+            self.settle();
+        }
+    }
+
+    pub(crate) fn idle_timer(&mut self, id: ConnId) {
+        let now = self.now;
+        let Some(conn) = self.conn(id) else { return };
+        conn.idle_timer = None;
+        let Some(limit) = conn.opts.idle_timeout else {
+            return;
+        };
+        let idle = now.saturating_duration_since(conn.last_active);
+        if idle >= limit {
+            log::info!("{id}: idle for {idle:?}, closing");
+            return self.close_id(id, Closing::Now(CloseReason::IdleTimeout));
+        }
+        // Activity since the timer was set: re-arm for the rest, instead of
+        // moving a heap entry on every read.
+        let timer = self.timers.insert(now, limit - idle, TimerTarget::Idle(id));
+        self.conn(id).expect("checked above").idle_timer = Some(timer);
+    }
+
+    pub(crate) fn user_timer(&mut self, id: ConnId, timer: TimerId) {
+        if self.gen_of(id.key()) != Some(id.gen) {
+            return;
+        }
+        self.forget_user_timer(id, timer);
+        match &self.sources[id.key()] {
+            Source::Conn(_) => {
+                self.call(id.key(), |h, r, id| h.on_timer(r, id, timer));
+            }
+            Source::Datagram(_) => self.datagram_timer(id.key(), timer),
+            _ => {}
+        }
+    }
+
+    /// Sets a timer on connection or datagram socket `id`: its protocol's
+    /// `on_timer` is called after `delay`, unless cancelled or the id closed
+    /// (closing cancels it). A delay too long to represent means never.
+    pub fn set_timer(&mut self, id: ConnId, delay: Duration) -> TimerId {
+        let timer = self
+            .timers
+            .insert(Instant::now(), delay, TimerTarget::User(id));
+        match self.user_timers(id) {
+            Some(timers) => timers.push(timer),
+            // Nothing to call: the id is closed.
+            None => {
+                self.timers.cancel(timer);
+            }
+        }
+        timer
+    }
+
+    /// The pending user timers of connection or datagram socket `id`, so that
+    /// closing it can cancel them.
+    fn user_timers(&mut self, id: ConnId) -> Option<&mut Vec<TimerId>> {
+        match self.sources.get_mut(id.key()) {
+            Some(Source::Conn(c)) if c.gen == id.gen => Some(&mut c.user_timers),
+            Some(Source::Datagram(d)) if d.gen == id.gen => Some(&mut d.user_timers),
+            _ => None,
+        }
+    }
+
+    /// Takes `timer` off its connection's list (it fired or was cancelled).
+    pub(crate) fn forget_user_timer(&mut self, id: ConnId, timer: TimerId) {
+        if let Some(timers) = self.user_timers(id) {
+            if let Some(at) = timers.iter().position(|t| *t == timer) {
+                timers.swap_remove(at);
+            }
+        }
+    }
+
+    /// Cancels every user timer of a closing connection or socket.
+    pub(crate) fn cancel_user_timers(&mut self, timers: Vec<TimerId>) {
+        for timer in timers {
+            self.timers.cancel(timer);
+        }
+    }
+
+    /// Calls `f` on the loop after `delay` (Twisted's `callLater`).
+    pub fn call_later(
+        &mut self,
+        delay: Duration,
+        f: impl FnOnce(&mut Reactor) + 'static,
+    ) -> TimerId {
+        self.timers
+            .insert(Instant::now(), delay, TimerTarget::Call(Box::new(f)))
+    }
+
+    /// Cancels a timer; false if it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        match self.timers.cancel(timer) {
+            Some(TimerTarget::User(id)) => {
+                self.forget_user_timer(id, timer);
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
     }
 }
 
