@@ -494,3 +494,12 @@ fn two_reactors_share_a_port_and_one_stop_stops_both() {
     reactors.join().unwrap();
     assert!(TcpStream::connect(addr).is_err(), "a reactor still listens");
 }
+
+/// Zero offload threads would run nothing: refused when the reactor is made.
+#[test]
+fn an_offload_pool_of_zero_threads_is_refused_up_front() {
+    let mut opts = OffloadOptions::default();
+    opts.workers = 0;
+    let e = Reactor::with_offload(opts).expect_err("refused");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+}

@@ -184,7 +184,8 @@ fn cancelled() -> io::Error {
 impl Reactor {
     /// Creates a reactor whose offload pool (the threads of
     /// [`Context::offload`]) has these options; [`Reactor::new`] gives it
-    /// the defaults. The threads start now.
+    /// the defaults. The threads start now. Zero workers is refused
+    /// (`InvalidInput`).
     ///
     /// ```
     /// use sockloop::{OffloadOptions, Reactor};
@@ -196,6 +197,12 @@ impl Reactor {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn with_offload(opts: OffloadOptions) -> io::Result<Reactor> {
+        if opts.workers == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "OffloadOptions::workers must be at least 1",
+            ));
+        }
         let mut reactor = Reactor::new()?;
         reactor.owned_client(|r| ThreadPool::start(&opts, r.handle()));
         Ok(reactor)

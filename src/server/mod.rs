@@ -173,6 +173,7 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     pub(crate) fn new(builder: &mut ServerBuilder, factory: Factory) -> io::Result<Prepared> {
+        builder.mode.check()?;
         let handle_error = std::mem::replace(&mut builder.handle_error, Box::new(|_, _| {}));
         let shared = Arc::new(Shared::new(factory, handle_error, builder.request_timeout));
         let forking = match builder.mode {

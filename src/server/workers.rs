@@ -3,6 +3,7 @@
 //! decide only where the blocking handler goes and how much may run at once.
 
 use std::collections::HashMap;
+use std::io;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -109,6 +110,26 @@ impl Mode {
     /// A pool of `workers` threads.
     pub fn pool(workers: usize) -> Mode {
         Mode::Pool { workers }
+    }
+
+    /// A bound of zero would serve nothing (it used to be taken for 1 in
+    /// silence): refused when the server is built.
+    pub(crate) fn check(&self) -> io::Result<()> {
+        let zero = match *self {
+            Mode::Threading { max_threads: 0, .. } => Some("max_threads"),
+            Mode::Forking {
+                max_children: 0, ..
+            } => Some("max_children"),
+            Mode::Pool { workers: 0 } => Some("workers"),
+            _ => None,
+        };
+        match zero {
+            Some(field) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{self:?}: {field} must be at least 1"),
+            )),
+            None => Ok(()),
+        }
     }
 }
 

@@ -719,3 +719,34 @@ fn active_requests_counts_daemon_threads() {
         server.server_close();
     }
 }
+
+/// A mode whose bound is zero would serve nothing: the builder refuses it
+/// (it was taken for 1 in silence).
+#[test]
+fn a_zero_bound_is_refused_when_the_server_is_built() {
+    let threading = {
+        let Mode::Threading {
+            daemon_threads,
+            block_on_close,
+            ..
+        } = Mode::threading()
+        else {
+            unreachable!()
+        };
+        Mode::Threading {
+            daemon_threads,
+            block_on_close,
+            max_threads: 0,
+        }
+    };
+    for mode in [Mode::pool(0), Mode::forking_with(0, true), threading] {
+        let e = ServerBuilder::new(Family::Tcp)
+            .bind(any_port())
+            .mode(mode.clone())
+            .build(|| EchoLine)
+            .err()
+            .unwrap_or_else(|| panic!("{mode:?} was accepted"));
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{mode:?}: {e}");
+        assert!(e.to_string().contains("at least 1"), "{e}");
+    }
+}
