@@ -55,6 +55,14 @@ fn every_public_type_is_debug() {
     assert_debug::<Server>();
     assert_debug::<ServerBuilder>();
     assert_debug::<ServerHandle>();
+    assert_debug::<sockloop::context::Stream>();
+    assert_debug::<sockloop::context::Datagram>();
+    assert_debug::<sockloop::activation::SocketKind>();
+    assert_debug::<sockloop::activation::InheritedSocket>();
+    assert_debug::<sockloop::proxy::ProxyHeader>();
+    assert_debug::<sockloop::proxy::Parsed>();
+    assert_debug::<sockloop::proxy::Peeked>();
+    assert_debug::<sockloop::restart::RestartOptions>();
 }
 
 #[test]
