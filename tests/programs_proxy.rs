@@ -23,8 +23,8 @@ fn proxy() -> (Program, String, TcpListener) {
 
 fn accept(backend: &TcpListener) -> TcpStream {
     let (s, _) = backend.accept().unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
     s
 }
 
@@ -34,7 +34,7 @@ fn fifty_megabytes_each_way_intact_with_half_closes() {
     let (_server, addr, backend) = proxy();
     let mut client = connect(&addr);
     client
-        .set_read_timeout(Some(Duration::from_secs(20)))
+        .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     // The backend reads everything to the client's half-close, then answers
     // with as much again and half-closes in turn.
@@ -75,7 +75,7 @@ fn a_client_that_does_not_read_holds_the_backend_back() {
     let (server, addr, backend) = proxy();
     let client = connect(&addr);
     client
-        .set_read_timeout(Some(Duration::from_secs(20)))
+        .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     let mut s = accept(&backend);
     s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
