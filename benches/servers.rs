@@ -283,7 +283,7 @@ fn resp(examples: &std::path::Path, rounds: usize, secs: u64) -> Vec<Row> {
     let mut rows = Vec::new();
     for pipeline in ["1", "16"] {
         let n = if pipeline == "16" {
-            (secs * 1_000_000).to_string()
+            (secs * 300_000).to_string()
         } else {
             n.clone()
         };

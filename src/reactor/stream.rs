@@ -224,6 +224,12 @@ impl Reactor {
         if self.draining {
             self.call(key, |h, r, id| h.on_shutdown(r, id));
         }
+        // An accepted client usually sent its request with the handshake:
+        // read it now rather than a loop turn later (one `epoll_wait` less
+        // per connection under `Connection: close` load).
+        if self.conn_at(key).is_some_and(|c| c.listener.is_some()) {
+            self.read_conn(key, true);
+        }
     }
 
     /// Reads until the socket is drained, the budget is spent, or the
