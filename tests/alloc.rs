@@ -574,3 +574,63 @@ fn a_long_line_trickling_in_costs_about_its_size() {
     client.write_all(b"\n").unwrap();
     assert_eq!(read_n(&mut client, sent + 1).len(), sent + 1);
 }
+
+static HELD_INPUT: AtomicU64 = AtomicU64::new(0);
+static HELD_KEPT: AtomicU64 = AtomicU64::new(0);
+
+/// Writes held behind a producer follow the write queue's copy rule: a
+/// slice of the read buffer that is a small part of it is copied, not kept
+/// pinning the whole 64 KiB buffer. The producer fifo had a rule of its own
+/// (copy under 4096 bytes, keep the rest as it is), so each 5,000-byte slice
+/// of a 60 KB read held a read buffer of its own.
+#[test]
+fn writes_held_behind_a_producer_do_not_pin_the_read_buffer() {
+    /// Starts a producer whose first piece stays in the queue (the peer
+    /// never reads; above low water, so it is not asked again; under high
+    /// water, so reading goes on), then holds 5,000 bytes of every read
+    /// behind it.
+    struct HoldSlices {
+        started: bool,
+    }
+    impl Protocol for HoldSlices {
+        fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+            if !self.started {
+                self.started = true;
+                let mut first = Some(Bytes::from(vec![b'p'; 48 * 1024]));
+                cx.write_producer(move || first.take().or_else(|| Some(Bytes::new())));
+            }
+            HELD_INPUT.fetch_add(data.len() as u64, Ordering::Relaxed);
+            // The whole read taken out of the buffer (so the next read
+            // needs room elsewhere once this one is full), and a part of
+            // it held: alone, it would keep all of the buffer alive.
+            let read = data.split().freeze();
+            let keep = read.slice(..read.len().min(5000));
+            HELD_KEPT.fetch_add(keep.len() as u64, Ordering::Relaxed);
+            cx.write_bytes(keep);
+        }
+    }
+    let server = server_with(|| ZeroCopyEcho);
+    let (id, mut client) = adopt_non_reader(&server, HoldSlices { started: false });
+    client.write_all(b"start").unwrap();
+    wait_until("the first read", || HELD_INPUT.load(Ordering::Relaxed) == 5);
+    let (before, _, _) = probe_queue(&server, id);
+    let kept_before = HELD_KEPT.load(Ordering::Relaxed);
+    let message = pattern(60_000);
+    for i in 1..=20u64 {
+        client.write_all(&message).unwrap();
+        wait_until("the message to be read", || {
+            HELD_INPUT.load(Ordering::Relaxed) == 5 + i * 60_000
+        });
+    }
+    let (after, queued, _) = probe_queue(&server, id);
+    let kept = HELD_KEPT.load(Ordering::Relaxed) - kept_before;
+    let grown = after - before;
+    eprintln!(
+        "{kept} bytes held behind a producer ({queued} queued in all): heap grew {grown} bytes"
+    );
+    assert!(kept >= 20 * 5000, "the test held too little ({kept} bytes)");
+    assert!(
+        grown <= 2 * kept as i64 + 256 * 1024,
+        "heap grew by {grown} bytes for {kept} bytes held behind a producer"
+    );
+}
