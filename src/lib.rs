@@ -87,6 +87,8 @@ pub use net::allow::AllowList;
 pub use net::blocking::{BlockingDatagram, BlockingStream};
 pub use net::{activation, proxy};
 pub use net::{ConnOptions, ListenOptions};
+#[cfg(feature = "tls")]
+pub use net::tls;
 pub use offload::{OffloadOptions, ProcessPool};
 pub use protocol::context::{Context, DatagramContext};
 pub use protocol::framing::{

@@ -12,6 +12,8 @@ pub(crate) mod allow;
 pub(crate) mod blocking;
 pub(crate) mod owned;
 pub mod proxy;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::fs;
 use std::io::{self, IoSlice};
