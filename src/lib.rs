@@ -89,6 +89,7 @@ pub use net::{activation, proxy};
 pub use net::{ConnOptions, ListenOptions};
 #[cfg(feature = "tls")]
 pub use net::tls;
+pub use net::{ConnOptions, ListenOptions};
 pub use offload::{OffloadOptions, ProcessPool};
 pub use protocol::context::{Context, DatagramContext};
 pub use protocol::framing::{

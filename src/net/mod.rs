@@ -88,6 +88,11 @@ pub struct ListenOptions {
     pub proxy_timeout: Duration,
     /// Settings for every connection this listener accepts.
     pub conn: ConnOptions,
+    /// Serve TLS with this configuration (feature `tls`): every accepted
+    /// connection does its handshake on the loop before `on_open` (see
+    /// [`Reactor::listen_tls`](crate::Reactor::listen_tls)). Default: none.
+    #[cfg(feature = "tls")]
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl ListenOptions {
@@ -116,6 +121,8 @@ impl Default for ListenOptions {
             proxy_protocol: false,
             proxy_timeout: Duration::from_secs(5),
             conn: ConnOptions::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -220,6 +227,18 @@ pub struct ConnOptions {
     ///
     /// [`CloseReason::InputOverLimit`]: crate::CloseReason::InputOverLimit
     pub max_unconsumed: Option<usize>,
+    /// A TLS connection whose handshake is not done this long after the
+    /// accept or connect is closed with [`CloseReason::Tls`] (default
+    /// 10 s): a client that connects and stalls cannot hold a descriptor.
+    ///
+    /// [`CloseReason::Tls`]: crate::CloseReason::Tls
+    pub tls_handshake_timeout: Duration,
+    /// A TLS peer that sends more than this many bytes before the
+    /// handshake is done is cut off with [`CloseReason::Tls`] (default
+    /// 64 KiB: a client's hello and certificates fit with room to spare).
+    ///
+    /// [`CloseReason::Tls`]: crate::CloseReason::Tls
+    pub tls_handshake_limit: usize,
 }
 
 impl ConnOptions {
@@ -249,6 +268,8 @@ impl Default for ConnOptions {
             close_linger: Duration::from_secs(2),
             close_discard: 1024 * 1024,
             max_unconsumed: None,
+            tls_handshake_timeout: Duration::from_secs(10),
+            tls_handshake_limit: 64 * 1024,
         }
     }
 }

@@ -171,9 +171,7 @@ pub(crate) fn tls_error(e: rustls::Error) -> io::Error {
 
 /// The server name a client verifies the certificate against (a DNS name or
 /// an IP address), as rustls wants it.
-pub(crate) fn server_name(
-    name: &str,
-) -> io::Result<rustls::pki_types::ServerName<'static>> {
+pub(crate) fn server_name(name: &str) -> io::Result<rustls::pki_types::ServerName<'static>> {
     rustls::pki_types::ServerName::try_from(name.to_owned()).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -4,6 +4,8 @@
 pub(crate) mod adapter;
 pub(crate) mod context;
 pub(crate) mod framing;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
 
 use bytes::BytesMut;
 

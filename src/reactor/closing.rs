@@ -316,10 +316,11 @@ impl Reactor {
         let Some(conn) = conn_in(&mut self.sources, key) else {
             return;
         };
-        let reason = match mem::replace(&mut conn.closing, Closing::Now(CloseReason::Closed)) {
+        let mut reason = match mem::replace(&mut conn.closing, Closing::Now(CloseReason::Closed)) {
             Closing::AfterFlush(r) | Closing::Now(r) => r,
             Closing::No => CloseReason::Closed,
         };
+        let tls_timer = conn.tls_finish(&mut reason);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let (linger_timer, stall_timer, lost_in_kernel) = match conn.close.as_deref_mut() {
             Some(cs) => (
@@ -334,6 +335,7 @@ impl Reactor {
             conn.connect_timer.take(),
             linger_timer,
             stall_timer,
+            tls_timer,
         ]
         .into_iter()
         .flatten()

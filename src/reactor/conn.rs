@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::net::{ConnOptions, Stream};
 use crate::reactor::handler::ConnHandler;
+use crate::reactor::tls::TlsConn;
 use crate::reactor::wqueue::{TailPool, WriteQueue};
 use crate::{CloseReason, ConnId, TimerId};
 
@@ -102,6 +103,9 @@ pub(crate) struct Conn {
     /// It came through a proxy, which said so in a PROXY header (boxed:
     /// most connections do not).
     pub(crate) proxied: Option<Box<crate::reactor::proxy_wait::Proxied>>,
+    /// TLS between the socket and the protocol (see `tls.rs`); boxed: a
+    /// plain connection pays one pointer.
+    pub(crate) tls: Option<Box<TlsConn>>,
 }
 
 /// The bookkeeping of a close after flush (closing.rs): the peer's
@@ -211,6 +215,7 @@ impl Conn {
             produce_scheduled: false,
             user_timers: Vec::new(),
             proxied: None,
+            tls: None,
         }
     }
 
@@ -310,7 +315,7 @@ impl Conn {
     }
 
     #[inline]
-    fn note_queued(&mut self) {
+    pub(crate) fn note_queued(&mut self) {
         if self.wq.len() >= self.opts.high_water {
             self.over_high_water = true;
         }
@@ -329,8 +334,32 @@ impl Conn {
     #[inline]
     pub(crate) fn enqueue_copy(&mut self, data: &[u8], pool: &mut TailPool) -> Result<(), usize> {
         self.check_limit(data.len())?;
-        self.push_copy_unchecked(data, pool);
+        if self.tls.is_some() {
+            self.push_tls(data, pool);
+        } else {
+            self.push_copy_unchecked(data, pool);
+        }
         Ok(())
+    }
+
+    /// Encrypts `data` and queues the records (a TLS connection's writes
+    /// all come here).
+    #[cold]
+    fn push_tls(&mut self, data: &[u8], pool: &mut TailPool) {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.encrypt(data, &mut self.wq, pool);
+        }
+        self.note_queued();
+    }
+
+    /// Queues a piece from the producers' fifo (the caller pumps by the
+    /// low-water mark, not the limit).
+    pub(crate) fn push_piece(&mut self, piece: Bytes, pool: &mut TailPool) {
+        if self.tls.is_some() {
+            self.push_tls(&piece, pool);
+        } else {
+            self.wq.push_bytes(piece, None, pool);
+        }
     }
 
     /// Appends `data` to the write queue, zero-copy unless it is small or
@@ -342,6 +371,10 @@ impl Conn {
         pool: &mut TailPool,
     ) -> Result<(), usize> {
         self.check_limit(data.len())?;
+        if self.tls.is_some() {
+            self.push_tls(&data, pool);
+            return Ok(());
+        }
         self.wq.push_bytes(data, read_block, pool);
         self.note_queued();
         Ok(())

@@ -363,12 +363,23 @@ impl Reactor {
                         return;
                     }
                 };
-                l.open += 1;
                 let opts = l.opts.conn.clone();
+                #[cfg(feature = "tls")]
+                let tls = match &l.opts.tls {
+                    Some(config) => match Reactor::tls_accepting(config, &opts, &peer) {
+                        Some(tls) => Some(tls),
+                        None => return,
+                    },
+                    None => None,
+                };
+                #[cfg(not(feature = "tls"))]
+                let tls = None;
+                l.open += 1;
                 let id = ListenerId::new(key, l.gen);
                 if let Err(e) =
                     self.add_conn_proxied(stream, handler, opts, Some(id), false, proxied)
                 {
+                if let Err(e) = self.add_conn(stream, handler, opts, Some(id), false, tls) {
                     log::error!("cannot register connection from {peer}: {e}");
                     if let Some(l) = self.listener_at(key) {
                         l.open -= 1;

@@ -37,6 +37,11 @@ pub(crate) mod source;
 pub(crate) mod state;
 pub(crate) mod stream;
 pub(crate) mod timer;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_off.rs"]
+pub(crate) mod tls;
 pub(crate) mod wqueue;
 
 use std::any::Any;

@@ -419,13 +419,16 @@ impl Reactor {
 }
 
 /// The connection `id` if a write may take the common path: it accepts
-/// writes and no producer is ahead of them (what queueing a copy and
-/// sending at once both require).
+/// writes, no producer is ahead of them and no TLS session has to encrypt
+/// them (what queueing a copy and sending at once both require).
 #[inline(always)]
 fn plain_writer(sources: &mut Slab<Source>, id: ConnId) -> Option<&mut Conn> {
     match sources.get_mut(id.key()) {
         Some(Source::Conn(conn))
-            if conn.gen == id.gen && conn.accepts_writes() && conn.fifo.is_none() =>
+            if conn.gen == id.gen
+                && conn.accepts_writes()
+                && conn.fifo.is_none()
+                && conn.tls.is_none() =>
         {
             Some(conn)
         }

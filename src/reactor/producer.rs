@@ -165,7 +165,7 @@ impl Reactor {
                 }
             };
             spent += piece.len();
-            conn.wq.push_bytes(piece, None, &mut self.tails);
+            conn.push_piece(piece, &mut self.tails);
         }
         spent
     }

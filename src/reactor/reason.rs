@@ -65,6 +65,14 @@ pub enum CloseReason {
         /// read, a little more than the bytes).
         unsent: usize,
     },
+    /// TLS failed: the handshake (a plain-text client, a certificate the
+    /// client rejects, an alert from the peer, the handshake timeout or byte
+    /// limit) or a bad record later. The message says which.
+    Tls(String),
+    /// A TLS peer ended its stream without close_notify (`on_eof` was
+    /// called as usual): what it sent may have been cut short by an
+    /// attacker. Replaces a clean reason only.
+    TlsTruncated,
 }
 
 impl CloseReason {
@@ -122,6 +130,10 @@ impl fmt::Display for CloseReason {
                 f,
                 "peer kept sending after close ({discarded} bytes dropped); connection reset"
             ),
+            CloseReason::Tls(msg) => write!(f, "TLS: {msg}"),
+            CloseReason::TlsTruncated => {
+                f.write_str("closed by peer without TLS close_notify (truncated)")
+            }
             CloseReason::PeerStalled { unsent } => write!(
                 f,
                 "peer stopped taking bytes after close ({unsent} bytes not delivered); connection reset"

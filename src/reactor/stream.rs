@@ -14,6 +14,7 @@ use crate::net::{ConnOptions, Stream};
 use crate::reactor::conn::{Closing, Conn, ShutdownWrite};
 use crate::reactor::handler::ConnHandler;
 use crate::reactor::source::EventSource;
+use crate::reactor::tls::TlsConn;
 use crate::reactor::{
     conn_in, Source, TimerTarget, KEPT_BLOCK, OWN_READ_SIZE, READ_BUDGET, READ_SIZE,
 };
@@ -55,6 +56,7 @@ impl Reactor {
         opts: ConnOptions,
         listener: Option<crate::ListenerId>,
         connecting: bool,
+        tls: Option<Box<TlsConn>>,
     ) -> io::Result<ConnId> {
         self.add_conn_proxied(stream, handler, opts, listener, connecting, None)
     }
@@ -73,6 +75,8 @@ impl Reactor {
         let gen = self.next_gen();
         let mut conn = Conn::new(stream, handler, opts, self.now);
         conn.proxied = proxied;
+        let tls_conn = tls.is_some();
+        conn.tls = tls;
         conn.gen = gen;
         conn.listener = listener;
         conn.connecting = connecting;
@@ -95,7 +99,10 @@ impl Reactor {
             let timer = self.timers.insert(self.now, idle, TimerTarget::Idle(id));
             self.conn_at(key).expect("just inserted").idle_timer = Some(timer);
         }
-        if !connecting {
+        if tls_conn {
+            // `on_open` waits for the handshake, which has a deadline.
+            self.tls_added(id);
+        } else if !connecting {
             // From a callback (`adopt`), after it: callbacks never nest.
             self.after_callback(move |r| {
                 if r.gen_of(key) == Some(gen) {
@@ -114,12 +121,24 @@ impl Reactor {
         opts: &ConnOptions,
         handler: Box<dyn ConnHandler>,
     ) -> io::Result<ConnId> {
+        self.connect_inner(addr, opts, handler, None)
+    }
+
+    /// A connect, plain or with the TLS state of a client (whose first
+    /// records are sent once the connect completes).
+    pub(crate) fn connect_inner(
+        &mut self,
+        addr: &Addr,
+        opts: &ConnOptions,
+        handler: Box<dyn ConnHandler>,
+        tls: Option<Box<TlsConn>>,
+    ) -> io::Result<ConnId> {
         opts.check()?;
         let stream = Stream::connect(addr)?;
         if opts.nodelay {
             let _ = stream.set_nodelay();
         }
-        let id = self.add_conn(stream, handler, opts.clone(), None, true)?;
+        let id = self.add_conn(stream, handler, opts.clone(), None, true, tls)?;
         if let Some(limit) = opts.connect_timeout {
             let timer = self
                 .timers
@@ -139,7 +158,7 @@ impl Reactor {
     ) -> io::Result<ConnId> {
         opts.check()?;
         let stream = stream.into_mio()?;
-        self.add_conn(stream, handler, opts.clone(), None, false)
+        self.add_conn(stream, handler, opts.clone(), None, false, None)
     }
 
     #[inline]
@@ -204,10 +223,14 @@ impl Reactor {
             return;
         }
         conn.connecting = false;
+        let tls = conn.tls.is_some();
         if let Some(t) = conn.connect_timer.take() {
             self.timers.cancel(t);
         }
-        self.opened(key);
+        // A TLS connection opens when its handshake is done.
+        if !tls {
+            self.opened(key);
+        }
         self.schedule_flush(key);
         self.schedule_read(key);
     }
@@ -216,7 +239,7 @@ impl Reactor {
     /// connection that opens during a graceful shutdown (a connect that
     /// completes, an adopted socket) is told as the others were, and none is
     /// told before it opened.
-    fn opened(&mut self, key: usize) {
+    pub(crate) fn opened(&mut self, key: usize) {
         if let Some(conn) = self.conn_at(key) {
             conn.opened = true;
         }
@@ -236,7 +259,7 @@ impl Reactor {
     /// connection should stop reading. `trust_short_read`: a read that returns
     /// less than offered means the socket is empty (saves one `read` per
     /// wake-up, as tokio does); off after the peer's FIN or an error.
-    pub(crate) fn read_conn(&mut self, key: usize, trust_short_read: bool) {
+    pub(crate) fn read_conn(&mut self, key: usize, mut trust_short_read: bool) {
         for _ in 0..READ_BUDGET {
             let Some(conn) = self.conn_at(key) else {
                 return;
@@ -301,7 +324,17 @@ impl Reactor {
             };
             let offered = buf.capacity() - buf.len();
             let conn = conn_in(&mut self.sources, key).expect("checked above");
-            let result = conn.stream.read_into(&mut buf);
+            let tls = conn.tls.is_some();
+            let result = match conn.tls.as_deref_mut() {
+                None => conn.stream.read_into(&mut buf),
+                Some(session) => session.read(
+                    &conn.stream,
+                    &mut conn.wq,
+                    &mut self.tails,
+                    &mut buf,
+                    &mut trust_short_read,
+                ),
+            };
             match result {
                 Ok(0) => {
                     self.keep_unconsumed(key, buf, own);
@@ -310,6 +343,11 @@ impl Reactor {
                 }
                 Ok(n) => {
                     conn.last_active = self.now;
+                    // The end of the handshake (`on_open`) comes first.
+                    if tls && !self.tls_events(key) {
+                        self.keep_unconsumed(key, buf, own);
+                        return;
+                    }
                     self.call(key, |h, r, id| h.on_data(r, id, &mut buf));
                     self.keep_unconsumed(key, buf, own);
                     if n < offered && trust_short_read {
@@ -322,6 +360,9 @@ impl Reactor {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.keep_unconsumed(key, buf, own);
+                    if tls {
+                        self.tls_events(key);
+                    }
                     return;
                 }
                 Err(e) => {
@@ -454,6 +495,16 @@ impl Reactor {
         }
         // Everything sent, producers included: time for what waits on it.
         let done = flushed && conn.fifo.is_none();
+        if done
+            && conn.tls.as_deref().is_some_and(|t| t.notify_due())
+            && (conn.shutdown_write == ShutdownWrite::Requested || conn.may_finish_close())
+        {
+            // TLS: close_notify goes after the data, before the FIN.
+            if let Some(tls) = conn.tls.as_deref_mut() {
+                tls.queue_close_notify(&mut conn.wq, &mut self.tails);
+            }
+            return self.flush_conn(key);
+        }
         if done {
             if conn.shutdown_write == ShutdownWrite::Requested {
                 conn.shutdown_write = ShutdownWrite::Done;

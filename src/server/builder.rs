@@ -51,6 +51,10 @@ pub struct ServerBuilder {
     pub(super) handle_error: ErrorHook,
     pub(super) handle_timeout: LoopHook,
     pub(super) service_actions: LoopHook,
+    #[cfg(feature = "tls")]
+    pub(super) tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    #[cfg(feature = "tls")]
+    pub(super) tls_handshake_timeout: Duration,
 }
 
 impl ServerBuilder {
@@ -75,6 +79,10 @@ impl ServerBuilder {
             }),
             handle_timeout: Box::new(|| {}),
             service_actions: Box::new(|| {}),
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 
@@ -149,6 +157,27 @@ impl ServerBuilder {
     /// with a log line).
     pub fn request_timeout(mut self, timeout: Option<Duration>) -> ServerBuilder {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Serves every stream request over TLS with `config` (feature `tls`;
+    /// see [`sockloop::tls`](crate::tls) to load one from PEM files), in
+    /// every mode: the handshake runs where the handler runs, before
+    /// `setup`; `rfile` and `wfile` carry plaintext; the end of the request
+    /// sends close_notify. A failed or timed-out handshake goes to
+    /// `handle_error` like any other request error. Datagram families
+    /// refuse it at `build`.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: std::sync::Arc<rustls::ServerConfig>) -> ServerBuilder {
+        self.tls = Some(config);
+        self
+    }
+
+    /// How long a TLS handshake may take (default 10 s); past it the
+    /// request fails with [`io::ErrorKind::TimedOut`].
+    #[cfg(feature = "tls")]
+    pub fn tls_handshake_timeout(mut self, limit: Duration) -> ServerBuilder {
+        self.tls_handshake_timeout = limit;
         self
     }
 

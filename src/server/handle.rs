@@ -38,6 +38,11 @@ pub(crate) struct Shared {
     /// Datagram peers whose queue was full at their last answer, and since
     /// when (at most [`MAX_DEAF`], entries expire after [`DEAF_FOR`]).
     pub(super) deaf: Mutex<HashMap<String, Instant>>,
+    /// Serve every stream request over TLS with this configuration.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls_handshake_timeout: Duration,
 }
 
 /// How many datagram peers with a full queue are remembered.
@@ -75,6 +80,10 @@ impl Shared {
             forks: OnceLock::new(),
             parent: OnceLock::new(),
             deaf: Mutex::new(HashMap::new()),
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 

@@ -44,6 +44,8 @@ mod builder;
 mod fork;
 mod handle;
 mod request;
+#[cfg(feature = "tls")]
+mod tls;
 mod workers;
 
 use std::cell::{Cell, OnceCell, RefCell};
@@ -175,7 +177,20 @@ impl Prepared {
     pub(crate) fn new(builder: &mut ServerBuilder, factory: Factory) -> io::Result<Prepared> {
         builder.mode.check()?;
         let handle_error = std::mem::replace(&mut builder.handle_error, Box::new(|_, _| {}));
-        let shared = Arc::new(Shared::new(factory, handle_error, builder.request_timeout));
+        #[allow(unused_mut)]
+        let mut shared = Shared::new(factory, handle_error, builder.request_timeout);
+        #[cfg(feature = "tls")]
+        {
+            if builder.tls.is_some() && builder.family.is_datagram() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "TLS needs a stream family (Tcp or UnixStream), not datagrams",
+                ));
+            }
+            shared.tls = builder.tls.clone();
+            shared.tls_handshake_timeout = builder.tls_handshake_timeout;
+        }
+        let shared = Arc::new(shared);
         let forking = match builder.mode {
             Mode::Forking { .. } => Some(fork::start(&shared, builder.family)?),
             _ => None,

@@ -116,6 +116,14 @@ enum Io {
         rfile: BufReader<BlockingStream>,
         wfile: BlockingStream,
     },
+    /// A stream request over TLS: both ends share one session; `socket` is
+    /// the connection under it.
+    #[cfg(feature = "tls")]
+    Tls {
+        rfile: BufReader<super::tls::TlsStream>,
+        wfile: super::tls::TlsStream,
+        socket: BlockingStream,
+    },
     Datagram {
         rfile: Cursor<Vec<u8>>,
         wfile: Vec<u8>,
@@ -129,6 +137,22 @@ impl Request {
         let reply_wait = timeout.map_or(MAX_REPLY_WAIT, |t| t.min(MAX_REPLY_WAIT));
         Ok(match incoming {
             Incoming::Stream(stream, peer) => {
+                #[cfg(feature = "tls")]
+                if let Some(config) = &server.shared.tls {
+                    let socket = stream.try_clone()?;
+                    let limit = server.shared.tls_handshake_timeout;
+                    let wfile = super::tls::accept(config, stream, limit, timeout)?;
+                    return Ok(Request {
+                        peer,
+                        io: Io::Tls {
+                            rfile: BufReader::new(wfile.clone_end()),
+                            wfile,
+                            socket,
+                        },
+                        server,
+                        reply_wait,
+                    });
+                }
                 if timeout.is_some() {
                     stream.set_timeout(timeout)?;
                 }
@@ -172,6 +196,8 @@ impl Request {
     pub fn rfile(&mut self) -> &mut dyn BufRead {
         match &mut self.io {
             Io::Stream { rfile, .. } => rfile,
+            #[cfg(feature = "tls")]
+            Io::Tls { rfile, .. } => rfile,
             Io::Datagram { rfile, .. } => rfile,
         }
     }
@@ -180,6 +206,8 @@ impl Request {
     pub fn wfile(&mut self) -> &mut dyn Write {
         match &mut self.io {
             Io::Stream { wfile, .. } => wfile,
+            #[cfg(feature = "tls")]
+            Io::Tls { wfile, .. } => wfile,
             Io::Datagram { wfile, .. } => wfile,
         }
     }
@@ -189,6 +217,8 @@ impl Request {
     pub fn split(&mut self) -> (&mut dyn BufRead, &mut dyn Write) {
         match &mut self.io {
             Io::Stream { rfile, wfile } => (rfile, wfile),
+            #[cfg(feature = "tls")]
+            Io::Tls { rfile, wfile, .. } => (rfile, wfile),
             Io::Datagram { rfile, wfile, .. } => (rfile, wfile),
         }
     }
@@ -196,8 +226,8 @@ impl Request {
     /// The datagram, for a datagram request (socketserver's `request[0]`).
     pub fn packet(&self) -> Option<&[u8]> {
         match &self.io {
-            Io::Stream { .. } => None,
             Io::Datagram { rfile, .. } => Some(rfile.get_ref()),
+            _ => None,
         }
     }
 
@@ -205,6 +235,8 @@ impl Request {
     pub fn connection(&self) -> Option<&BlockingStream> {
         match &self.io {
             Io::Stream { wfile, .. } => Some(wfile),
+            #[cfg(feature = "tls")]
+            Io::Tls { socket, .. } => Some(socket),
             Io::Datagram { .. } => None,
         }
     }
@@ -231,6 +263,12 @@ impl Request {
         match self.io {
             Io::Stream { wfile, .. } => {
                 let _ = wfile.shutdown(Shutdown::Write); // the peer may be gone already
+                Ok(())
+            }
+            #[cfg(feature = "tls")]
+            Io::Tls { wfile, socket, .. } => {
+                wfile.close_notify();
+                let _ = socket.shutdown(Shutdown::Write);
                 Ok(())
             }
             Io::Datagram { wfile, socket, .. } => {
@@ -460,6 +498,8 @@ impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.io {
             Io::Stream { .. } => "stream",
+            #[cfg(feature = "tls")]
+            Io::Tls { .. } => "tls stream",
             Io::Datagram { .. } => "datagram",
         };
         f.debug_struct("Request")
