@@ -14,6 +14,7 @@ const PAGES: &[&str] = &[
     "asyncore",
     "socketserver",
     "offload",
+    "tls",
     "reliability",
     "benchmarks",
     "deploy",

@@ -21,6 +21,19 @@ mod common;
 struct Args {
     #[command(flatten)]
     server: common::Connect,
+    /// Talk TLS, verifying the server's certificate against --ca.
+    #[cfg(feature = "tls")]
+    #[arg(long, requires = "ca")]
+    tls: bool,
+    /// PEM file of the certificate authorities to trust (with --tls); for a
+    /// self-signed server, its own certificate.
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "PEM")]
+    ca: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry (default: --host).
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "NAME")]
+    server_name: Option<String>,
     /// Messages to send, one per word.
     #[arg(default_values_t = ["Hello".to_string(), "network".into(), "world".into()])]
     words: Vec<String>,
@@ -30,10 +43,22 @@ fn main() -> ExitCode {
     let args = Args::parse();
     common::run(|| {
         let addr = args.server.addr()?;
-        let mut stream = TcpStream::connect(addr)
+        let tcp = TcpStream::connect(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
         // A server that accepts but never answers must not hang us forever.
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut stream: Box<dyn ReadWrite> = Box::new(tcp);
+        #[cfg(feature = "tls")]
+        if args.tls {
+            let ca = args.ca.as_ref().expect("clap requires --ca with --tls");
+            let config = sockloop::tls::client_config(ca)?;
+            let name = args.server_name.as_deref().unwrap_or(&args.server.host);
+            let name = sockloop::tls::rustls::pki_types::ServerName::try_from(name.to_string())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{name}: {e}")))?;
+            let session = sockloop::tls::rustls::ClientConnection::new(config, name)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            stream = Box::new(sockloop::tls::rustls::StreamOwned::new(session, stream));
+        }
         let mut reply = [0; 1024];
         for word in &args.words {
             stream.write_all(word.as_bytes())?;
@@ -56,3 +81,7 @@ fn main() -> ExitCode {
         Ok(())
     })
 }
+
+/// A plain or TLS stream.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}

@@ -9,6 +9,12 @@
 //! Started by socket activation (systemd, or `kill -USR2` on a running
 //! one: see docs/deploy.md) it serves the sockets it was given instead of
 //! its `--port`, `--unix` and `--udp` addresses.
+//! Over TLS (docs/tls.md shows how to make the PEM files):
+//!
+//! ```text
+//! cargo run --example select_echo -- --port 50007 --tls-cert cert.pem --tls-key key.pem
+//! cargo run --example echo_client -- --port 50007 --tls --ca cert.pem --server-name localhost
+//! ```
 
 use std::io;
 use std::path::PathBuf;
@@ -52,6 +58,15 @@ struct Args {
     /// ports (SO_REUSEPORT); the kernel spreads connections over them.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     threads: u16,
+    /// Serve TLS on every TCP and Unix stream listener with this PEM
+    /// certificate chain (server certificate first); needs --tls-key.
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     shutdown: common::Shutdown,
     #[command(flatten)]
@@ -74,6 +89,10 @@ fn main() -> ExitCode {
         } else {
             ports.clear();
             (&[][..], &[][..])
+        #[cfg(feature = "tls")]
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(sockloop::tls::server_config(cert, key)?),
+            _ => None,
         };
         let plan = Plan {
             inherited,
@@ -84,6 +103,8 @@ fn main() -> ExitCode {
             stamp: args.stamp,
             reuse_port: args.threads > 1,
             grace,
+            #[cfg(feature = "tls")]
+            tls,
         };
         let threads = usize::from(args.threads);
         if threads == 1 {
@@ -135,6 +156,8 @@ struct Plan {
     stamp: bool,
     reuse_port: bool,
     grace: Duration,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<sockloop::tls::ServerConfig>>,
 }
 
 impl Plan {
@@ -145,12 +168,20 @@ impl Plan {
         let mut opts = ListenOptions::default();
         opts.reuse_port = self.reuse_port;
         opts.proxy_protocol = self.proxy_protocol;
+        #[cfg(feature = "tls")]
+        {
+            opts.tls = self.tls.clone();
+        }
         let mut bound = Plan {
             inherited: Vec::new(),
             streams: Vec::new(),
             unix: Vec::new(),
             udp: Vec::new(),
-            ..*self
+            stamp: self.stamp,
+            reuse_port: self.reuse_port,
+            grace: self.grace,
+            #[cfg(feature = "tls")]
+            tls: self.tls.clone(),
         };
         // Every reactor accepts on its own descriptor of each inherited
         // socket (one accept queue: the kernel hands each connection to one).

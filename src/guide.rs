@@ -8,6 +8,7 @@
 //! - [`socketserver`]: Python's socketserver in [`crate::server`].
 //! - [`offload`]: long work: the reactor alone, offload to threads or
 //!   processes, or a threading / forking server.
+//! - `tls`: TLS servers and clients (feature `tls`).
 //! - [`reliability`]: how sockloop is attacked and checked (fuzzing,
 //!   properties, hostile peers, resource exhaustion).
 //! - [`benchmarks`]: sockloop beside threaded servers and tokio, measured.
@@ -27,6 +28,10 @@ pub mod socketserver {}
 
 #[doc = include_str!(concat!(env!("OUT_DIR"), "/offload.md"))]
 pub mod offload {}
+
+#[cfg(feature = "tls")]
+#[doc = include_str!(concat!(env!("OUT_DIR"), "/tls.md"))]
+pub mod tls {}
 
 #[doc = include_str!(concat!(env!("OUT_DIR"), "/reliability.md"))]
 pub mod reliability {}

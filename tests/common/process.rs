@@ -63,6 +63,23 @@ fn build_examples(profile_dir: &Path) {
     };
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--examples", "--quiet"]);
+    // What cargo sets for a test run describes this package; a build script
+    // that names one of them in `rerun-if-env-changed` (ring names
+    // CARGO_PKG_NAME, CARGO_MANIFEST_DIR, ...) would see it change between
+    // this build and the caller's, and rebuild on each (ring: 30 s).
+    for (key, _) in env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                key,
+                "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR"
+            )
+        {
+            cmd.env_remove(key);
+        }
+    }
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => {}
         Some("release") => {
