@@ -151,11 +151,12 @@ fn failed_and_silent_handshakes_reach_handle_error_and_others_go_on() {
 #[test]
 fn tls_needs_a_stream_family() {
     let c = TestCerts::new("server-udp");
-    let e = ServerBuilder::new(Family::Udp)
+    let built = ServerBuilder::new(Family::Udp)
         .bind(any_port())
         .tls(c.server_config())
-        .build(|| UpperLine)
-        .err()
-        .expect("a datagram server refuses TLS");
+        .build(|| UpperLine);
+    let Err(e) = built else {
+        panic!("a datagram server refuses TLS");
+    };
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
 }

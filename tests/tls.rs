@@ -81,11 +81,9 @@ fn tls_echo_server(
 ) -> (Server, mpsc::Receiver<String>) {
     let (tx, rx) = mpsc::channel();
     let server = Server::start(move |r| {
-        let lopts = ListenOptions {
-            tls: Some(config),
-            conn: opts,
-            ..ListenOptions::default()
-        };
+        let mut lopts = ListenOptions::default();
+        lopts.tls = Some(config);
+        lopts.conn = opts;
         let mut addrs = Vec::new();
         let t = tx.clone();
         let id = r
@@ -238,10 +236,8 @@ fn an_end_of_stream_without_close_notify_is_a_truncation() {
 #[test]
 fn a_silent_client_meets_the_handshake_timeout() {
     let c = TestCerts::new("timeout");
-    let opts = ConnOptions {
-        tls_handshake_timeout: Duration::from_millis(200),
-        ..ConnOptions::default()
-    };
+    let mut opts = ConnOptions::default();
+    opts.tls_handshake_timeout = Duration::from_millis(200);
     let (server, events) = tls_echo_server(c.server_config(), opts, None);
     let mut s = tcp(server.inet(0));
     let start = Instant::now();
@@ -260,10 +256,8 @@ fn a_silent_client_meets_the_handshake_timeout() {
 #[test]
 fn the_handshake_byte_limit_cuts_off_a_flood() {
     let c = TestCerts::new("flood");
-    let opts = ConnOptions {
-        tls_handshake_limit: 1000,
-        ..ConnOptions::default()
-    };
+    let mut opts = ConnOptions::default();
+    opts.tls_handshake_limit = 1000;
     let (server, events) = tls_echo_server(c.server_config(), opts, None);
     let mut s = tcp(server.inet(0));
     // A handshake record header announcing 16 KiB, then the bytes.

@@ -33,8 +33,8 @@ use crate::net::tls::{server_name as server_name_of, tls_error};
 use crate::net::Stream;
 use crate::reactor::conn::{Closing, Conn};
 use crate::reactor::conn_in;
-use crate::reactor::wqueue::{TailPool, WriteQueue};
 use crate::reactor::handler::ConnHandler;
+use crate::reactor::wqueue::{TailPool, WriteQueue};
 use crate::{Addr, CloseReason, ConnId, ConnOptions, Reactor, TimerId};
 
 /// The TLS state of one connection.
