@@ -28,11 +28,11 @@ struct Args {
     /// PEM file of the certificate authorities to trust (with --tls); for a
     /// self-signed server, its own certificate.
     #[cfg(feature = "tls")]
-    #[arg(long, value_name = "PEM")]
+    #[arg(long, value_name = "PATH")]
     ca: Option<std::path::PathBuf>,
     /// The name the server's certificate must carry (default: --host).
     #[cfg(feature = "tls")]
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "HOST")]
     server_name: Option<String>,
     /// Messages to send, one per word.
     #[arg(default_values_t = ["Hello".to_string(), "network".into(), "world".into()])]

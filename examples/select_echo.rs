@@ -61,11 +61,11 @@ struct Args {
     /// Serve TLS on every TCP and Unix stream listener with this PEM
     /// certificate chain (server certificate first); needs --tls-key.
     #[cfg(feature = "tls")]
-    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
     #[cfg(feature = "tls")]
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     #[command(flatten)]
     shutdown: common::Shutdown,
