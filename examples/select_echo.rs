@@ -9,6 +9,7 @@
 //! Started by socket activation (systemd, or `kill -USR2` on a running
 //! one: see docs/deploy.md) it serves the sockets it was given instead of
 //! its `--port`, `--unix` and `--udp` addresses.
+//!
 //! Over TLS (docs/tls.md shows how to make the PEM files):
 //!
 //! ```text
@@ -89,6 +90,7 @@ fn main() -> ExitCode {
         } else {
             ports.clear();
             (&[][..], &[][..])
+        };
         #[cfg(feature = "tls")]
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(sockloop::tls::server_config(cert, key)?),
@@ -177,6 +179,7 @@ impl Plan {
             streams: Vec::new(),
             unix: Vec::new(),
             udp: Vec::new(),
+            proxy_protocol: self.proxy_protocol,
             stamp: self.stamp,
             reuse_port: self.reuse_port,
             grace: self.grace,

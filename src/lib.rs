@@ -85,10 +85,9 @@ pub mod context {
 pub use net::addr::Addr;
 pub use net::allow::AllowList;
 pub use net::blocking::{BlockingDatagram, BlockingStream};
-pub use net::{activation, proxy};
-pub use net::{ConnOptions, ListenOptions};
 #[cfg(feature = "tls")]
 pub use net::tls;
+pub use net::{activation, proxy};
 pub use net::{ConnOptions, ListenOptions};
 pub use offload::{OffloadOptions, ProcessPool};
 pub use protocol::context::{Context, DatagramContext};

@@ -377,9 +377,8 @@ impl Reactor {
                 l.open += 1;
                 let id = ListenerId::new(key, l.gen);
                 if let Err(e) =
-                    self.add_conn_proxied(stream, handler, opts, Some(id), false, proxied)
+                    self.add_conn_proxied(stream, handler, opts, Some(id), false, proxied, tls)
                 {
-                if let Err(e) = self.add_conn(stream, handler, opts, Some(id), false, tls) {
                     log::error!("cannot register connection from {peer}: {e}");
                     if let Some(l) = self.listener_at(key) {
                         l.open -= 1;

@@ -58,11 +58,12 @@ impl Reactor {
         connecting: bool,
         tls: Option<Box<TlsConn>>,
     ) -> io::Result<ConnId> {
-        self.add_conn_proxied(stream, handler, opts, listener, connecting, None)
+        self.add_conn_proxied(stream, handler, opts, listener, connecting, None, tls)
     }
 
     /// [`add_conn`](Reactor::add_conn) for a connection that began with a
-    /// PROXY header (set before `on_open`, which may ask for the peer).
+    /// PROXY header (set before `on_open`, which may ask for the peer), and
+    /// for TLS connections (`on_open` after the handshake).
     pub(crate) fn add_conn_proxied(
         &mut self,
         stream: Stream,
@@ -71,6 +72,7 @@ impl Reactor {
         listener: Option<crate::ListenerId>,
         connecting: bool,
         proxied: Option<Box<crate::reactor::proxy_wait::Proxied>>,
+        tls: Option<Box<TlsConn>>,
     ) -> io::Result<ConnId> {
         let gen = self.next_gen();
         let mut conn = Conn::new(stream, handler, opts, self.now);
