@@ -376,8 +376,9 @@ impl Reactor {
                 let tls = None;
                 l.open += 1;
                 let id = ListenerId::new(key, l.gen);
+                let extras = crate::reactor::stream::ConnExtras { proxied, tls };
                 if let Err(e) =
-                    self.add_conn_proxied(stream, handler, opts, Some(id), false, proxied, tls)
+                    self.add_conn_proxied(stream, handler, opts, Some(id), false, extras)
                 {
                     log::error!("cannot register connection from {peer}: {e}");
                     if let Some(l) = self.listener_at(key) {

@@ -47,6 +47,14 @@ impl EventSource for Conn {
     }
 }
 
+/// What a new connection may come with besides its socket.
+pub(crate) struct ConnExtras {
+    /// The PROXY header it began with.
+    pub(crate) proxied: Option<Box<crate::reactor::proxy_wait::Proxied>>,
+    /// Its TLS state (`on_open` waits for the handshake).
+    pub(crate) tls: Option<Box<TlsConn>>,
+}
+
 impl Reactor {
     /// Puts a connected (or connecting) stream under the reactor's care.
     pub(crate) fn add_conn(
@@ -58,7 +66,8 @@ impl Reactor {
         connecting: bool,
         tls: Option<Box<TlsConn>>,
     ) -> io::Result<ConnId> {
-        self.add_conn_proxied(stream, handler, opts, listener, connecting, None, tls)
+        let extras = ConnExtras { proxied: None, tls };
+        self.add_conn_proxied(stream, handler, opts, listener, connecting, extras)
     }
 
     /// [`add_conn`](Reactor::add_conn) for a connection that began with a
@@ -71,9 +80,9 @@ impl Reactor {
         opts: ConnOptions,
         listener: Option<crate::ListenerId>,
         connecting: bool,
-        proxied: Option<Box<crate::reactor::proxy_wait::Proxied>>,
-        tls: Option<Box<TlsConn>>,
+        extras: ConnExtras,
     ) -> io::Result<ConnId> {
+        let ConnExtras { proxied, tls } = extras;
         let gen = self.next_gen();
         let mut conn = Conn::new(stream, handler, opts, self.now);
         conn.proxied = proxied;
