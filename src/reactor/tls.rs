@@ -348,7 +348,7 @@ impl Reactor {
             log::info!("{id} ({peer}): TLS: {why}; closing");
             // The alert, if the socket takes it now; nothing else waits.
             if matches!(conn.closing, Closing::No) {
-                let _ = conn.flush(&mut self.tails);
+                let _ = conn.flush(&mut self.tails, self.now);
             }
             self.close_at(key, Closing::Now(CloseReason::Tls(why)));
             return false;
