@@ -111,8 +111,13 @@ impl Reactor {
             self.conn_at(key).expect("just inserted").idle_timer = Some(timer);
         }
         if tls_conn {
-            // `on_open` waits for the handshake, which has a deadline.
+            // `on_open` waits for the handshake, which has a deadline. An
+            // accepted client's hello is usually there already: read it
+            // this turn.
             self.tls_added(id);
+            if listener.is_some() {
+                self.schedule_read(key);
+            }
         } else if !connecting {
             // From a callback (`adopt`), after it: callbacks never nest.
             self.after_callback(move |r| {
@@ -260,8 +265,12 @@ impl Reactor {
         }
         // An accepted client usually sent its request with the handshake:
         // read it now rather than a loop turn later (one `epoll_wait` less
-        // per connection under `Connection: close` load).
-        if self.conn_at(key).is_some_and(|c| c.listener.is_some()) {
+        // per connection under `Connection: close` load). Not for TLS: its
+        // `on_open` comes from inside a read, which goes on by itself.
+        if self
+            .conn_at(key)
+            .is_some_and(|c| c.listener.is_some() && c.tls.is_none())
+        {
             self.read_conn(key, true);
         }
     }
