@@ -26,19 +26,23 @@ impl Context<'_> {
     /// Queues a copy of `data`. It is sent when the callback returns, in
     /// order with everything queued before, as far as the socket takes it;
     /// the rest waits for the socket to become writable. Writes on a closing
-    /// connection are dropped (logged at debug level), except those of an
-    /// offloaded answer that a `close()` waits for.
+    /// connection are dropped, except those of an offloaded answer that a
+    /// `close()` waits for: a warning says how many bytes were lost (use
+    /// [`Reactor::write`] for a `Result`).
     pub fn write(&mut self, data: &[u8]) {
         if let Err(e) = self.reactor.write(self.id, data) {
-            log::debug!("{}: write of {} bytes dropped: {e}", self.id, data.len());
+            log::warn!("{}: write of {} bytes dropped: {e}", self.id, data.len());
         }
     }
 
     /// Queues `data` without copying (`Bytes`, `Vec<u8>`, a frame from
     /// [`BytesMut::split`](bytes::BytesMut::split)...).
+    /// Dropped with a warning as [`write`](Context::write) says.
     pub fn write_bytes(&mut self, data: impl Into<Bytes>) {
+        let data = data.into();
+        let len = data.len();
         if let Err(e) = self.reactor.write_bytes(self.id, data) {
-            log::debug!("{}: write dropped: {e}", self.id);
+            log::warn!("{}: write of {len} bytes dropped: {e}", self.id);
         }
     }
 
