@@ -423,3 +423,47 @@ fn header_data_and_end_of_stream_in_one_go() {
     assert!(all.starts_with("factory=192.0.2.8:8 "), "{all}");
     assert!(all.ends_with("last words\n"), "{all}");
 }
+
+// (the client is reset although the grace has 10 s left and its header is valid).
+#[test]
+fn a_header_that_comes_during_the_grace_is_served() {
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let mut r = Reactor::new().unwrap();
+        let id = r
+            .listen_with(
+                &any_port(),
+                &proxy_opts(Duration::from_secs(60)),
+                |peer: &Addr| Who {
+                    factory_peer: peer.clone(),
+                },
+            )
+            .unwrap();
+        tx.send((r.handle(), r.listener_addr(id).unwrap())).unwrap();
+        r.run().unwrap();
+    });
+    let (handle, addr) = rx.recv_timeout(LIMIT).unwrap();
+    let mut s = TcpStream::connect(addr.as_inet().unwrap()).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.write_all(b"PROXY TCP4").unwrap();
+    // The server has it waiting (a round trip on another connection proves the turn passed).
+    let mut other = TcpStream::connect(addr.as_inet().unwrap()).unwrap();
+    other.write_all(b"PROXY UNKNOWN\r\n").unwrap();
+    other.set_read_timeout(Some(LIMIT)).unwrap();
+    first_line(&other);
+    drop(other);
+    handle.shutdown_graceful(Duration::from_secs(10)).unwrap();
+    // A restart or SIGTERM has begun; the proxy's header arrives now, well within the grace.
+    s.write_all(b" 192.0.2.1 192.0.2.2 1000 80\r\n").unwrap();
+    let line = first_line(&s);
+    assert!(
+        line.contains("peer=192.0.2.1:1000"),
+        "not served during the grace: {line:?}"
+    );
+    assert!(
+        TcpStream::connect(addr.as_inet().unwrap()).is_err(),
+        "the listener is closed: a new client is refused"
+    );
+    drop(s);
+    thread.join().unwrap();
+}

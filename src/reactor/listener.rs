@@ -24,6 +24,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub(crate) type Factory = Box<dyn FnMut(&Addr) -> Box<dyn ConnHandler>>;
 type AcceptFn = Box<dyn FnMut(&mut Reactor, BlockingStream, Addr)>;
 
+/// A listener closed while connections it accepted still wait for their
+/// PROXY header: what admitting them needs (see [`Reactor::close_listener`]).
+pub(crate) struct Parked {
+    acceptor: Acceptor,
+    opts: ListenOptions,
+    addr: Addr,
+}
+
 /// What becomes of an accepted connection.
 enum Acceptor {
     /// It is served on the reactor by the handler the factory makes.
@@ -207,13 +215,52 @@ impl Reactor {
     }
 
     /// Stops listening; a Unix socket file is removed. Open connections stay.
+    ///
+    /// Connections it accepted that still wait for their PROXY header are
+    /// served when their header comes, as if it were open (a graceful
+    /// shutdown or a restart closes the listeners first: those connections
+    /// were accepted and must not be reset).
     pub fn close_listener(&mut self, id: ListenerId) {
         if let Some(Source::Listener(l)) = self.sources.get_mut(id.key()) {
             if l.gen == id.gen {
                 let _ = self.poll.registry().deregister(&mut l.listener);
                 let source = self.release_slot(id.key());
-                self.drop_source(source);
+                if !self.proxy_waits_on(id) {
+                    return self.drop_source(source);
+                }
+                let Source::Listener(l) = source else {
+                    unreachable!("checked above")
+                };
+                let ListenerState {
+                    _listed,
+                    listener,
+                    acceptor,
+                    opts,
+                    addr,
+                    ..
+                } = l;
+                // The socket closes now (new clients are refused); what
+                // admitting needs stays until no connection waits.
+                drop(_listed);
+                drop(listener);
+                self.parked.push((
+                    id,
+                    Parked {
+                        acceptor,
+                        opts,
+                        addr,
+                    },
+                ));
             }
+        }
+    }
+
+    /// Drops the closed listeners' acceptors once no connection waits for
+    /// a PROXY header any more.
+    pub(crate) fn unpark_if_idle(&mut self) {
+        if self.proxy_pending == 0 && !self.parked.is_empty() {
+            let parked = std::mem::take(&mut self.parked);
+            self.guarded("dropping a protocol factory", move |_| drop(parked));
         }
     }
 
@@ -332,84 +379,129 @@ impl Reactor {
         proxied: Option<Box<Proxied>>,
     ) {
         let key = id.key();
-        let Some(l) = self.listener_at(key).filter(|l| l.gen == id.gen) else {
-            // Its listener closed while the header was awaited.
-            return;
+        let live = self.listener_at(key).is_some_and(|l| l.gen == id.gen);
+        // A closed listener's connection that waited for its header is
+        // served by what the listener left (`close_listener`).
+        let parked = if live {
+            None
+        } else {
+            match self.parked.iter().position(|(p, _)| *p == id) {
+                Some(at) => Some(at),
+                None => {
+                    log::warn!(
+                        "connection from {peer} closed: its listener {id} is gone and left no protocol"
+                    );
+                    self.stats.proxy_refused += 1;
+                    return;
+                }
+            }
         };
-        if l.opts
+        let (opts, addr, acceptor) = match parked {
+            None => {
+                let l = self.listener_at(key).expect("live");
+                (&l.opts, &l.addr, &mut l.acceptor)
+            }
+            Some(at) => {
+                let p = &mut self.parked[at].1;
+                (&p.opts, &p.addr, &mut p.acceptor)
+            }
+        };
+        if opts
             .allow
             .as_ref()
             .is_some_and(|allow| !allow.allows(&peer))
         {
-            log::info!("{}: refused {peer}: not in the allow-list", l.addr);
+            log::info!("{addr}: refused {peer}: not in the allow-list");
             self.stats.refused += 1;
             return; // dropping the stream closes it
         }
+        let conn_opts = opts.conn.clone();
+        #[cfg(feature = "tls")]
+        let tls_config = opts.tls.clone();
+        let addr = addr.clone();
+        // Out of its place while user code runs (it may close the listener).
+        let mut acceptor = std::mem::replace(acceptor, Acceptor::Handoff(None));
         self.stats.accepted += 1;
-        let Some(l) = self.listener_at(key) else {
-            return;
-        };
-        match &mut l.acceptor {
+        match &mut acceptor {
             Acceptor::Handlers(factory) => {
-                let handler = match panic::catch_unwind(AssertUnwindSafe(|| factory(&peer))) {
-                    Ok(handler) => handler,
+                match panic::catch_unwind(AssertUnwindSafe(|| factory(&peer))) {
+                    Ok(handler) => {
+                        #[cfg(feature = "tls")]
+                        let tls = match &tls_config {
+                            Some(config) => {
+                                match Reactor::tls_accepting(config, &conn_opts, &peer) {
+                                    Some(tls) => Some(tls),
+                                    None => return self.put_back(id, acceptor),
+                                }
+                            }
+                            None => None,
+                        };
+                        #[cfg(not(feature = "tls"))]
+                        let tls = None;
+                        if let Some(l) = self.listener_at(key).filter(|l| l.gen == id.gen) {
+                            l.open += 1;
+                        }
+                        let extras = crate::reactor::stream::ConnExtras { proxied, tls };
+                        if let Err(e) = self.add_conn_proxied(
+                            stream,
+                            handler,
+                            conn_opts,
+                            Some(id),
+                            false,
+                            extras,
+                        ) {
+                            log::error!("cannot register connection from {peer}: {e}");
+                            if let Some(l) = self.listener_at(key).filter(|l| l.gen == id.gen) {
+                                l.open -= 1;
+                            }
+                        }
+                    }
                     Err(panic) => {
                         log::error!(
-                            "{}: protocol factory panicked for {peer}: {}; connection dropped",
-                            l.addr,
+                            "{addr}: protocol factory panicked for {peer}: {}; connection dropped",
                             crate::reactor::panic_message(&*panic)
                         );
                         self.stats.panics += 1;
-                        return;
-                    }
-                };
-                let opts = l.opts.conn.clone();
-                #[cfg(feature = "tls")]
-                let tls = match &l.opts.tls {
-                    Some(config) => match Reactor::tls_accepting(config, &opts, &peer) {
-                        Some(tls) => Some(tls),
-                        None => return,
-                    },
-                    None => None,
-                };
-                #[cfg(not(feature = "tls"))]
-                let tls = None;
-                l.open += 1;
-                let id = ListenerId::new(key, l.gen);
-                let extras = crate::reactor::stream::ConnExtras { proxied, tls };
-                if let Err(e) =
-                    self.add_conn_proxied(stream, handler, opts, Some(id), false, extras)
-                {
-                    log::error!("cannot register connection from {peer}: {e}");
-                    if let Some(l) = self.listener_at(key) {
-                        l.open -= 1;
                     }
                 }
             }
             Acceptor::Handoff(on_accept) => {
-                let Some(mut on_accept) = on_accept.take() else {
-                    return;
-                };
-                match BlockingStream::from_mio(stream) {
-                    Ok(stream) => {
-                        let result =
-                            panic::catch_unwind(AssertUnwindSafe(|| on_accept(self, stream, peer)));
-                        if let Err(panic) = result {
-                            log::error!(
-                                "listener {key}: accept callback panicked: {}; connection dropped",
-                                crate::reactor::panic_message(&*panic)
-                            );
-                            self.stats.panics += 1;
+                if let Some(on_accept) = on_accept {
+                    match BlockingStream::from_mio(stream) {
+                        Ok(stream) => {
+                            let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                                on_accept(self, stream, peer)
+                            }));
+                            if let Err(panic) = result {
+                                log::error!(
+                                    "{addr}: accept callback panicked: {}; connection dropped",
+                                    crate::reactor::panic_message(&*panic)
+                                );
+                                self.stats.panics += 1;
+                            }
                         }
+                        Err(e) => log::error!("cannot hand off connection from {peer}: {e}"),
                     }
-                    Err(e) => log::error!("cannot hand off connection from {peer}: {e}"),
-                }
-                if let Some(Acceptor::Handoff(slot)) =
-                    self.listener_at(key).map(|l| &mut l.acceptor)
-                {
-                    *slot = Some(on_accept);
                 }
             }
+        }
+        self.put_back(id, acceptor);
+    }
+
+    /// Returns an acceptor taken out by `admit` to its listener, live or
+    /// parked (dropped if both went meanwhile).
+    fn put_back(&mut self, id: ListenerId, acceptor: Acceptor) {
+        let slot = match self.listener_at(id.key()).filter(|l| l.gen == id.gen) {
+            Some(l) => Some(&mut l.acceptor),
+            None => self
+                .parked
+                .iter_mut()
+                .find(|(p, _)| *p == id)
+                .map(|(_, p)| &mut p.acceptor),
+        };
+        match slot {
+            Some(slot) => *slot = acceptor,
+            None => self.guarded("dropping a protocol factory", move |_| drop(acceptor)),
         }
     }
 

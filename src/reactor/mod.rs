@@ -154,6 +154,8 @@ pub struct Reactor {
     pub(crate) draining: bool,
     /// Accepted connections waiting for their PROXY header.
     pub(crate) proxy_pending: usize,
+    /// Listeners closed while such connections waited (see `close_listener`).
+    pub(crate) parked: Vec<(crate::ListenerId, crate::reactor::listener::Parked)>,
     stopping: bool,
     pub(crate) running: bool,
     /// Running user code and operations postponed until it returns.
@@ -194,6 +196,7 @@ impl Reactor {
             at_global_cap: Vec::new(),
             draining: false,
             proxy_pending: 0,
+            parked: Vec::new(),
             stopping: false,
             hurry: false,
             running: false,

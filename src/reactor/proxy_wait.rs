@@ -131,6 +131,7 @@ impl Reactor {
                     proxied.header.version
                 );
                 self.admit(w.listener, w.stream, client, Some(Box::new(proxied)));
+                self.unpark_if_idle();
             }
         }
     }
@@ -152,6 +153,17 @@ impl Reactor {
         self.stats.proxy_refused += 1;
         // A peer that sent junk gets a reset: nothing it sent is read.
         w.stream.reset_on_close();
+        drop(w);
+        self.unpark_if_idle();
+    }
+
+    /// Does a connection accepted by `listener` wait for its header?
+    pub(crate) fn proxy_waits_on(&self, listener: ListenerId) -> bool {
+        self.proxy_pending > 0
+            && self
+                .sources
+                .iter()
+                .any(|(_, s)| matches!(s, Source::ProxyWait(w) if w.listener == listener))
     }
 
     /// Takes the waiting connection out of its slot.
@@ -188,5 +200,6 @@ impl Reactor {
                 );
             }
         }
+        self.unpark_if_idle();
     }
 }
