@@ -121,6 +121,7 @@ fn main() -> ExitCode {
         // One reactor per thread, each with its own listeners on the same
         // ports (SO_REUSEPORT): the first binds (and picks any port 0), the
         // others reuse what it got. Unix sockets stay with the first.
+        common::ignore_restart("select_echo --threads N (N > 1)")?;
         let first: Arc<Mutex<Option<Plan>>> = Arc::default();
         let shared = first.clone();
         let reactors = Reactors::spawn(threads, move |_index, reactor| {

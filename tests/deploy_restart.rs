@@ -476,3 +476,37 @@ fn chained_restarts_keep_every_socket_the_unix_file_included() {
         "second successor {status}"
     );
 }
+
+/// Red team F2: programs that cannot restart (several reactor threads, the
+/// socketserver examples) log and ignore SIGUSR2, the reload signal
+/// docs/deploy.md gives systemd, instead of dying by its default action
+/// with every connection reset.
+#[test]
+fn programs_that_cannot_restart_ignore_the_restart_signal() {
+    for (name, args) in [
+        ("select_echo", &["--port", "0", "--threads", "2"][..]),
+        ("echo_server", &["--port", "0", "--mode", "threading"][..]),
+        ("echo_server", &["--port", "0", "--mode", "forking"][..]),
+    ] {
+        let mut p = Proc::start(&example(name), args);
+        let addr: SocketAddr = p.listening().parse().unwrap();
+        let mut held = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
+        held.set_read_timeout(Some(TIMEOUT)).unwrap();
+        // Served first (a socketserver handler answers one message, then closes).
+        roundtrip(addr, b"before").unwrap();
+        let mut got = [0; 6];
+        p.signal(libc::SIGUSR2);
+        p.logged("restart is not supported");
+        assert!(
+            p.child.try_wait().unwrap().is_none(),
+            "{name} {args:?} died"
+        );
+        held.write_all(b"after!").unwrap();
+        held.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"after!", "{name} {args:?}");
+        roundtrip(addr, b"new client").unwrap();
+        drop(held);
+        p.signal(libc::SIGTERM);
+        assert_eq!(p.wait_exit().code(), Some(0), "{name} {args:?}");
+    }
+}

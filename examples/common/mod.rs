@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::Signals;
 use sockloop::activation::InheritedSocket;
 use sockloop::restart::RestartOptions;
@@ -231,6 +231,7 @@ impl Serving {
 /// are caught on a thread of their own, which asks for the shutdown through
 /// a `ServerHandle`.
 pub fn serve(mut server: Server, grace: Duration) -> io::Result<()> {
+    ignore_restart("the socketserver examples")?;
     // Registered before the announcement: from then on a signal must find its handler.
     // `Signals` reports the signals pending when its thread wakes, as a set:
     // two deliveries before it runs would count as one. So every delivery is
@@ -285,6 +286,21 @@ pub fn serve(mut server: Server, grace: Duration) -> io::Result<()> {
     let served = server.serve_forever();
     server.server_close();
     served
+}
+
+/// SIGUSR2 (docs/deploy.md's reload signal) is logged and ignored by a
+/// program that cannot restart (`what`): its default action would kill it
+/// and reset every connection.
+pub fn ignore_restart(what: &'static str) -> io::Result<()> {
+    let mut signals = Signals::new([SIGUSR2])?;
+    thread::Builder::new()
+        .name("sigusr2".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                log::warn!("SIGUSR2 received: restart is not supported by {what}; ignored");
+            }
+        })?;
+    Ok(())
 }
 
 /// Listens on every one of `addrs` (or on the inherited sockets instead,
