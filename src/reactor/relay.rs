@@ -46,14 +46,25 @@ impl ConnHandler for Relay {
 
     fn on_timer(&mut self, _r: &mut Reactor, _id: ConnId, _timer: TimerId) {}
 
-    fn on_shutdown(&mut self, r: &mut Reactor, id: ConnId) {
-        r.close(id);
-        r.close(self.other);
-    }
+    /// A relay cannot tell a finished transfer from one under way (an
+    /// EOF-delimited download looks idle between reads): it goes on until
+    /// its peers end it, and the grace period's end cuts it (`on_close`).
+    fn on_shutdown(&mut self, _r: &mut Reactor, _id: ConnId) {}
 
     /// The other side ends too, after sending what it holds, with this
-    /// side's reason when it was not clean.
+    /// side's reason when it was not clean. Cut by the end of a graceful
+    /// shutdown's grace, both sides are reset (`SO_LINGER` 0), not closed
+    /// with a FIN: a peer must not take a cut transfer for a complete one.
     fn on_close(&mut self, r: &mut Reactor, id: ConnId, reason: &CloseReason) {
+        if matches!(reason, CloseReason::ReactorStopped) {
+            for side in [id, self.other] {
+                if let Some(conn) = r.conn(side) {
+                    conn.stream.reset_on_close();
+                }
+            }
+            r.close_id(self.other, Closing::Now(CloseReason::ReactorStopped));
+            return;
+        }
         let reason = if reason.is_clean() {
             CloseReason::Closed
         } else {
