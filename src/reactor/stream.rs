@@ -279,11 +279,30 @@ impl Reactor {
     /// connection should stop reading. `trust_short_read`: a read that returns
     /// less than offered means the socket is empty (saves one `read` per
     /// wake-up, as tokio does); off after the peer's FIN or an error.
-    pub(crate) fn read_conn(&mut self, key: usize, mut trust_short_read: bool) {
+    #[inline]
+    pub(crate) fn read_conn(&mut self, key: usize, trust_short_read: bool) {
+        self.read_loop::<false>(key, trust_short_read);
+    }
+
+    /// A TLS connection's reads: out of line, so that the plain loop stays
+    /// as it was before TLS (its checks cost the plain path ~3 %).
+    #[cold]
+    #[inline(never)]
+    fn read_tls_conn(&mut self, key: usize, trust_short_read: bool) {
+        self.read_loop::<true>(key, trust_short_read);
+    }
+
+    /// The read loop, for a plain (`TLS == false`) or a TLS connection: one
+    /// body, monomorphised twice, so that the plain one has no TLS branches
+    /// but the one check that hands a TLS connection over.
+    fn read_loop<const TLS: bool>(&mut self, key: usize, mut trust_short_read: bool) {
         for _ in 0..READ_BUDGET {
             let Some(conn) = self.conn_at(key) else {
                 return;
             };
+            if !TLS && conn.tls.is_some() {
+                return self.read_tls_conn(key, trust_short_read);
+            }
             if !conn.wants_read() {
                 return;
             }
@@ -344,16 +363,15 @@ impl Reactor {
             };
             let offered = buf.capacity() - buf.len();
             let conn = conn_in(&mut self.sources, key).expect("checked above");
-            let tls = conn.tls.is_some();
             let result = match conn.tls.as_deref_mut() {
-                None => conn.stream.read_into(&mut buf),
-                Some(session) => session.read(
+                Some(session) if TLS => session.read(
                     &conn.stream,
                     &mut conn.wq,
                     &mut self.tails,
                     &mut buf,
                     &mut trust_short_read,
                 ),
+                _ => conn.stream.read_into(&mut buf),
             };
             match result {
                 Ok(0) => {
@@ -364,7 +382,7 @@ impl Reactor {
                 Ok(n) => {
                     conn.last_active = self.now;
                     // The end of the handshake (`on_open`) comes first.
-                    if tls && !self.tls_events(key) {
+                    if TLS && !self.tls_events(key) {
                         self.keep_unconsumed(key, buf, own);
                         return;
                     }
@@ -380,7 +398,7 @@ impl Reactor {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.keep_unconsumed(key, buf, own);
-                    if tls {
+                    if TLS {
                         self.tls_events(key);
                     }
                     return;
