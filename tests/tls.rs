@@ -436,3 +436,99 @@ fn connect_tls_rejects_a_server_name_the_certificate_does_not_have() {
     client.stop();
     server.stop();
 }
+
+/// Reports its close reason.
+struct CloseTo(mpsc::Sender<String>);
+
+impl Protocol for CloseTo {
+    fn on_data(&mut self, _: &mut Context<'_>, _: &mut BytesMut) {}
+    fn on_close(&mut self, _: &mut Context<'_>, reason: &CloseReason) {
+        let _ = self.0.send(format!("close: {reason:?}"));
+    }
+}
+
+/// Writes by id before the handshake is done wait inside rustls (it cannot
+/// encrypt yet); they count against `max_queued` as queued bytes do, so a
+/// peer that never finishes the handshake cannot make them grow without
+/// bound. (Before, 4 MiB were taken against a 1 MiB limit.)
+#[test]
+fn writes_before_the_handshake_ends_count_against_max_queued() {
+    let c = TestCerts::new("early");
+    // Accepts, never answers: the handshake never ends.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = Addr::from(silent.local_addr().unwrap());
+    let mut r = sockloop::Reactor::new().unwrap();
+    let mut opts = ConnOptions::default();
+    opts.max_queued = Some(1 << 20);
+    let (tx, rx) = mpsc::channel();
+    let id = r
+        .connect_tls_with(&addr, "localhost", c.client_config(), &opts, CloseTo(tx))
+        .unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    let mut accepted = 0;
+    let mut refused = None;
+    for _ in 0..64 {
+        match r.write(id, &chunk) {
+            Ok(()) => accepted += chunk.len(),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+        // The connect completes and the ClientHello goes out meanwhile.
+        r.run_once(Some(Duration::ZERO)).unwrap();
+    }
+    assert!(
+        accepted <= 1 << 20,
+        "{accepted} bytes taken over a 1 MiB limit"
+    );
+    let e = refused.expect("the write over the limit fails");
+    assert!(e.to_string().contains("1048576"), "{e}");
+    let deadline = Instant::now() + LIMIT;
+    while Instant::now() < deadline {
+        r.run_once(Some(Duration::from_millis(10))).unwrap();
+        if let Ok(ev) = rx.try_recv() {
+            assert!(ev.contains("WriteQueueFull"), "{ev}");
+            return;
+        }
+    }
+    panic!("no close");
+}
+
+/// What was written before the end of the handshake (counted against the
+/// limit while rustls held it) goes out after it, all of it, and the count
+/// is released: the echo comes back whole.
+#[test]
+fn writes_before_the_handshake_are_sent_after_it() {
+    let c = TestCerts::new("early2");
+    let (server, _events) = tls_echo_server(c.server_config(), ConnOptions::default(), None);
+    let mut r = sockloop::Reactor::new().unwrap();
+    let mut opts = ConnOptions::default();
+    opts.max_queued = Some(256 * 1024);
+    struct Collect(mpsc::Sender<usize>);
+    impl Protocol for Collect {
+        fn on_data(&mut self, _: &mut Context<'_>, data: &mut BytesMut) {
+            let _ = self.0.send(data.len());
+            data.clear();
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let addr = server.addrs[0].clone();
+    let id = r
+        .connect_tls_with(&addr, "localhost", c.client_config(), &opts, Collect(tx))
+        .unwrap();
+    let data = pattern(200 * 1024);
+    r.write(id, &data).unwrap();
+    // Held by rustls, reported with the queue (beside the ClientHello).
+    let queued = r.queued(id);
+    assert!(queued >= data.len(), "{queued}");
+    let mut got = 0;
+    let deadline = Instant::now() + LIMIT;
+    while got < data.len() && Instant::now() < deadline {
+        r.run_once(Some(Duration::from_millis(10))).unwrap();
+        got += rx.try_iter().sum::<usize>();
+    }
+    assert_eq!(got, data.len());
+    // The limit was released: as much again is taken.
+    r.write(id, &data).unwrap();
+}

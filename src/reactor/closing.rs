@@ -350,7 +350,10 @@ impl Reactor {
             log::warn!("{id}: {reason}; a producer was not finished");
         }
         // Bytes a protocol handed over and the peer will never get: say so.
-        match (conn.wq.len() + conn.fifo_held(), lost_in_kernel) {
+        match (
+            conn.wq.len() + conn.fifo_held() + conn.tls_held(),
+            lost_in_kernel,
+        ) {
             (0, 0) if reason.is_clean() => {}
             (0, 0) => log::debug!("{id}: {reason}"),
             (unsent, 0) => log::warn!("{id}: {reason}; {unsent} queued bytes were not sent"),

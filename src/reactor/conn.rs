@@ -333,12 +333,21 @@ impl Conn {
     /// the queue would outgrow `max_queued`.
     #[inline]
     pub(crate) fn enqueue_copy(&mut self, data: &[u8], pool: &mut TailPool) -> Result<(), usize> {
-        self.check_limit(data.len())?;
         if self.tls.is_some() {
-            self.push_tls(data, pool);
-        } else {
-            self.push_copy_unchecked(data, pool);
+            return self.enqueue_tls(data, pool);
         }
+        self.check_limit(data.len())?;
+        self.push_copy_unchecked(data, pool);
+        Ok(())
+    }
+
+    /// A TLS connection's write: against `max_queued` with the plaintext
+    /// rustls holds until the end of the handshake counted too (it is not in
+    /// the queue yet, and would otherwise grow without bound).
+    #[cold]
+    fn enqueue_tls(&mut self, data: &[u8], pool: &mut TailPool) -> Result<(), usize> {
+        self.check_limit(data.len() + self.tls_held())?;
+        self.push_tls(data, pool);
         Ok(())
     }
 
@@ -349,7 +358,9 @@ impl Conn {
         if let Some(tls) = self.tls.as_deref_mut() {
             tls.encrypt(data, &mut self.wq, pool);
         }
-        self.note_queued();
+        if self.wq.len() + self.tls_held() >= self.opts.high_water {
+            self.over_high_water = true;
+        }
     }
 
     /// Queues a piece from the producers' fifo (the caller pumps by the
@@ -370,11 +381,10 @@ impl Conn {
         read_block: Option<usize>,
         pool: &mut TailPool,
     ) -> Result<(), usize> {
-        self.check_limit(data.len())?;
         if self.tls.is_some() {
-            self.push_tls(&data, pool);
-            return Ok(());
+            return self.enqueue_tls(&data, pool);
         }
+        self.check_limit(data.len())?;
         self.wq.push_bytes(data, read_block, pool);
         self.note_queued();
         Ok(())

@@ -385,7 +385,8 @@ impl Reactor {
 
     /// Bytes queued on connection `id` and not yet taken by the socket.
     pub fn queued(&self, id: ConnId) -> usize {
-        self.conn_ref(id).map_or(0, |c| c.wq.len() + c.fifo_held())
+        self.conn_ref(id)
+            .map_or(0, |c| c.wq.len() + c.fifo_held() + c.tls_held())
     }
 
     /// The peer's address of connection `id`.

@@ -120,7 +120,8 @@ impl Reactor {
             let Some(conn) = crate::reactor::conn_in(&mut self.sources, key) else {
                 return spent;
             };
-            if conn.wq.len() > conn.opts.low_water {
+            // Plaintext rustls holds during a TLS handshake counts too.
+            if conn.wq.len() + conn.tls_held() > conn.opts.low_water {
                 break;
             }
             let Some(fifo) = conn.fifo.as_mut() else {

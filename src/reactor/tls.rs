@@ -54,6 +54,10 @@ pub(crate) struct TlsConn {
     notify_queued: bool,
     /// The peer's stream ended without close_notify.
     truncated: bool,
+    /// Plaintext written before rustls may send application data: rustls
+    /// holds it (not the write queue) until then; counted against
+    /// `max_queued` and reported with the queue.
+    early: usize,
 }
 
 impl TlsConn {
@@ -71,6 +75,7 @@ impl TlsConn {
             failure: None,
             notify_queued: false,
             truncated: false,
+            early: 0,
         })
     }
 
@@ -84,7 +89,13 @@ impl TlsConn {
         // Without a buffer limit rustls takes everything (before the end of
         // the handshake it keeps the plaintext and encrypts it then).
         let _ = self.session.writer().write_all(data);
-        self.take_output(wq, pool);
+        // Records out: rustls sends application data now (and sent what it
+        // held). None: it holds `data` until the handshake is done.
+        if self.take_output(wq, pool) {
+            self.early = 0;
+        } else {
+            self.early += data.len();
+        }
     }
 
     /// Moves the records rustls has ready into the write queue; true if any.
@@ -193,6 +204,8 @@ impl TlsConn {
             }
             if handshaking && !self.session.is_handshaking() {
                 self.open_due = true;
+                // What rustls held went out with the handshake's end.
+                self.early = 0;
             }
         }
     }
@@ -243,6 +256,13 @@ impl Write for QueueSink<'_> {
 }
 
 impl Conn {
+    /// Plaintext rustls holds until the end of the handshake (0 for a plain
+    /// connection): written, not yet in the queue.
+    #[inline]
+    pub(crate) fn tls_held(&self) -> usize {
+        self.tls.as_deref().map_or(0, |t| t.early)
+    }
+
     /// Puts the handshake timer in place (set by `add_conn`).
     fn set_handshake_timer(&mut self, timer: TimerId) {
         if let Some(tls) = self.tls.as_deref_mut() {

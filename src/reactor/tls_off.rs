@@ -38,6 +38,10 @@ impl TlsConn {
 }
 
 impl Conn {
+    pub(crate) fn tls_held(&self) -> usize {
+        0
+    }
+
     pub(crate) fn tls_finish(&mut self, _: &mut CloseReason) -> Option<TimerId> {
         None
     }
