@@ -160,3 +160,54 @@ fn tls_needs_a_stream_family() {
     };
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
 }
+
+/// The handshake timeout is a deadline for the whole handshake, not a
+/// timeout per read: a client that drips a real ClientHello a byte every
+/// 150 ms is cut off after `tls_handshake_timeout` (300 ms), and a Sync
+/// server's next client is served soon after. (Before, each byte re-armed
+/// the timeout: the good client waited the ~6 s of the drip; red team
+/// rt-tls F1.)
+#[test]
+fn a_dripping_handshake_is_cut_at_the_handshake_deadline() {
+    let c = TestCerts::new("drip");
+    let server = ServerBuilder::new(Family::Tcp)
+        .bind(any_port())
+        .mode(Mode::Sync)
+        .tls(c.server_config())
+        .tls_handshake_timeout(Duration::from_millis(300))
+        .spawn(|| UpperLine)
+        .unwrap();
+    let at = server.server_address()[0].as_inet().unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut cc = rustls::ClientConnection::new(c.client_config(), name).unwrap();
+    let mut hello = Vec::new();
+    cc.write_tls(&mut hello).unwrap();
+    let (started_tx, started_rx) = mpsc::channel();
+    let drip = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(at).unwrap();
+        let t0 = std::time::Instant::now();
+        for (i, b) in hello[..40].iter().enumerate() {
+            if s.write_all(&[*b]).is_err() {
+                break;
+            }
+            if i == 0 {
+                let _ = started_tx.send(());
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        t0.elapsed()
+    });
+    recv(&started_rx);
+    let t0 = std::time::Instant::now();
+    let good = TcpStream::connect(at).unwrap();
+    good.set_read_timeout(Some(LIMIT)).unwrap();
+    assert_eq!(ask(&c, good, b"hi\n"), b"HI\n");
+    let waited = t0.elapsed();
+    server.shutdown().unwrap();
+    let dripped = drip.join().unwrap();
+    assert!(
+        waited < Duration::from_secs(3),
+        "the good client waited {waited:?} behind a handshake dripped over {dripped:?} \
+         (timeout 300 ms)"
+    );
+}

@@ -9,7 +9,7 @@
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::BlockingStream;
 
@@ -70,9 +70,14 @@ pub(crate) fn accept(
     let mut conn =
         rustls::ServerConnection::new(Arc::clone(config)).map_err(crate::net::tls::tls_error)?;
     let mut sock = stream;
-    sock.set_timeout(Some(limit))?;
+    // A deadline, not a per-read timeout: a client that drips its
+    // handshake a byte at a time must not hold the worker past `limit`.
+    let mut io = Deadlined {
+        sock: &mut sock,
+        deadline: Instant::now() + limit,
+    };
     while conn.is_handshaking() {
-        match conn.complete_io(&mut sock) {
+        match conn.complete_io(&mut io) {
             Ok(_) => {}
             Err(e)
                 if matches!(
@@ -97,4 +102,39 @@ pub(crate) fn accept(
     Ok(TlsStream(Arc::new(Mutex::new(rustls::StreamOwned::new(
         conn, sock,
     )))))
+}
+
+/// The socket during the handshake: each read and write may block only
+/// until `deadline`, and fails with `TimedOut` after it.
+struct Deadlined<'a> {
+    sock: &'a mut BlockingStream,
+    deadline: Instant,
+}
+
+impl Deadlined<'_> {
+    fn arm(&mut self) -> io::Result<()> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.sock.set_timeout(Some(left))
+    }
+}
+
+impl Read for Deadlined<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.sock.read(buf)
+    }
+}
+
+impl Write for Deadlined<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.sock.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
 }
