@@ -467,3 +467,24 @@ fn a_header_that_comes_during_the_grace_is_served() {
     drop(s);
     thread.join().unwrap();
 }
+
+// Red team F5: fails on the old code (the Unix client was always allowed).
+// The list names 192.0.2.0/24 only; the real peer (127.0.0.1) is not in it.
+#[test]
+fn a_unix_family_header_does_not_bypass_a_tcp_allow_list() {
+    let allow = AllowList::default()
+        .allow("192.0.2.0".parse().unwrap(), 24)
+        .unwrap();
+    let mut opts = proxy_opts(Duration::from_secs(5));
+    opts.allow = Some(allow);
+    let server = server(any_port(), opts);
+    let mut path = [0u8; 108];
+    path[..9].copy_from_slice(b"/tmp/evil");
+    let body = [path, path].concat();
+    let mut s = tcp(&server);
+    s.write_all(&v2(1, 0x31, &body)).unwrap();
+    assert_closed(
+        &s,
+        "UNIX-family client on a TCP listener with an IP allow-list",
+    );
+}

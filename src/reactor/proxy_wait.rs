@@ -36,11 +36,14 @@ pub(crate) struct Proxied {
 
 impl Proxied {
     /// The client: the header's source address, or the socket's peer for
-    /// `LOCAL` and `UNKNOWN` headers.
+    /// `LOCAL` and `UNKNOWN` headers. A Unix source on an inet socket is
+    /// judged like `UNKNOWN` too: the allow-list lets every Unix peer in
+    /// (file permissions guard a Unix socket), which guards nothing on a TCP
+    /// listener, so a proxy's Unix frontend must not bypass the list.
     pub(crate) fn client(&self) -> Addr {
         match &self.header.addresses {
-            Some((source, _)) => source.clone(),
-            None => self.proxy.clone(),
+            Some((source, _)) if !source.is_unix() || self.proxy.is_unix() => source.clone(),
+            _ => self.proxy.clone(),
         }
     }
 }
