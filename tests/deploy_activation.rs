@@ -267,3 +267,51 @@ fn systemd_socket_activate_starts_select_echo() {
     drop(s);
     server.stop_with(libc::SIGTERM);
 }
+
+#[test]
+fn forked_children_do_not_keep_the_inherited_listener() {
+    // Red team F10: a fork server (forking server, process pool) and what it
+    // forks kept the inherited socket open, so the port stayed bound after
+    // the server stopped accepting. A self-bound listener is closed there;
+    // an inherited one must be too. Fails on the old code.
+    for (name, args) in [
+        (
+            "offload_server",
+            &["--pool", "processes", "--workers", "2", "--delay", "0"][..],
+        ),
+        ("echo_server", &["--mode", "forking"][..]),
+    ] {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let want = tcp.local_addr().unwrap().to_string();
+        let inode = std::fs::read_link(format!("/proc/self/fd/{}", tcp.as_raw_fd()))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let mut server = launch(name, args, &[tcp.as_raw_fd()], &[]);
+        assert_eq!(server.listening_one(), want, "{name}");
+        drop(tcp);
+        // A round trip: the pool's workers (or the fork server) are up.
+        let mut s = TcpStream::connect(&want).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s.write_all(b"hello\n").unwrap();
+        let mut reply = String::new();
+        BufReader::new(&s).read_line(&mut reply).unwrap();
+        assert!(reply.to_lowercase().contains("hello"), "{name}: {reply:?}");
+        let forked: Vec<u32> = common::process::children_of(server.pid())
+            .into_iter()
+            .chain(common::process::grandchildren_of(server.pid()))
+            .collect();
+        assert!(!forked.is_empty(), "{name}: no forked process found");
+        let holders: Vec<u32> = forked
+            .iter()
+            .copied()
+            .filter(|&pid| common::process::socket_inodes(pid).contains(&inode))
+            .collect();
+        assert!(
+            holders.is_empty(),
+            "{name}: forked processes {holders:?} (of {forked:?}) hold the inherited listener"
+        );
+        assert!(common::process::socket_inodes(server.pid()).contains(&inode));
+        server.stop_with(libc::SIGTERM);
+    }
+}

@@ -78,6 +78,10 @@ impl SocketKind {
 /// [`Reactor::bind_datagram_inherited`](crate::Reactor::bind_datagram_inherited)
 /// (datagram kinds); dropping it closes it.
 pub struct InheritedSocket {
+    // Before `fd`: unlisted before it closes (see `net::owned`). Listed so
+    // that a fork server started while we hold it (a forking server or a
+    // process pool, started before the listeners are made) closes its copy.
+    _listed: crate::net::owned::Listed,
     fd: OwnedFd,
     kind: SocketKind,
     listening: bool,
@@ -128,8 +132,10 @@ impl InheritedSocket {
     /// Another descriptor for the same socket (`dup`), for a second
     /// reactor to accept on too.
     pub fn try_clone(&self) -> io::Result<InheritedSocket> {
+        let fd = self.fd.try_clone()?;
         Ok(InheritedSocket {
-            fd: self.fd.try_clone()?,
+            _listed: crate::net::owned::Listed::new(fd.as_raw_fd()),
+            fd,
             kind: self.kind,
             listening: self.listening,
             name: self.name.clone(),
@@ -138,7 +144,9 @@ impl InheritedSocket {
 
     /// Gives up the socket as a plain descriptor.
     pub fn into_fd(self) -> OwnedFd {
-        self.fd
+        // Unlisted here: whoever owns it now lists it if it should be.
+        let InheritedSocket { fd, .. } = self;
+        fd
     }
 
     /// Checks that a listener may be made of it (a stream socket that
@@ -328,6 +336,7 @@ fn adopt_one(fd: RawFd, name: Option<String>) -> io::Result<InheritedSocket> {
     let listening =
         kind.is_stream() && int(libc::SOL_SOCKET, libc::SO_ACCEPTCONN, "SO_ACCEPTCONN")? != 0;
     Ok(InheritedSocket {
+        _listed: crate::net::owned::Listed::new(fd),
         fd: owned,
         kind,
         listening,
