@@ -16,8 +16,9 @@ use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::activation::{LISTEN_FDS_START, READY_FD_VAR};
@@ -103,6 +104,7 @@ impl RestartOptions {
 impl Reactor {
     /// Restarts on SIGUSR2 ([`restart`](Reactor::restart)).
     pub fn restart_on_signal(&mut self, opts: RestartOptions) -> io::Result<()> {
+        remember_program();
         let busy = Arc::new(AtomicBool::new(false));
         self.on_signal(&[signal_hook::consts::SIGUSR2], move |reactor, _| {
             if busy.swap(true, Ordering::AcqRel) {
@@ -117,8 +119,9 @@ impl Reactor {
         })
     }
 
-    /// Starts this program again (same binary path, same arguments, same
-    /// environment) with this reactor's listening and datagram sockets
+    /// Starts this program again (as it was started: `argv[0]`, resolved
+    /// against the start-up directory or `PATH`, so a switched `current`
+    /// symlink runs the new release; same arguments, same environment) with this reactor's listening and datagram sockets
     /// passed by socket activation, and returns. When the successor reports
     /// ready ([`notify_ready`]) this reactor stops accepting and shuts down
     /// gracefully, so [`run`](Reactor::run) returns once its connections are
@@ -256,16 +259,84 @@ fn reap(pid: libc::pid_t) -> String {
     "did not end after SIGKILL".into()
 }
 
-/// Forks and executes this binary with `fds` at 3, 4, … and the ready
-/// pipe's write end after them; returns the pipe's read end and the pid.
-fn spawn_successor(fds: &[RawFd]) -> io::Result<(OwnedFd, libc::pid_t)> {
-    let n = fds.len() as RawFd;
-    let ready_target = LISTEN_FDS_START + n;
+/// How the program was started: `argv[0]` made absolute against the
+/// working directory of the time when it names a path (has a `/`), else the
+/// bare name (looked up in `PATH` at the restart, as `execvp` does).
+static STARTED_AS: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// Remembers how the program was started, before it may change directory:
+/// called by [`activation::take`](crate::activation::take) and
+/// [`Reactor::restart_on_signal`], whichever comes first.
+pub(crate) fn remember_program() {
+    STARTED_AS.get_or_init(|| {
+        let arg0 = PathBuf::from(std::env::args_os().next()?);
+        if arg0.as_os_str().is_empty() {
+            None
+        } else if arg0.as_os_str().as_bytes().contains(&b'/') {
+            Some(std::env::current_dir().ok()?.join(arg0))
+        } else {
+            Some(arg0)
+        }
+    });
+}
+
+/// What a restart executes: the program as it was started, so that a
+/// deployment that switched a symlink (`current -> releases/v2`) or
+/// replaced the file runs the new release; `/proc/self/exe` (the binary
+/// this process runs) only when that path no longer names an executable.
+fn program() -> io::Result<OsString> {
+    remember_program();
+    if let Some(Some(started)) = STARTED_AS.get() {
+        let found = if started.is_absolute() {
+            Some(started.clone()).filter(|p| executable(p))
+        } else {
+            search_path(started)
+        };
+        match found {
+            Some(path) => return Ok(path.into_os_string()),
+            None => log::warn!(
+                "restart: {} (as started) is no executable now; running /proc/self/exe",
+                started.display()
+            ),
+        }
+    }
     let mut exe = std::env::current_exe()?.into_os_string();
     // The binary was replaced on disk (a new release): run the new one.
     if let Some(path) = exe.as_bytes().strip_suffix(b" (deleted)") {
         exe = OsString::from(std::ffi::OsStr::from_bytes(path));
     }
+    Ok(exe)
+}
+
+/// `name` looked up in `PATH` as `execvp` does (an empty entry is the
+/// working directory; no `PATH`: `/bin:/usr/bin`).
+fn search_path(name: &Path) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| {
+            if dir.as_os_str().is_empty() {
+                PathBuf::from(".").join(name)
+            } else {
+                dir.join(name)
+            }
+        })
+        .find(|p| executable(p))
+}
+
+fn executable(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access(2) on a NUL-terminated path.
+    path.is_file() && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0
+}
+
+/// Forks and executes this binary with `fds` at 3, 4, … and the ready
+/// pipe's write end after them; returns the pipe's read end and the pid.
+fn spawn_successor(fds: &[RawFd]) -> io::Result<(OwnedFd, libc::pid_t)> {
+    let n = fds.len() as RawFd;
+    let ready_target = LISTEN_FDS_START + n;
+    let exe = program()?;
     let cstr = |s: &[u8]| {
         CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in argument"))
     };

@@ -510,3 +510,48 @@ fn programs_that_cannot_restart_ignore_the_restart_signal() {
         assert_eq!(p.wait_exit().code(), Some(0), "{name} {args:?}");
     }
 }
+
+#[test]
+fn a_restart_runs_the_release_the_start_path_names_now() {
+    // Red team F11: a symlink-switch deployment (`current -> releases/vN`)
+    // started as `current/select_echo`; after `current` is switched, the
+    // restart must run the new release (the path as started), not the
+    // binary the old process runs (`/proc/self/exe`). Fails on the old code.
+    become_subreaper();
+    let dir = TempDir::new("restart-symlink");
+    let (v1, v2) = (dir.join("releases/v1"), dir.join("releases/v2"));
+    std::fs::create_dir_all(&v1).unwrap();
+    std::fs::create_dir_all(&v2).unwrap();
+    std::os::unix::fs::symlink(example("select_echo"), v1.join("select_echo")).unwrap();
+    let script = format!(
+        "#!/bin/sh\necho 'release v2 started' >&2\nexec '{}' \"$@\"\n",
+        example("select_echo").display()
+    );
+    std::fs::write(v2.join("select_echo"), script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        v2.join("select_echo"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&v1, dir.join("current")).unwrap();
+    let mut old = Proc::start(&dir.join("current/select_echo"), &["--port", "0"]);
+    let addr: SocketAddr = old.listening().parse().unwrap();
+    // The deployment's atomic switch.
+    std::os::unix::fs::symlink(&v2, dir.join("current.new")).unwrap();
+    std::fs::rename(dir.join("current.new"), dir.join("current")).unwrap();
+
+    old.signal(libc::SIGUSR2);
+    let pid = successor_pid(&old.logged("started successor"));
+    assert_eq!(old.wait_exit().code(), Some(0), "{}", old.log());
+    roundtrip(addr, b"after the switch\n").unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while !old.log().contains("release v2 started") {
+        if Instant::now() > deadline {
+            stop_successor(pid);
+            panic!("the successor is not release v2; log:\n{}", old.log());
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    stop_successor(pid);
+}

@@ -209,6 +209,8 @@ impl fmt::Debug for InheritedSocket {
 /// from the environment, so call this once, early, before starting threads
 /// (changing the environment is not thread-safe).
 pub fn take() -> io::Result<Option<Vec<InheritedSocket>>> {
+    // Early, before the program may change directory: what a restart runs.
+    crate::restart::remember_program();
     let var = |name: &str| std::env::var(name).ok();
     let (fds, pid, names) = (var("LISTEN_FDS"), var("LISTEN_PID"), var("LISTEN_FDNAMES"));
     for name in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
