@@ -158,20 +158,42 @@ impl Reactor {
         );
         let handle = self.handle();
         let (grace, timeout) = (opts.grace, opts.ready_timeout);
+        // Who decides the successor's fate: the waiting thread (ready, or
+        // failed) or this reactor told to stop first (then it is killed, not
+        // left running as an orphan holding the sockets).
+        let decided = Arc::new(AtomicBool::new(false));
+        let stopped = decided.clone();
+        self.on_stop.push(Box::new(move || {
+            if stopped.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            // SAFETY: signals our own child, not reaped yet (we decide).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let status = reap(pid);
+            log::warn!(
+                "restart: told to stop before successor {pid} was ready: terminated it ({status})"
+            );
+        }));
         std::thread::Builder::new()
             .name("restart".into())
-            .spawn(move || match wait_ready(&ready_r, timeout) {
-                Ok(()) => {
-                    log::info!(
-                        "restart: successor {pid} ready after {:?}; stopping accepting, draining",
-                        started.elapsed()
-                    );
-                    let _ = handle.post(move |r| r.hand_over(grace));
+            .spawn(move || {
+                let result = wait_ready(&ready_r, timeout);
+                if decided.swap(true, Ordering::AcqRel) {
+                    return; // stopping: the loop killed and reaped it
                 }
-                Err(e) => {
-                    let status = reap(pid);
-                    log::error!("restart: successor {pid} {e} ({status}); serving on");
-                    let _ = handle.post(move |_| failed());
+                match result {
+                    Ok(()) => {
+                        log::info!(
+                            "restart: successor {pid} ready after {:?}; stopping accepting, draining",
+                            started.elapsed()
+                        );
+                        let _ = handle.post(move |r| r.hand_over(grace));
+                    }
+                    Err(e) => {
+                        let status = reap(pid);
+                        log::error!("restart: successor {pid} {e} ({status}); serving on");
+                        let _ = handle.post(move |_| failed());
+                    }
                 }
             })?;
         Ok(())

@@ -555,3 +555,34 @@ fn a_restart_runs_the_release_the_start_path_names_now() {
     }
     stop_successor(pid);
 }
+
+#[test]
+fn stopping_before_the_successor_is_ready_kills_it() {
+    // Red team F3: SIGTERM while the successor is still starting left it
+    // running as an orphan that holds the listening socket. Fails on the old
+    // code (the successor is still alive after the old process exited).
+    become_subreaper();
+    let dir = TempDir::new("restart-stop-early");
+    let path = dir.join("select_echo");
+    std::fs::copy(example("select_echo"), &path).unwrap();
+    let mut old = Proc::start(&path, &["--port", "0"]);
+    old.listening();
+    // The next release never gets ready: it holds the sockets and sleeps.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, "#!/bin/sh\necho 'slow release' >&2\nexec sleep 60\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    old.signal(libc::SIGUSR2);
+    let pid = successor_pid(&old.logged("started successor"));
+    old.logged("slow release");
+    old.signal(libc::SIGTERM);
+    assert_eq!(old.wait_exit().code(), Some(0), "{}", old.log());
+    // SAFETY: kill(pid, 0) only checks whether the pid exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    if alive {
+        stop_successor(pid);
+        panic!("successor {pid} left running; log:\n{}", old.log());
+    }
+    old.logged("terminated it");
+}

@@ -157,6 +157,10 @@ pub struct Reactor {
     /// Listeners closed while such connections waited (see `close_listener`).
     pub(crate) parked: Vec<(crate::ListenerId, crate::reactor::listener::Parked)>,
     stopping: bool,
+    /// Run once when the reactor is told to stop (`stop`, `stop_now`, a
+    /// graceful shutdown): a restart's successor that is not ready yet is
+    /// killed then, not left behind holding the sockets.
+    pub(crate) on_stop: Vec<Box<dyn FnOnce()>>,
     pub(crate) running: bool,
     /// Running user code and operations postponed until it returns.
     pub(crate) nesting: crate::reactor::guard::Nesting,
@@ -198,6 +202,7 @@ impl Reactor {
             proxy_pending: 0,
             parked: Vec::new(),
             stopping: false,
+            on_stop: Vec::new(),
             hurry: false,
             running: false,
             nesting: Default::default(),
@@ -248,6 +253,14 @@ impl Reactor {
     /// Asks [`run`](Reactor::run) to return once the current turn is done.
     pub fn stop(&mut self) {
         self.stopping = true;
+        self.told_to_stop();
+    }
+
+    /// Runs (once) what must happen as soon as the reactor is told to stop.
+    pub(crate) fn told_to_stop(&mut self) {
+        for hook in std::mem::take(&mut self.on_stop) {
+            hook();
+        }
     }
 
     /// Like [`stop`](Reactor::stop), for a program that must end at once
@@ -258,6 +271,7 @@ impl Reactor {
     pub fn stop_now(&mut self) {
         self.hurry = true;
         self.stopping = true;
+        self.told_to_stop();
     }
 
     fn turn(&mut self, timeout: Option<Duration>) -> io::Result<()> {
@@ -273,6 +287,7 @@ impl Reactor {
         }
         if self.shared.take_stop() {
             self.stopping = true;
+            self.told_to_stop();
         }
         Ok(())
     }

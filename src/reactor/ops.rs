@@ -241,6 +241,7 @@ impl Reactor {
             return;
         }
         self.draining = true;
+        self.told_to_stop();
         let open = self.stats.open;
         log::info!("shutting down: no new connections; {open} open get {grace:?} to finish");
         let keys: Vec<(usize, bool)> = self
