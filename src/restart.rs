@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::activation::{LISTEN_FDS_START, READY_FD_VAR};
@@ -104,7 +104,7 @@ impl RestartOptions {
 impl Reactor {
     /// Restarts on SIGUSR2 ([`restart`](Reactor::restart)).
     pub fn restart_on_signal(&mut self, opts: RestartOptions) -> io::Result<()> {
-        remember_program();
+        crate::activation::remember_program();
         let busy = Arc::new(AtomicBool::new(false));
         self.on_signal(&[signal_hook::consts::SIGUSR2], move |reactor, _| {
             if busy.swap(true, Ordering::AcqRel) {
@@ -281,34 +281,12 @@ fn reap(pid: libc::pid_t) -> String {
     "did not end after SIGKILL".into()
 }
 
-/// How the program was started: `argv[0]` made absolute against the
-/// working directory of the time when it names a path (has a `/`), else the
-/// bare name (looked up in `PATH` at the restart, as `execvp` does).
-static STARTED_AS: OnceLock<Option<PathBuf>> = OnceLock::new();
-
-/// Remembers how the program was started, before it may change directory:
-/// called by [`activation::take`](crate::activation::take) and
-/// [`Reactor::restart_on_signal`], whichever comes first.
-pub(crate) fn remember_program() {
-    STARTED_AS.get_or_init(|| {
-        let arg0 = PathBuf::from(std::env::args_os().next()?);
-        if arg0.as_os_str().is_empty() {
-            None
-        } else if arg0.as_os_str().as_bytes().contains(&b'/') {
-            Some(std::env::current_dir().ok()?.join(arg0))
-        } else {
-            Some(arg0)
-        }
-    });
-}
-
 /// What a restart executes: the program as it was started, so that a
 /// deployment that switched a symlink (`current -> releases/v2`) or
 /// replaced the file runs the new release; `/proc/self/exe` (the binary
 /// this process runs) only when that path no longer names an executable.
 fn program() -> io::Result<OsString> {
-    remember_program();
-    if let Some(Some(started)) = STARTED_AS.get() {
+    if let Some(started) = crate::activation::started_as() {
         let found = if started.is_absolute() {
             Some(started.clone()).filter(|p| executable(p))
         } else {

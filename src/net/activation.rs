@@ -13,7 +13,10 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::OnceLock;
 
 use crate::Addr;
 
@@ -25,6 +28,35 @@ pub const LISTEN_FDS_START: RawFd = 3;
 pub const READY_FD_VAR: &str = "SOCKLOOP_READY_FD";
 
 /// The ready pipe, taken from the environment by [`take`] (-1: none).
+/// How the program was started: `argv[0]` made absolute against the
+/// working directory of the time when it names a path (has a `/`), else the
+/// bare name (looked up in `PATH` at the restart, as `execvp` does).
+static STARTED_AS: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// Remembers how the program was started, before it may change directory:
+/// called by [`take`] and by `Reactor::restart_on_signal`, whichever comes
+/// first. It lives here, below the reactor, because `take` needs it and a
+/// restart (`crate::restart`) is a layer above.
+pub(crate) fn remember_program() {
+    STARTED_AS.get_or_init(|| {
+        let arg0 = PathBuf::from(std::env::args_os().next()?);
+        if arg0.as_os_str().is_empty() {
+            None
+        } else if arg0.as_os_str().as_bytes().contains(&b'/') {
+            Some(std::env::current_dir().ok()?.join(arg0))
+        } else {
+            Some(arg0)
+        }
+    });
+}
+
+/// How the program was started (see [`remember_program`]); `None` when
+/// `argv[0]` was empty.
+pub(crate) fn started_as() -> Option<&'static PathBuf> {
+    remember_program();
+    STARTED_AS.get().and_then(Option::as_ref)
+}
+
 static READY_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// Takes `SOCKLOOP_READY_FD` out of the environment, with the activation
@@ -210,7 +242,7 @@ impl fmt::Debug for InheritedSocket {
 /// (changing the environment is not thread-safe).
 pub fn take() -> io::Result<Option<Vec<InheritedSocket>>> {
     // Early, before the program may change directory: what a restart runs.
-    crate::restart::remember_program();
+    remember_program();
     let var = |name: &str| std::env::var(name).ok();
     let (fds, pid, names) = (var("LISTEN_FDS"), var("LISTEN_PID"), var("LISTEN_FDNAMES"));
     for name in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
