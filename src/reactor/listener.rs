@@ -442,14 +442,9 @@ impl Reactor {
                             l.open += 1;
                         }
                         let extras = crate::reactor::stream::ConnExtras { proxied, tls };
-                        if let Err(e) = self.add_conn_proxied(
-                            stream,
-                            handler,
-                            conn_opts,
-                            Some(id),
-                            false,
-                            extras,
-                        ) {
+                        if let Err(e) =
+                            self.add_conn(stream, handler, conn_opts, Some(id), false, extras)
+                        {
                             log::error!("cannot register connection from {peer}: {e}");
                             if let Some(l) = self.listener_at(key).filter(|l| l.gen == id.gen) {
                                 l.open -= 1;

@@ -48,6 +48,7 @@ impl EventSource for Conn {
 }
 
 /// What a new connection may come with besides its socket.
+#[derive(Default)]
 pub(crate) struct ConnExtras {
     /// The PROXY header it began with.
     pub(crate) proxied: Option<Box<crate::reactor::proxy_wait::Proxied>>,
@@ -56,24 +57,11 @@ pub(crate) struct ConnExtras {
 }
 
 impl Reactor {
-    /// Puts a connected (or connecting) stream under the reactor's care.
+    /// Puts a connected (or connecting) stream under the reactor's care,
+    /// with what it came with besides its socket: a PROXY header (set
+    /// before `on_open`, which may ask for the peer) or TLS state (`on_open`
+    /// after the handshake).
     pub(crate) fn add_conn(
-        &mut self,
-        stream: Stream,
-        handler: Box<dyn ConnHandler>,
-        opts: ConnOptions,
-        listener: Option<crate::ListenerId>,
-        connecting: bool,
-        tls: Option<Box<TlsConn>>,
-    ) -> io::Result<ConnId> {
-        let extras = ConnExtras { proxied: None, tls };
-        self.add_conn_proxied(stream, handler, opts, listener, connecting, extras)
-    }
-
-    /// [`add_conn`](Reactor::add_conn) for a connection that began with a
-    /// PROXY header (set before `on_open`, which may ask for the peer), and
-    /// for TLS connections (`on_open` after the handshake).
-    pub(crate) fn add_conn_proxied(
         &mut self,
         stream: Stream,
         handler: Box<dyn ConnHandler>,
@@ -154,7 +142,8 @@ impl Reactor {
         if opts.nodelay {
             let _ = stream.set_nodelay();
         }
-        let id = self.add_conn(stream, handler, opts.clone(), None, true, tls)?;
+        let extras = ConnExtras { proxied: None, tls };
+        let id = self.add_conn(stream, handler, opts.clone(), None, true, extras)?;
         if let Some(limit) = opts.connect_timeout {
             let timer = self
                 .timers
@@ -174,7 +163,14 @@ impl Reactor {
     ) -> io::Result<ConnId> {
         opts.check()?;
         let stream = stream.into_mio()?;
-        self.add_conn(stream, handler, opts.clone(), None, false, None)
+        self.add_conn(
+            stream,
+            handler,
+            opts.clone(),
+            None,
+            false,
+            ConnExtras::default(),
+        )
     }
 
     #[inline]
