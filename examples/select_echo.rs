@@ -196,12 +196,7 @@ impl Plan {
                     peer: peer.clone(),
                     stamp,
                 })?;
-                let addr = reactor.listener_addr(id)?;
-                if addr.is_unix() {
-                    bound.unix.push(addr)
-                } else {
-                    bound.streams.push(addr)
-                }
+                bound.add_stream(reactor.listener_addr(id)?);
             } else {
                 let id = reactor.bind_datagram_inherited(socket, &opts, UdpEcho { stamp })?;
                 bound.udp.push(reactor.local_addr(id)?);
@@ -213,12 +208,7 @@ impl Plan {
                 peer: peer.clone(),
                 stamp,
             })?;
-            let addr = reactor.listener_addr(id)?;
-            if addr.is_unix() {
-                bound.unix.push(addr)
-            } else {
-                bound.streams.push(addr)
-            }
+            bound.add_stream(reactor.listener_addr(id)?);
         }
         for addr in &self.udp {
             let id = reactor.bind_datagram_with(addr, &opts, UdpEcho { stamp })?;
@@ -227,6 +217,15 @@ impl Plan {
         // Before the announcement: from then on a signal must find its handler.
         reactor.stop_on_signals(self.grace)?;
         Ok(bound)
+    }
+
+    /// Records a bound stream listener under its family.
+    fn add_stream(&mut self, addr: Addr) {
+        if addr.is_unix() {
+            self.unix.push(addr)
+        } else {
+            self.streams.push(addr)
+        }
     }
 
     fn announced(&self) -> Vec<String> {
