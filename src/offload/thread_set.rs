@@ -80,6 +80,11 @@ impl<J: Send + 'static> ThreadSet<J> {
     /// order.
     pub(crate) fn take_queued(&self, mut take: impl FnMut(&J) -> bool) -> Vec<J> {
         let mut queue = self.shared.lock();
+        // The common case (a closed connection with no queued job) keeps
+        // the queue as it is: no copy under the lock the workers wait on.
+        if !queue.jobs.iter().any(&mut take) {
+            return Vec::new();
+        }
         let mut taken = Vec::new();
         let mut kept = VecDeque::with_capacity(queue.jobs.len());
         for job in queue.jobs.drain(..) {
