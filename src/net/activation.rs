@@ -27,7 +27,6 @@ pub const LISTEN_FDS_START: RawFd = 3;
 /// a [restart](crate::restart).
 pub const READY_FD_VAR: &str = "SOCKLOOP_READY_FD";
 
-/// The ready pipe, taken from the environment by [`take`] (-1: none).
 /// How the program was started: `argv[0]` made absolute against the
 /// working directory of the time when it names a path (has a `/`), else the
 /// bare name (looked up in `PATH` at the restart, as `execvp` does).
@@ -57,6 +56,7 @@ pub(crate) fn started_as() -> Option<&'static PathBuf> {
     STARTED_AS.get().and_then(Option::as_ref)
 }
 
+/// The ready pipe, taken from the environment by [`take`] (-1: none).
 static READY_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// Takes `SOCKLOOP_READY_FD` out of the environment, with the activation
