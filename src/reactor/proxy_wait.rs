@@ -149,10 +149,12 @@ impl Reactor {
 
     fn proxy_failed(&mut self, key: usize, e: &io::Error) {
         let Some(w) = self.take_wait(key) else { return };
-        let at = self
-            .listener_addr(w.listener)
-            .map_or_else(|_| "closed listener".to_string(), |a| a.to_string());
-        log::warn!("{at}: connection from {} closed: {e}", w.peer);
+        if log::log_enabled!(log::Level::Warn) {
+            let at = self
+                .listener_addr(w.listener)
+                .map_or_else(|_| "closed listener".to_string(), |a| a.to_string());
+            log::warn!("{at}: connection from {} closed: {e}", w.peer);
+        }
         self.stats.proxy_refused += 1;
         // A peer that sent junk gets a reset: nothing it sent is read.
         w.stream.reset_on_close();

@@ -360,12 +360,16 @@ impl Reactor {
             return true;
         };
         if let Some(why) = tls.failure.take() {
-            let id = ConnId::new(key, conn.gen);
-            let peer = conn
-                .stream
-                .peer_addr()
-                .map_or_else(|_| "no peer".to_string(), |a| a.to_string());
-            log::info!("{id} ({peer}): TLS: {why}; closing");
+            // A flood of failing clients costs no peer lookup nor string
+            // unless the line is written.
+            if log::log_enabled!(log::Level::Info) {
+                let id = ConnId::new(key, conn.gen);
+                let peer = conn
+                    .stream
+                    .peer_addr()
+                    .map_or_else(|_| "no peer".to_string(), |a| a.to_string());
+                log::info!("{id} ({peer}): TLS: {why}; closing");
+            }
             // The alert, if the socket takes it now; nothing else waits.
             if matches!(conn.closing, Closing::No) {
                 let _ = conn.flush(&mut self.tails, self.now);
