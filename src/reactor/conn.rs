@@ -392,9 +392,15 @@ impl Conn {
 
     /// Writes as much of the queue as the socket takes: `Ok(true)` when the
     /// queue is empty, `Ok(false)` when the socket is full (wait for WRITABLE).
-    pub(crate) fn flush(&mut self, pool: &mut TailPool, now: Instant) -> io::Result<bool> {
+    /// `sends` counts the socket writes made (`Stats::sends`).
+    pub(crate) fn flush(
+        &mut self,
+        pool: &mut TailPool,
+        sends: &mut u64,
+        now: Instant,
+    ) -> io::Result<bool> {
         let before = self.wq.len();
-        let result = self.wq.flush(&mut self.stream, pool);
+        let result = self.wq.flush(&mut self.stream, pool, sends);
         let sent = before - self.wq.len();
         if sent > 0 {
             self.note_sent(sent, now);

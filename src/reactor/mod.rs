@@ -105,6 +105,15 @@ pub struct Stats {
     /// (not counted in `accepted`, which counts connections that reached
     /// a protocol or an accept handler).
     pub proxy_refused: u64,
+    /// Socket writes made on stream connections (TLS ones too): `send` and
+    /// `writev` calls, those that found the socket full included. The
+    /// writes of one callback are coalesced in the connection's queue (small
+    /// ones copied into shared blocks, large `Bytes` kept as they are) and
+    /// leave together after it, so the replies to a read of pipelined
+    /// requests take about one call; divided by the requests served, this
+    /// shows how well that works ([`guide::design`](crate::guide::design),
+    /// "How a byte travels").
+    pub sends: u64,
 }
 
 /// A single-threaded event loop serving listeners, connections and datagram
@@ -497,7 +506,7 @@ impl Drop for Reactor {
             for key in keys {
                 match self.sources.get_mut(key) {
                     Some(Source::Conn(conn)) => {
-                        let _ = conn.flush(&mut self.tails, self.now);
+                        let _ = conn.flush(&mut self.tails, &mut self.stats.sends, self.now);
                         conn.closing = Closing::Now(CloseReason::ReactorStopped);
                         self.finish_close(key);
                     }

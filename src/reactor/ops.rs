@@ -115,6 +115,7 @@ impl Reactor {
         {
             return 0;
         }
+        self.stats.sends += 1;
         match conn.stream.write(data) {
             Ok(n) => {
                 conn.note_sent(n, self.now);
@@ -287,7 +288,7 @@ impl Reactor {
             }
             for key in left {
                 if let Some(conn) = crate::reactor::conn_in(&mut r.sources, key) {
-                    let _ = conn.flush(&mut r.tails, r.now);
+                    let _ = conn.flush(&mut r.tails, &mut r.stats.sends, r.now);
                 }
                 r.close_at(key, Closing::Now(CloseReason::ReactorStopped));
             }

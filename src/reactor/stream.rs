@@ -456,7 +456,7 @@ impl Reactor {
                 budget = budget.saturating_sub(self.pump(key, budget));
             }
             let conn = conn_in(&mut self.sources, key)?;
-            let flushed = match conn.flush(&mut self.tails, self.now) {
+            let flushed = match conn.flush(&mut self.tails, &mut self.stats.sends, self.now) {
                 Ok(flushed) => flushed,
                 Err(e) => {
                     self.close_at(key, Closing::Now(CloseReason::from_io(e)));
@@ -497,7 +497,7 @@ impl Reactor {
         let flushed = if conn.fifo.is_none() {
             // No producer: one flush (the common case, without the loop's
             // repeated lookups).
-            match conn.flush(&mut self.tails, self.now) {
+            match conn.flush(&mut self.tails, &mut self.stats.sends, self.now) {
                 Ok(flushed) => flushed,
                 Err(e) => return self.close_at(key, Closing::Now(CloseReason::from_io(e))),
             }

@@ -372,7 +372,7 @@ impl Reactor {
             }
             // The alert, if the socket takes it now; nothing else waits.
             if matches!(conn.closing, Closing::No) {
-                let _ = conn.flush(&mut self.tails, self.now);
+                let _ = conn.flush(&mut self.tails, &mut self.stats.sends, self.now);
             }
             self.close_at(key, Closing::Now(CloseReason::Tls(why)));
             return false;

@@ -191,11 +191,18 @@ impl WriteQueue {
 
     /// Writes as much as the socket takes: `Ok(true)` when the queue is empty
     /// (its storage then released), `Ok(false)` when the socket is full.
+    /// Each send or writev made adds one to `sends` (`Stats::sends`).
     #[inline]
-    pub(crate) fn flush(&mut self, stream: &mut Stream, pool: &mut TailPool) -> io::Result<bool> {
+    pub(crate) fn flush(
+        &mut self,
+        stream: &mut Stream,
+        pool: &mut TailPool,
+        sends: &mut u64,
+    ) -> io::Result<bool> {
         if self.pieces.is_empty() && self.queued != 0 {
             // The common case, the tail alone (an echo's reply): a plain
             // send, and when it takes everything the block goes back.
+            *sends += 1;
             let written = stream.write(&self.tail[self.head..]);
             if let Ok(n) = written {
                 if n == self.queued {
@@ -206,14 +213,15 @@ impl WriteQueue {
                     return Ok(true);
                 }
             }
-            return self.flush_from(written, stream, pool);
+            return self.flush_from(written, stream, pool, sends);
         }
         if self.is_empty() {
             self.release(pool);
             return Ok(true);
         }
+        *sends += 1;
         let written = self.write_some(stream);
-        self.flush_from(written, stream, pool)
+        self.flush_from(written, stream, pool, sends)
     }
 
     /// The rest of [`flush`](WriteQueue::flush) after a first write: the
@@ -224,6 +232,7 @@ impl WriteQueue {
         mut written: io::Result<usize>,
         stream: &mut Stream,
         pool: &mut TailPool,
+        sends: &mut u64,
     ) -> io::Result<bool> {
         loop {
             match written {
@@ -236,6 +245,7 @@ impl WriteQueue {
                 self.release(pool);
                 return Ok(true);
             }
+            *sends += 1;
             written = self.write_some(stream);
         }
     }
