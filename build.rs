@@ -18,6 +18,7 @@ const PAGES: &[&str] = &[
     "reliability",
     "benchmarks",
     "deploy",
+    "servers",
 ];
 
 fn main() {

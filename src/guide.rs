@@ -14,6 +14,10 @@
 //! - [`benchmarks`]: sockloop beside threaded servers and tokio, measured.
 //! - [`deploy`]: systemd socket activation, HAProxy and the PROXY protocol,
 //!   zero-downtime restart, one process or several, what to monitor.
+//! - [`servers`]: writing real servers: the relay (`Reactor::link`),
+//!   decoders (RESP, HTTP requests, netstrings, your own), an input bound for
+//!   raw protocols, shared state, how writes leave; the `tcp_proxy`,
+//!   `http_hello` and `resp_server` examples.
 //!
 //! The pages are documentation only: these modules hold no items.
 
@@ -41,3 +45,6 @@ pub mod benchmarks {}
 
 #[doc = include_str!(concat!(env!("OUT_DIR"), "/deploy.md"))]
 pub mod deploy {}
+
+#[doc = include_str!(concat!(env!("OUT_DIR"), "/servers.md"))]
+pub mod servers {}
