@@ -3,6 +3,15 @@
 //! libraries send) and inline (`PING` typed into `nc`). The keys live in
 //! the reactor's shared state, reached from every connection's callbacks.
 //!
+//! Inline commands follow Redis's quoting: `SET k "two words\n"` (double
+//! quotes take `\n \r \t \b \a \\ \"` and `\xHH`), `SET k 'it\'s'` (single
+//! quotes take only `\'`); a closing quote must be followed by a space or
+//! the end of the line. Unbalanced quotes are answered
+//! `-ERR Protocol error: unbalanced quotes in request` and the connection
+//! is closed, as any protocol error or command over `--max-command` is (the
+//! error says which). Empty lines are ignored. Connections have no idle
+//! timeout, as Redis's default `timeout 0`.
+//!
 //! ```text
 //! cargo run --release --example resp_server -- --port 6380
 //! redis-cli -p 6380 set greeting hello
@@ -15,8 +24,8 @@ use std::process::ExitCode;
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
 use sockloop::{
-    CloseReason, Context, FrameHandler, Framed, ListenOptions, Oversized, Reactor, Resp,
-    RespCommand,
+    CloseReason, Context, FrameError, FrameHandler, Framed, ListenOptions, Oversized, Reactor,
+    Resp, RespCommand,
 };
 
 mod common;
@@ -136,9 +145,16 @@ impl FrameHandler<RespCommand> for Client {
         }
     }
 
-    /// Redis's answer to what is not RESP, or too long: an error, then close.
-    fn on_oversized(&mut self, cx: &mut Context<'_>, _head: &[u8]) -> Oversized {
-        cx.write(b"-ERR Protocol error: invalid or oversized request\r\n");
+    /// Redis's answer to what is not RESP, or too long: an error that says
+    /// why (`-ERR Protocol error: unbalanced quotes in request`), then close.
+    fn on_refused(&mut self, cx: &mut Context<'_>, error: &FrameError, _head: &[u8]) -> Oversized {
+        let why = match error {
+            FrameError::Malformed(why) => why.clone(),
+            other => format!("Protocol error: {other}"),
+        };
+        // One line: a stray CR or LF would end the error early.
+        let why = why.replace(['\r', '\n'], " ");
+        cx.write(format!("-ERR {why}\r\n").as_bytes());
         Oversized::Close
     }
 

@@ -4,16 +4,23 @@
 //! sends faster than the other side's peer reads is paused (memory stays
 //! bounded), half-closes pass through, and either end closing ends both.
 //!
+//! A backend that does not answer the connect within `--connect-timeout`
+//! seconds (default 30, Twisted's `connectTCP` default; `0`: wait for the
+//! kernel to give up, about two minutes on Linux) fails its client: the
+//! client's connection is closed and a warning names the client, the
+//! backend address and the reason (refused, unreachable, timed out).
+//!
 //! ```text
 //! cargo run --release --example tcp_proxy -- --port 8000 --to 127.0.0.1:80
 //! curl http://127.0.0.1:8000/
 //! ```
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use clap::Parser;
-use sockloop::{Addr, CloseReason, ConnId, Context, ListenOptions, Protocol, Reactor};
+use sockloop::{Addr, CloseReason, ConnId, ConnOptions, Context, ListenOptions, Protocol, Reactor};
 
 mod common;
 
@@ -28,6 +35,10 @@ struct Args {
     /// Where to relay to: HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     to: String,
+    /// Seconds a connect to the backend may take; then its client is
+    /// closed. 0: until the kernel gives up.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = common::seconds)]
+    connect_timeout: Duration,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +56,8 @@ fn main() -> ExitCode {
                 )
             })?;
         let to = Addr::resolve(host, port)?;
+        let mut backend = ConnOptions::default();
+        backend.connect_timeout = (!args.connect_timeout.is_zero()).then_some(args.connect_timeout);
         common::serve_reactor(
             Reactor::new()?,
             &args.listen.addrs()?,
@@ -52,6 +65,7 @@ fn main() -> ExitCode {
             args.shutdown.grace,
             move |peer| Client {
                 to: to.clone(),
+                opts: backend.clone(),
                 peer: peer.to_string(),
                 backend: None,
             },
@@ -63,6 +77,8 @@ fn main() -> ExitCode {
 /// and the reactor relays them (this protocol is dropped).
 struct Client {
     to: Addr,
+    /// The backend connection's options: its connect timeout.
+    opts: ConnOptions,
     peer: String,
     backend: Option<ConnId>,
 }
@@ -73,7 +89,12 @@ impl Protocol for Client {
         // kernel, and goes across once linked.
         cx.pause_reading();
         let client = cx.id();
-        match cx.connect(&self.to, Backend { client }) {
+        let backend = Backend {
+            client,
+            peer: self.peer.clone(),
+            to: self.to.to_string(),
+        };
+        match cx.reactor().connect_with(&self.to, &self.opts, backend) {
             Ok(id) => self.backend = Some(id),
             Err(e) => {
                 log::warn!("{}: cannot connect to {}: {e}", self.peer, self.to);
@@ -100,6 +121,9 @@ impl Protocol for Client {
 
 struct Backend {
     client: ConnId,
+    /// For the log line: whose backend this is, and where it goes.
+    peer: String,
+    to: String,
 }
 
 impl Protocol for Backend {
@@ -113,7 +137,14 @@ impl Protocol for Backend {
 
     fn on_close(&mut self, cx: &mut Context<'_>, reason: &CloseReason) {
         // The connect failed (or the client went first): the client goes.
-        log::warn!("backend for {}: {reason}", self.client);
+        match reason {
+            CloseReason::ConnectFailed(e) => log::warn!(
+                "{}: cannot connect to {}: {e}; closing the client",
+                self.peer,
+                self.to
+            ),
+            _ => log::warn!("{}: backend {}: {reason}", self.peer, self.to),
+        }
         cx.reactor().close(self.client);
     }
 }

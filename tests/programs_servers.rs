@@ -5,9 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use common::process::{connect, read_to_eof, Program};
 
@@ -106,8 +108,231 @@ fn http_close_and_http_1_0_end_the_connection() {
         c.get_mut()
             .write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
             .unwrap();
-        assert_eq!(response(&mut c).0, "HTTP/1.1 200 OK");
+        let (status, _, headers) = response(&mut c);
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        // A 1.0 client assumes a close unless told otherwise.
+        assert!(
+            headers.iter().any(|h| h == "Connection: keep-alive"),
+            "{headers:?}"
+        );
     }
+}
+
+/// The status line and headers of one response, without reading a body
+/// (the answer to HEAD has none).
+fn response_head(reader: &mut impl BufRead) -> (String, Vec<String>) {
+    let mut status = String::new();
+    reader.read_line(&mut status).expect("status line");
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("header line");
+        let line = line.trim_end().to_string();
+        if line.is_empty() {
+            return (status.trim_end().to_string(), headers);
+        }
+        headers.push(line);
+    }
+}
+
+#[test]
+fn http_head_gets_the_headers_without_a_body() {
+    let (_server, addr) = http(&[]);
+    let mut c = BufReader::new(connect(&addr));
+    // Pipelined HEADs between GETs: a body byte after a HEAD answer would
+    // be read as the next status line.
+    c.get_mut()
+        .write_all(
+            b"HEAD / HTTP/1.1\r\n\r\nHEAD /missing HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n\
+              HEAD / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /missing HTTP/1.1\r\n\r\n",
+        )
+        .unwrap();
+    let (status, headers) = response_head(&mut c);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        headers.iter().any(|h| h == "Content-Length: 14"),
+        "{headers:?}"
+    );
+    let (status, headers) = response_head(&mut c);
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    assert!(
+        headers.iter().any(|h| h == "Content-Length: 10"),
+        "{headers:?}"
+    );
+    let (status, body, _) = response(&mut c);
+    assert_eq!(
+        (status.as_str(), &body[..]),
+        ("HTTP/1.1 200 OK", &b"Hello, world!\n"[..])
+    );
+    let (status, headers) = response_head(&mut c);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        headers.iter().any(|h| h == "Connection: keep-alive"),
+        "{headers:?}"
+    );
+    let (status, body, _) = response(&mut c);
+    assert_eq!(
+        (status.as_str(), &body[..]),
+        ("HTTP/1.1 404 Not Found", &b"Not Found\n"[..])
+    );
+    // Nothing else came: the last answer ends the stream.
+    c.get_mut()
+        .write_all(b"HEAD / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("Connection: close\r\n\r\n"),
+        "{text:?}"
+    );
+    // Other methods: 405, with the methods that are served.
+    let mut c = connect(&addr);
+    c.write_all(b"DELETE / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let all = read_to_eof(&mut c);
+    let (status, _, headers) = response(&mut &all[..]);
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    assert!(
+        headers.iter().any(|h| h == "Allow: GET, HEAD"),
+        "{headers:?}"
+    );
+}
+
+/// Reads until the server closes; the bytes and how long it took. Fails if
+/// the server has not closed within `limit`.
+fn until_closed(c: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration) {
+    let start = Instant::now();
+    c.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return (got, start.elapsed()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return (got, start.elapsed()),
+            Err(e) => panic!(
+                "not closed after {:?} ({e}); got {:?}",
+                start.elapsed(),
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+}
+
+/// Sends `first`, then `byte` every 200 ms until the connection fails.
+fn dribble(c: &TcpStream, first: &[u8], byte: &'static [u8]) -> thread::JoinHandle<()> {
+    let mut w = c.try_clone().unwrap();
+    w.set_nodelay(true).unwrap();
+    w.write_all(first).unwrap();
+    thread::spawn(move || {
+        // The pace of the attack, not a synchronisation: the server's
+        // answer is waited for by reading.
+        for _ in 0..100 {
+            thread::sleep(Duration::from_millis(200));
+            if w.write_all(byte).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn http_a_request_dribbled_in_gets_408_at_the_header_timeout() {
+    let (_server, addr) = http(&["--header-timeout", "1", "--idle-timeout", "60"]);
+    // A header line a byte at a time; then a body; then only empty lines:
+    // each arrival is activity, none of them extends the request's deadline.
+    for (first, byte) in [
+        (&b"GET / HTTP/1.1\r\n"[..], &b"X"[..]),
+        (b"POST / HTTP/1.1\r\nContent-Length: 1000\r\n\r\n", b"a"),
+        (b"\r\n", b"\r\n"),
+    ] {
+        let mut c = connect(&addr);
+        let writer = dribble(&c, first, byte);
+        let (got, took) = until_closed(&mut c, Duration::from_secs(10));
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{text:?}"
+        );
+        assert!(text.contains("Connection: close\r\n"), "{text:?}");
+        assert!(
+            took >= Duration::from_millis(800) && took < Duration::from_secs(4),
+            "closed after {took:?}"
+        );
+        writer.join().unwrap();
+    }
+    // A head whose body never comes: the deadline covers head and body.
+    let mut c = connect(&addr);
+    c.write_all(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n")
+        .unwrap();
+    let (got, took) = until_closed(&mut c, Duration::from_secs(10));
+    assert!(
+        got.starts_with(b"HTTP/1.1 408 "),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(took < Duration::from_secs(4), "closed after {took:?}");
+    // A client that keeps up is served.
+    let mut c = BufReader::new(connect(&addr));
+    c.get_mut().write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(response(&mut c).0, "HTTP/1.1 200 OK");
+}
+
+#[test]
+fn http_a_silent_connection_is_closed_at_the_idle_timeout() {
+    let (_server, addr) = http(&["--idle-timeout", "1"]);
+    // Kept alive after an answer, then silent; and silent from the start.
+    let mut served = BufReader::new(connect(&addr));
+    served
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(response(&mut served).0, "HTTP/1.1 200 OK");
+    assert!(served.buffer().is_empty());
+    let mut silent = connect(&addr);
+    for c in [served.get_mut(), &mut silent] {
+        let (got, took) = until_closed(c, Duration::from_secs(10));
+        // Closed without a word: nothing was asked.
+        assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+        assert!(took < Duration::from_secs(4), "closed after {took:?}");
+    }
+}
+
+#[test]
+fn http_clients_beyond_max_connections_wait_for_a_free_slot() {
+    let (_server, addr) = http(&["--max-connections", "2"]);
+    let mut first = Vec::new();
+    for _ in 0..2 {
+        let mut c = BufReader::new(connect(&addr));
+        c.get_mut().write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(response(&mut c).0, "HTTP/1.1 200 OK");
+        first.push(c);
+    }
+    // The third connects (the kernel's backlog takes it) but is not read.
+    let mut third = connect(&addr);
+    third.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let err = third.read(&mut [0; 64]).expect_err("served beyond the cap");
+    assert!(
+        matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{err}"
+    );
+    // One of the first two leaves: the third is served.
+    drop(first.pop());
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut third = BufReader::new(third);
+    assert_eq!(response(&mut third).0, "HTTP/1.1 200 OK");
+    // And the one still open is still served.
+    first[0]
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(response(&mut first[0]).0, "HTTP/1.1 200 OK");
 }
 
 #[test]
@@ -235,6 +460,41 @@ fn resp_commands_inline_and_multibulk() {
     );
     c.write_all(b"QUIT\r\nPING\r\n").unwrap();
     assert_eq!(read_to_eof(&mut c), b"+OK\r\n");
+}
+
+#[test]
+fn resp_inline_commands_follow_redis_quoting() {
+    let (_server, addr) = resp(&[]);
+    let mut c = connect(&addr);
+    ask(&mut c, b"ECHO \"a b\"\r\n", b"$3\r\na b\r\n");
+    ask(&mut c, b"SET k \"x\\ny\\x41\\\"\"\r\n", b"+OK\r\n");
+    ask(&mut c, b"GET k\r\n", b"$5\r\nx\nyA\"\r\n");
+    ask(&mut c, b"ECHO 'it\\'s \\n'\r\n", b"$7\r\nit's \\n\r\n");
+    // Empty lines are no command: no answer of their own.
+    ask(&mut c, b"\r\n  \r\nPING\r\n", b"+PONG\r\n");
+    // Quotes split across reads, a byte at a time.
+    c.set_nodelay(true).unwrap();
+    for &b in b"ECHO \"p q\" 'r'\r\n".iter() {
+        c.write_all(&[b]).unwrap();
+    }
+    let mut got = vec![0; b"-ERR wrong number of arguments for 'echo' command\r\n".len()];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "-ERR wrong number of arguments for 'echo' command\r\n"
+    );
+    // Unbalanced quotes: Redis's error, then the connection closes.
+    c.write_all(b"ECHO \"hello\r\nPING\r\n").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read_to_eof(&mut c)),
+        "-ERR Protocol error: unbalanced quotes in request\r\n"
+    );
+    let mut c = connect(&addr);
+    c.write_all(b"ECHO \"a\"b\r\n").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read_to_eof(&mut c)),
+        "-ERR Protocol error: unbalanced quotes in request\r\n"
+    );
 }
 
 #[test]

@@ -68,6 +68,16 @@ pub trait Decoder: 'static {
     fn skipping(&self) -> bool {
         false
     }
+
+    /// True while a frame is under way that the buffer does not show: the
+    /// decoder took its first part off the buffer (an HTTP head waiting
+    /// for its body) or dropped bytes that begin it (empty lines before a
+    /// request line). The frame timeout runs while this is true or bytes
+    /// are buffered, so a frame in parts gets one deadline, not one per
+    /// part. Default false.
+    fn in_frame(&self) -> bool {
+        false
+    }
 }
 
 /// Netstrings (D. J. Bernstein): `12:hello world!,` is the frame

@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Decoder, FrameDecoder, FrameHandler, Terminator};
+use super::{Decoder, FrameDecoder, FrameError, FrameHandler, Terminator};
 use crate::Context;
 
 /// What one step of framing did.
@@ -19,7 +19,7 @@ pub enum Step {
     /// The buffer holds no complete frame.
     NeedMore,
     /// The frame at the front cannot be accepted: why.
-    Refused(String),
+    Refused(FrameError),
 }
 
 /// The frame cutters [`Framed`](super::Framed) drives: [`FrameDecoder`]
@@ -38,9 +38,10 @@ pub trait Cut<H>: sealed::Sealed + 'static {
     /// Drops the refused frame; false if it cannot.
     #[doc(hidden)]
     fn skip(&mut self, handler: &H, data: &mut BytesMut) -> bool;
-    /// The rest of a refused frame is being dropped.
+    /// A frame is under way beyond what the buffer holds: the rest of a
+    /// refused frame is being dropped, or the decoder took a first part.
     #[doc(hidden)]
-    fn is_skipping(&self) -> bool;
+    fn under_way(&self) -> bool;
 }
 
 mod sealed {
@@ -71,7 +72,10 @@ impl<H: FrameHandler<Bytes>> Cut<H> for FrameDecoder {
             if data.len() <= max {
                 return Step::NeedMore;
             }
-            return Step::Refused(format!("raw input kept over the {max}-byte frame limit"));
+            return Step::Refused(FrameError::TooLong {
+                limit: max,
+                length: None,
+            });
         }
         match self.next_frame(data, handler.terminator(), max) {
             Ok(Some(frame)) => {
@@ -79,7 +83,7 @@ impl<H: FrameHandler<Bytes>> Cut<H> for FrameDecoder {
                 Step::Completed
             }
             Ok(None) => Step::NeedMore,
-            Err(e) => Step::Refused(e.to_string()),
+            Err(e) => Step::Refused(e),
         }
     }
 
@@ -100,7 +104,7 @@ impl<H: FrameHandler<Bytes>> Cut<H> for FrameDecoder {
         self.skip_frame(data, handler.terminator())
     }
 
-    fn is_skipping(&self) -> bool {
+    fn under_way(&self) -> bool {
         self.skipping()
     }
 }
@@ -118,7 +122,7 @@ impl<H: FrameHandler<D::Frame>, D: Decoder> Cut<H> for D {
                 Step::Completed
             }
             Ok(None) => Step::NeedMore,
-            Err(e) => Step::Refused(e.to_string()),
+            Err(e) => Step::Refused(e),
         }
     }
 
@@ -130,7 +134,7 @@ impl<H: FrameHandler<D::Frame>, D: Decoder> Cut<H> for D {
         self.skip_frame(data)
     }
 
-    fn is_skipping(&self) -> bool {
-        self.skipping()
+    fn under_way(&self) -> bool {
+        self.skipping() || self.in_frame()
     }
 }

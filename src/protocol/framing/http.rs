@@ -137,6 +137,8 @@ pub struct HttpRequests {
     waiting: Option<(usize, HttpRequest)>,
     /// An error was reported: input is dropped.
     failed: bool,
+    /// Empty-line bytes dropped before the request line now coming.
+    blank: usize,
 }
 
 impl Default for HttpRequests {
@@ -146,6 +148,7 @@ impl Default for HttpRequests {
             scanned: 0,
             waiting: None,
             failed: false,
+            blank: 0,
         }
     }
 }
@@ -277,6 +280,7 @@ impl Decoder for HttpRequests {
             if blank > 0 {
                 buf.advance(blank);
                 self.scanned = 0;
+                self.blank = self.blank.saturating_add(blank);
             }
             let Some((end, next)) = self.head_end(buf) else {
                 if buf.len() > max {
@@ -305,7 +309,16 @@ impl Decoder for HttpRequests {
         }
         let (_, mut req) = self.waiting.take().expect("set above");
         req.body = buf.split_to(n).freeze();
+        self.blank = 0;
         Ok(Some(Ok(req)))
+    }
+
+    /// A head waiting for its body is a request under way, and so are
+    /// empty lines beyond the one a client may send after a body (RFC 9112
+    /// 2.2): a client sending nothing but empty lines does not escape the
+    /// frame timeout.
+    fn in_frame(&self) -> bool {
+        !self.failed && (self.waiting.is_some() || self.blank > 2)
     }
 }
 
@@ -339,6 +352,26 @@ mod tests {
             assert!(r[1].keep_alive() && r[1].minor_version() == 0);
             assert!(!r[2].keep_alive());
         }
+    }
+
+    #[test]
+    fn a_request_in_parts_is_one_frame_under_way() {
+        let mut http = HttpRequests::default();
+        let mut buf = BytesMut::from(&b"\r\n"[..]);
+        assert!(http.decode(&mut buf, 1024).unwrap().is_none());
+        // One empty line (after a body) does not start a request...
+        assert!(buf.is_empty() && !http.in_frame());
+        // ...more of them do: the frame timeout runs.
+        buf.extend_from_slice(b"\r\n");
+        assert!(http.decode(&mut buf, 1024).unwrap().is_none());
+        assert!(buf.is_empty() && http.in_frame());
+        // A head taken off the buffer, its body not there yet: under way.
+        buf.extend_from_slice(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n");
+        assert!(http.decode(&mut buf, 1024).unwrap().is_none());
+        assert!(buf.is_empty() && http.in_frame());
+        buf.extend_from_slice(b"hi");
+        assert!(http.decode(&mut buf, 1024).unwrap().unwrap().is_ok());
+        assert!(!http.in_frame());
     }
 
     #[test]

@@ -121,8 +121,14 @@ pub trait FrameHandler<F: 'static = Bytes>: 'static {
 
     /// The longest a frame may take to arrive once its first byte has: a
     /// client that trickles a line byte by byte (slowloris) is closed with
-    /// [`CloseReason::Protocol`] when it passes. Default: no limit (the
-    /// listener's idle timeout still applies).
+    /// [`CloseReason::Protocol`] when it passes (after
+    /// [`on_frame_timeout`](FrameHandler::on_frame_timeout)). It is a
+    /// deadline for the whole frame, not for each read: bytes arriving do
+    /// not extend it, and a decoder's frame in several parts (an HTTP head,
+    /// then its body) is one frame (see [`Decoder::in_frame`]). Each frame
+    /// gets its own deadline; while reading is paused the clock stops (the
+    /// peer is not being read) and starts afresh when reading resumes.
+    /// Default: no limit (the listener's idle timeout still applies).
     fn frame_timeout(&self) -> Option<std::time::Duration> {
         None
     }
@@ -138,6 +144,26 @@ pub trait FrameHandler<F: 'static = Bytes>: 'static {
     fn on_oversized(&mut self, cx: &mut Context<'_>, head: &[u8]) -> Oversized {
         let _ = (cx, head);
         Oversized::Close
+    }
+
+    /// The frame at the front was refused, and `error` says why: too long
+    /// ([`FrameError::TooLong`]), or not in the decoder's format
+    /// ([`FrameError::Malformed`], whose text a RESP server sends back as
+    /// `-ERR ...`). The same choice as
+    /// [`on_oversized`](FrameHandler::on_oversized), which the default
+    /// calls: override this one to answer with the reason.
+    fn on_refused(&mut self, cx: &mut Context<'_>, error: &FrameError, head: &[u8]) -> Oversized {
+        let _ = error;
+        self.on_oversized(cx, head)
+    }
+
+    /// The frame under way missed its [`frame_timeout`](FrameHandler::frame_timeout):
+    /// the handler may write a last answer (an HTTP server's
+    /// `408 Request Timeout`); the connection is then closed with
+    /// [`CloseReason::Protocol`] whatever it does, after what is queued is
+    /// sent. The default writes nothing.
+    fn on_frame_timeout(&mut self, cx: &mut Context<'_>) {
+        let _ = cx;
     }
 
     /// Bytes arrived while the terminator is [`Terminator::Raw`]: take what
@@ -266,11 +292,12 @@ impl<H: FrameHandler<D::Frame>, D: Cut<H>> Framed<H, D> {
     /// The decoder refused the frame at the front of `data`: a terminator
     /// that cannot frame anything closes; a frame too long is the
     /// handler's to judge (close, or skip it and go on).
-    fn oversized(&mut self, cx: &mut Context<'_>, data: &mut BytesMut, msg: String) {
+    fn oversized(&mut self, cx: &mut Context<'_>, data: &mut BytesMut, error: FrameError) {
         let choice = match self.decoder.head(&self.handler, data) {
             None => Oversized::Close,
-            Some(range) => self.handler.on_oversized(cx, &data[range]),
+            Some(range) => self.handler.on_refused(cx, &error, &data[range]),
         };
+        let msg = error.to_string();
         if choice == Oversized::Skip && !cx.is_closing() && self.decoder.skip(&self.handler, data) {
             log::debug!("{}: {msg}; skipped", cx.id());
             return;
@@ -302,12 +329,13 @@ impl<H: FrameHandler<D::Frame>, D: Cut<H>> Protocol for Framed<H, D> {
                 Step::Completed => completed = true,
                 Step::Again => {}
                 Step::NeedMore => break,
-                Step::Refused(msg) => self.oversized(cx, data, msg),
+                Step::Refused(error) => self.oversized(cx, data, error),
             }
         }
-        // A frame being skipped is still under way (its rest is dropped as it
-        // comes): its clock runs too.
-        self.partial = !data.is_empty() || self.decoder.is_skipping();
+        // A frame being skipped (its rest is dropped as it comes), or one
+        // whose first part the decoder already took (an HTTP head waiting for
+        // its body), is still under way: its clock runs on.
+        self.partial = !data.is_empty() || self.decoder.under_way();
         // A frame started (or the one timed ended and another began): its
         // clock starts; no frame under way: no clock. While paused the peer
         // is not being read, so it is not to blame for a slow frame.
@@ -348,6 +376,8 @@ impl<H: FrameHandler<D::Frame>, D: Cut<H>> Protocol for Framed<H, D> {
             let limit = self.handler.frame_timeout().unwrap_or_default();
             let msg = format!("a frame took longer than {limit:?} to arrive");
             log::info!("{}: {msg}; closing", cx.id());
+            self.frame_timer = None;
+            self.handler.on_frame_timeout(cx);
             return cx.close_with(CloseReason::Protocol(msg));
         }
         self.handler.on_timer(cx, timer);

@@ -12,7 +12,10 @@ pub type RespCommand = Vec<Bytes>;
 /// Cuts RESP2 requests as a Redis server reads them: multi-bulk
 /// (`*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n`, what clients send) and inline
 /// (`PING\r\n`, what a person types into `telnet`), into the command's
-/// arguments. A command over `max_frame` bytes, a bulk string longer
+/// arguments. Inline arguments follow Redis's quoting (`SET k "a b\n"`,
+/// `'it\'s'`, `"\x00"`); unbalanced quotes are refused with Redis's
+/// `Protocol error: unbalanced quotes in request`, and an empty line is no
+/// command (skipped, as Redis does). A command over `max_frame` bytes, a bulk string longer
 /// than that, or input that is not RESP is refused (Redis answers
 /// `-ERR Protocol error` and closes, as the handler's `on_oversized` may).
 /// Each byte is looked at once, however the command is split across reads.
@@ -72,6 +75,104 @@ fn too_long(max: usize) -> FrameError {
     }
 }
 
+/// What Redis's `isspace` skips between inline arguments.
+fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+fn unbalanced() -> FrameError {
+    FrameError::Malformed("Protocol error: unbalanced quotes in request".into())
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Splits an inline command into its arguments as Redis's `sdssplitargs`
+/// does: blanks separate them; `"double quotes"` take `\n \r \t \b \a`,
+/// `\xHH` and any other escaped byte as itself (`\"`, `\\`); `'single
+/// quotes'` take only `\'`; a quote may start inside an argument (`a"b c"`
+/// is `ab c`) and its closing quote must be followed by a blank or the end
+/// of the line. Anything else is `unbalanced quotes`, as Redis answers.
+/// Unquoted arguments are zero-copy slices of `line`. A NUL byte is an
+/// ordinary byte here (Redis's C string handling stops at it).
+fn split_inline(line: &Bytes) -> Result<Vec<Bytes>, FrameError> {
+    let s = &line[..];
+    let mut args = Vec::new();
+    let mut p = 0;
+    loop {
+        while p < s.len() && is_blank(s[p]) {
+            p += 1;
+        }
+        if p == s.len() {
+            return Ok(args);
+        }
+        let start = p;
+        // Only these end an unquoted argument (Redis's list: not `\v`, `\f`).
+        while p < s.len() && !matches!(s[p], b' ' | b'\n' | b'\r' | b'\t' | b'"' | b'\'') {
+            p += 1;
+        }
+        match s.get(p) {
+            Some(&quote @ (b'"' | b'\'')) => {
+                let mut arg = s[start..p].to_vec();
+                p = unquote(s, p + 1, quote, &mut arg)?;
+                if p < s.len() && !is_blank(s[p]) {
+                    return Err(unbalanced());
+                }
+                args.push(Bytes::from(arg));
+            }
+            _ => args.push(line.slice(start..p)),
+        }
+    }
+}
+
+/// Appends the quoted text starting at `p` (after the opening `quote`) to
+/// `out`, unescaped; returns where the closing quote ends.
+fn unquote(s: &[u8], mut p: usize, quote: u8, out: &mut Vec<u8>) -> Result<usize, FrameError> {
+    loop {
+        let Some(&b) = s.get(p) else {
+            return Err(unbalanced());
+        };
+        if b == quote {
+            return Ok(p + 1);
+        }
+        match (b, quote, s.get(p + 1)) {
+            (b'\\', b'\'', Some(b'\'')) => {
+                out.push(b'\'');
+                p += 2;
+            }
+            (b'\\', b'"', Some(&next)) => {
+                let pair = s
+                    .get(p + 2)
+                    .copied()
+                    .and_then(hex)
+                    .zip(s.get(p + 3).copied().and_then(hex));
+                match (next, pair) {
+                    (b'x', Some((hi, lo))) => {
+                        out.push(hi << 4 | lo);
+                        p += 4;
+                    }
+                    _ => {
+                        out.push(match next {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 0x08,
+                            b'a' => 0x07,
+                            other => other,
+                        });
+                        p += 2;
+                    }
+                }
+            }
+            _ => {
+                out.push(b);
+                p += 1;
+            }
+        }
+    }
+}
+
 impl Resp {
     fn reset(&mut self) {
         self.pos = 0;
@@ -94,12 +195,7 @@ impl Resp {
             return Err(too_long(max));
         }
         let text = buf.split_to(next).freeze();
-        let args: Vec<Bytes> = text[..end]
-            .split(|b| b.is_ascii_whitespace())
-            .filter(|w| !w.is_empty())
-            .map(|w| text.slice_ref(w))
-            .collect();
-        Ok(Some(args))
+        split_inline(&text.slice(..end)).map(Some)
     }
 
     fn multibulk(
@@ -230,6 +326,90 @@ mod tests {
             ];
             assert_eq!(got, want, "chunk {chunk}");
         }
+    }
+
+    /// The arguments of one inline line, or the error's text.
+    fn inline(line: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        let mut input = line.to_vec();
+        input.extend_from_slice(b"\r\n");
+        // Split at every byte: the quoting is read only once the line is complete.
+        let (got, errs) = feed(&mut Resp::default(), &input, 1, 1024);
+        if let Some(e) = errs.first() {
+            return Err(e.to_string());
+        }
+        assert!(got.len() <= 1, "{got:?}");
+        Ok(got
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|b| b.to_vec())
+            .collect())
+    }
+
+    fn args(list: &[&[u8]]) -> Result<Vec<Vec<u8>>, String> {
+        Ok(list.iter().map(|a| a.to_vec()).collect())
+    }
+
+    #[test]
+    fn inline_double_quotes_and_their_escapes() {
+        assert_eq!(inline(br#"ECHO "a b""#), args(&[b"ECHO", b"a b"]));
+        assert_eq!(
+            inline(br#"SET k "x\ny\r\t\b\a\\\"z""#),
+            args(&[b"SET", b"k", b"x\ny\r\t\x08\x07\\\"z"])
+        );
+        // \xHH needs two hex digits; otherwise the x is itself.
+        assert_eq!(
+            inline(br#"ECHO "\x41\x7a\x00\xZZ\x4""#),
+            args(&[b"ECHO", b"Az\0xZZx4"])
+        );
+        // Any other escaped byte is itself.
+        assert_eq!(inline(br#"ECHO "\q\'""#), args(&[b"ECHO", b"q'"]));
+        assert_eq!(inline(br#"ECHO """#), args(&[b"ECHO", b""]));
+        // A quote may begin inside an argument.
+        assert_eq!(inline(br#"ECHO a"b c""#), args(&[b"ECHO", b"ab c"]));
+    }
+
+    #[test]
+    fn inline_single_quotes_take_only_an_escaped_quote() {
+        assert_eq!(inline(br"ECHO 'it\'s'"), args(&[b"ECHO", b"it's"]));
+        assert_eq!(
+            inline(br#"ECHO 'a\nb "c"'"#),
+            args(&[b"ECHO", br#"a\nb "c""#])
+        );
+        assert_eq!(inline(b"ECHO ''"), args(&[b"ECHO", b""]));
+    }
+
+    #[test]
+    fn inline_unbalanced_quotes_are_refused() {
+        let refused = Err("Protocol error: unbalanced quotes in request".to_string());
+        for line in [
+            &br#"ECHO "hello"#[..],
+            br"ECHO 'hello",
+            br#"ECHO "a"b"#,
+            br"ECHO 'a'b",
+            br#"ECHO "a\""#,
+            br"ECHO 'a\'",
+            br#"ECHO "a" "b"c"#,
+        ] {
+            assert_eq!(inline(line), refused, "{}", String::from_utf8_lossy(line));
+        }
+        // A closing quote followed by any blank is fine (\v and \f too).
+        assert_eq!(inline(b"ECHO \"a\"\x0bb"), args(&[b"ECHO", b"a", b"b"]));
+    }
+
+    #[test]
+    fn inline_blanks_empty_lines_and_plain_bytes() {
+        assert_eq!(inline(b"  GET\t k  "), args(&[b"GET", b"k"]));
+        // \v and \f separate arguments only before one starts (Redis's rule).
+        assert_eq!(inline(b"ECHO a\x0bb"), args(&[b"ECHO", b"a\x0bb"]));
+        assert_eq!(inline(b"ECHO a\\nb\\"), args(&[b"ECHO", b"a\\nb\\"]));
+        // Empty and blank lines are no command.
+        assert_eq!(inline(b""), args(&[]));
+        assert_eq!(inline(b" \t "), args(&[]));
+        let (got, errs) = feed(&mut Resp::default(), b"\r\n\n  \r\nPING\r\n", 1, 64);
+        assert!(errs.is_empty());
+        assert_eq!(got, vec![vec!["PING"]]);
     }
 
     #[test]
