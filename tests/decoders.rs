@@ -6,13 +6,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::*;
 use sockloop::{
-    CloseReason, ConnOptions, Context, FrameHandler, Framed, ListenOptions, Netstrings, Oversized,
-    Protocol, Resp, RespCommand,
+    CloseReason, ConnOptions, Context, FrameError, FrameHandler, Framed, HttpError, HttpRequest,
+    HttpRequests, ListenOptions, Netstrings, Oversized, Protocol, Resp, RespCommand,
 };
 
 /// Answers each RESP command with its arguments joined by `|`.
@@ -190,4 +190,131 @@ fn max_unconsumed_closes_a_raw_protocol_that_hoards_input() {
     let mut rest = Vec::new();
     let _ = c.read_to_end(&mut rest);
     assert_eq!(recv(&closed), "InputOverLimit { limit: 4096 }");
+}
+
+/// Answers each HTTP request with `ok`, with a frame timeout.
+struct Requests {
+    timeout: Duration,
+    closed: mpsc::Sender<String>,
+}
+
+impl FrameHandler<Result<HttpRequest, HttpError>> for Requests {
+    fn frame_timeout(&self) -> Option<Duration> {
+        Some(self.timeout)
+    }
+
+    fn on_frame(&mut self, cx: &mut Context<'_>, _req: Result<HttpRequest, HttpError>) {
+        cx.write(b"ok\n");
+    }
+
+    fn on_close(&mut self, _cx: &mut Context<'_>, reason: &CloseReason) {
+        let _ = self.closed.send(reason.to_string());
+    }
+}
+
+fn http_server(timeout: Duration) -> (Server, mpsc::Receiver<String>) {
+    let (tx, rx) = mpsc::channel();
+    let server = Server::start(move |r| {
+        let id = r
+            .listen(&any_port(), move |_| {
+                Framed::with_decoder(
+                    HttpRequests::default(),
+                    Requests {
+                        timeout,
+                        closed: tx.clone(),
+                    },
+                )
+            })
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    (server, rx)
+}
+
+#[test]
+fn an_http_request_has_one_deadline_for_its_head_and_body() {
+    let (server, closed) = http_server(Duration::from_millis(300));
+    // The head arrives whole (the decoder takes it off the buffer), its
+    // body never: the request is still under way, and its clock runs.
+    let mut c = connect(server.inet(0));
+    let start = Instant::now();
+    c.write_all(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_to_eof(&mut c).unwrap(), b"");
+    assert!(recv(&closed).contains("took longer"));
+    assert!(start.elapsed() < LIMIT / 2, "{:?}", start.elapsed());
+    // Empty lines sent forever are no way around it either.
+    let mut c = connect(server.inet(0));
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        // The attacker's pace; the test waits for the close by reading.
+        while w.write_all(b"\r\n").is_ok() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    assert!(recv(&closed).contains("took longer"));
+    writer.join().unwrap();
+    // A request that completes in time is answered, and the next one gets
+    // a deadline of its own.
+    let mut c = connect(server.inet(0));
+    c.write_all(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi\r\nGET / HTTP/1.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_n(&mut c, 6), b"ok\nok\n");
+}
+
+/// Answers a refused command with its reason and a timed-out one with a
+/// last word: `on_refused` and `on_frame_timeout`.
+struct Explains;
+
+impl FrameHandler<RespCommand> for Explains {
+    fn max_frame(&self) -> usize {
+        64
+    }
+
+    fn frame_timeout(&self) -> Option<Duration> {
+        Some(Duration::from_millis(200))
+    }
+
+    fn on_frame(&mut self, cx: &mut Context<'_>, _args: RespCommand) {
+        cx.write(b"+OK\r\n");
+    }
+
+    fn on_refused(&mut self, cx: &mut Context<'_>, error: &FrameError, head: &[u8]) -> Oversized {
+        cx.write(format!("-ERR {error} ({} bytes seen)\r\n", head.len()).as_bytes());
+        Oversized::Close
+    }
+
+    fn on_frame_timeout(&mut self, cx: &mut Context<'_>) {
+        cx.write(b"-ERR too slow\r\n");
+    }
+}
+
+#[test]
+fn a_handler_answers_a_refusal_with_its_reason_and_a_timeout_with_a_last_word() {
+    let server = Server::start(|r| {
+        let id = r
+            .listen(&any_port(), |_| {
+                Framed::with_decoder(Resp::default(), Explains)
+            })
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    let mut c = connect(server.inet(0));
+    c.write_all(b"PING\r\nECHO \"open\r\n").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read_to_eof(&mut c).unwrap()),
+        "+OK\r\n-ERR Protocol error: unbalanced quotes in request (12 bytes seen)\r\n"
+    );
+    let mut c = connect(server.inet(0));
+    c.write_all(b"*1\r\n$100\r\n").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read_to_eof(&mut c).unwrap()),
+        "-ERR frame of 100 bytes over the 64-byte limit (10 bytes seen)\r\n"
+    );
+    let mut c = connect(server.inet(0));
+    c.write_all(b"*1\r\n").unwrap();
+    assert_eq!(read_to_eof(&mut c).unwrap(), b"-ERR too slow\r\n");
 }

@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::pattern;
 use common::process::{connect, hwm_kib, Program};
@@ -148,4 +148,59 @@ fn a_refused_backend_closes_the_client() {
     let mut got = Vec::new();
     let _ = client.read_to_end(&mut got);
     assert!(got.is_empty());
+}
+
+/// A listener that completes no more handshakes: a backlog of 0 whose one
+/// place is taken, so the kernel drops further SYNs and a connect to it
+/// neither succeeds nor fails. Returns it, its address, and what fills it.
+fn unanswering_backend() -> (socket2::Socket, String, Vec<TcpStream>) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    // The first connect takes the queue's one place (never accepted); then
+    // a connect attempt must time out, or the kernel's policy differs.
+    let filler = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+    match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+        other => panic!("the backlog did not fill: {other:?}"),
+    }
+    (listener, addr.to_string(), vec![filler])
+}
+
+#[test]
+fn a_backend_that_never_answers_closes_the_client_at_the_connect_timeout() {
+    let (_listener, to, _fillers) = unanswering_backend();
+    let mut server = Program::start(
+        "tcp_proxy",
+        &["--port", "0", "--to", &to, "--connect-timeout", "1"],
+    );
+    let addr = server.listening_one();
+    let mut client = connect(&addr);
+    client.write_all(b"hello").unwrap();
+    let start = Instant::now();
+    let mut got = Vec::new();
+    // Bounded by `connect`'s read timeout: fails if the proxy holds on. A
+    // reset instead of an end of stream is a close too.
+    let _ = client.read_to_end(&mut got);
+    let took = start.elapsed();
+    assert!(got.is_empty(), "{got:?}");
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+    // The proxy says why.
+    let log = server.stop_with(libc::SIGTERM);
+    assert!(
+        log.contains(&format!("cannot connect to {to}")) && log.contains("timed out"),
+        "{log}"
+    );
 }

@@ -195,7 +195,13 @@ impl Resp {
             return Err(too_long(max));
         }
         let text = buf.split_to(next).freeze();
-        split_inline(&text.slice(..end)).map(Some)
+        split_inline(&text.slice(..end)).map(Some).inspect_err(|_| {
+            // Refused: the line goes back to the front, for `on_refused`'s
+            // view of the frame (the connection closes; the copy is rare).
+            let mut back = BytesMut::from(&text[..]);
+            back.extend_from_slice(buf);
+            *buf = back;
+        })
     }
 
     fn multibulk(
