@@ -19,7 +19,10 @@
 //!   unread until a connection closes, then they are served in turn; once
 //!   the backlog is full too, the kernel drops further connection attempts
 //!   (the clients retry their SYN). With the two timeouts, slots free up by
-//!   themselves.
+//!   themselves: a connection closed by a timeout holds its slot until its
+//!   client has the last answer and closes too, or about 2 s after that
+//!   (`ConnOptions::close_linger`: the server waits for the client's close
+//!   so that the 408 is not lost to a reset).
 //!
 //! `0` turns any of the three off.
 //!

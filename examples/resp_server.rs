@@ -6,7 +6,8 @@
 //! Inline commands follow Redis's quoting: `SET k "two words\n"` (double
 //! quotes take `\n \r \t \b \a \\ \"` and `\xHH`), `SET k 'it\'s'` (single
 //! quotes take only `\'`); a closing quote must be followed by a space or
-//! the end of the line. Unbalanced quotes are answered
+//! the end of the line; an inline command is at most 64 KiB, as Redis's.
+//! Unbalanced quotes are answered
 //! `-ERR Protocol error: unbalanced quotes in request` and the connection
 //! is closed, as any protocol error or command over `--max-command` is (the
 //! error says which). Empty lines are ignored. Connections have no idle
@@ -39,7 +40,8 @@ struct Args {
     #[command(flatten)]
     shutdown: common::Shutdown,
     /// The largest command accepted, in bytes (its arguments and their
-    /// framing); a longer one is answered with a protocol error and closes.
+    /// framing; an inline command: at most 64 KiB); a longer one is
+    /// answered with a protocol error and closes.
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     max_command: usize,
 }

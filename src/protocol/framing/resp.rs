@@ -12,12 +12,14 @@ pub type RespCommand = Vec<Bytes>;
 /// Cuts RESP2 requests as a Redis server reads them: multi-bulk
 /// (`*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n`, what clients send) and inline
 /// (`PING\r\n`, what a person types into `telnet`), into the command's
-/// arguments. Inline arguments follow Redis's quoting (`SET k "a b\n"`,
-/// `'it\'s'`, `"\x00"`); unbalanced quotes are refused with Redis's
-/// `Protocol error: unbalanced quotes in request`, and an empty line is no
-/// command (skipped, as Redis does). A command over `max_frame` bytes, a bulk string longer
+/// arguments. Inline commands are at most 64 KiB (Redis's bound) and
+/// their arguments follow Redis's quoting (`SET k "a b\n"`, `'it\'s'`,
+/// `"\x00"`); unbalanced quotes are refused with Redis's `Protocol error:
+/// unbalanced quotes in request`, and an empty line is no command (skipped,
+/// as Redis does). A command over `max_frame` bytes, a bulk string longer
 /// than that, or input that is not RESP is refused (Redis answers
-/// `-ERR Protocol error` and closes, as the handler's `on_oversized` may).
+/// `-ERR Protocol error: ...` and closes, as the handler's `on_refused`
+/// may: the [`FrameError`]'s text is Redis's reason).
 /// Each byte is looked at once, however the command is split across reads.
 ///
 /// ```
@@ -42,6 +44,11 @@ pub struct Resp {
 
 /// The most arguments one command may have (Redis's own limit).
 const MAX_ARGS: usize = 1024 * 1024;
+
+/// The longest inline command (Redis's `PROTO_INLINE_MAX_SIZE`): a line of
+/// one-byte arguments costs a slice per two bytes, so its length is kept
+/// far below what multi-bulk commands may reach.
+const MAX_INLINE: usize = 64 * 1024;
 
 /// The end of the `\r\n`-terminated line starting at `from`: (content end, next line).
 fn line(buf: &[u8], from: usize) -> Option<(usize, usize)> {
@@ -185,14 +192,25 @@ impl Resp {
         buf: &mut BytesMut,
         max: usize,
     ) -> Result<Option<RespCommand>, FrameError> {
-        let Some((end, next)) = line(buf, 0) else {
-            if buf.len() > max {
-                return Err(too_long(max));
+        let limit = max.min(MAX_INLINE);
+        // `pos`: how far this line has been searched for its end already.
+        let Some(at) = memchr::memchr(b'\n', &buf[self.pos..]) else {
+            self.pos = buf.len();
+            if buf.len() > limit {
+                return Err(too_long(limit));
             }
             return Ok(None);
         };
-        if end > max {
-            return Err(too_long(max));
+        let nl = self.pos + at;
+        let end = if nl > 0 && buf[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        let next = nl + 1;
+        self.pos = 0;
+        if end > limit {
+            return Err(too_long(limit));
         }
         let text = buf.split_to(next).freeze();
         split_inline(&text.slice(..end)).map(Some).inspect_err(|_| {
@@ -444,6 +462,14 @@ mod tests {
         // An endless inline line or bulk is refused once over the bound.
         let long = vec![b'a'; 5000];
         assert_eq!(feed(&mut Resp::default(), &long, 100, 1024).1.len(), 1);
+        // Inline commands stop at 64 KiB, as Redis's, whatever max_frame is.
+        let mut line = vec![b'a'; 64 * 1024];
+        line.extend_from_slice(b"\r\n");
+        let (got, errs) = feed(&mut Resp::default(), &line, 4096, 1 << 20);
+        assert_eq!(got.len(), 1, "{errs:?}");
+        line.insert(0, b'b');
+        let (got, errs) = feed(&mut Resp::default(), &line, 4096, 1 << 20);
+        assert!(got.is_empty() && errs.len() == 1, "{errs:?}");
         let mut bulk = b"*1\r\n$1000\r\n".to_vec();
         bulk.extend_from_slice(&[b'x'; 900]);
         let (got, errs) = feed(&mut Resp::default(), &bulk, 7, 1024);
