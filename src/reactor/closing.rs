@@ -49,8 +49,13 @@ impl Reactor {
             let result = conn.stream.read_into(&mut buf);
             buf.clear();
             self.scratch = buf;
+            // TLS connections are never taken to be caught up (rustls may
+            // hold records read ahead).
+            let plain = conn.tls.is_none();
+            conn.caught_up = false;
             match result {
                 Ok(0) => {
+                    conn.caught_up = plain;
                     conn.eof = true;
                     if conn.close_state().lingering {
                         self.finish_close(key);
@@ -65,10 +70,14 @@ impl Reactor {
                         return self.give_up_linger(key);
                     }
                     if n < offered && trust_short_read {
+                        conn.caught_up = plain;
                         return;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.caught_up = plain;
+                    return;
+                }
                 Err(e) => return self.close_at(key, Closing::Now(CloseReason::from_io(e))),
             }
         }
@@ -99,16 +108,13 @@ impl Reactor {
                 return self.close_at(key, Closing::Now(reason));
             }
         }
-        let in_flight = conn.in_flight();
-        conn.note_taken(in_flight, self.now);
-        if in_flight == 0 {
-            conn.close_state().note_delivered();
-        } else {
-            self.watch_stall(key);
-        }
+        // Whether the peer has taken everything is first asked when the
+        // linger timer fires: most peers end the connection before that
+        // (their end of stream ends the linger), so the common close costs
+        // no SIOCOUTQ call and no `close_stall` timer.
         self.arm_linger(key);
         // Input (or the end of stream) may be waiting without a new edge.
-        self.schedule_read(key);
+        self.schedule_read_unless_caught_up(key);
     }
 
     /// The linger timer: `close_linger` once the peer has everything; until
@@ -146,12 +152,15 @@ impl Reactor {
         if !cs.delivered {
             let in_flight = conn.in_flight();
             conn.note_taken(in_flight, now);
+            let cs = conn.close_state();
             if in_flight == 0 {
-                let cs = conn.close_state();
                 cs.note_delivered();
                 if mem::take(&mut cs.discard_held) {
                     self.schedule_read(id.key());
                 }
+            } else if cs.stall_timer.is_none() {
+                // The peer still owes acknowledgements: bound the wait.
+                self.arm_stall_check(id.key(), now);
             }
             return self.arm_linger(id.key());
         }
@@ -308,7 +317,7 @@ impl Reactor {
         self.schedule_flush(key);
         // Input that waits unread (the connection was paused) sends no new
         // edge: look now, to drop it.
-        self.schedule_read(key);
+        self.schedule_read_unless_caught_up(key);
     }
 
     /// Deregisters, calls `on_close` exactly once and frees the slot.

@@ -86,6 +86,12 @@ pub(crate) struct Conn {
     pub(crate) flush_scheduled: bool,
     /// Already on the reactor's list of connections with input left to read.
     pub(crate) read_scheduled: bool,
+    /// The last read drained the kernel's input (WouldBlock, end of stream,
+    /// or a short read an edge vouches for) and no readiness came since:
+    /// input that arrives from here on brings an edge of its own, so a close
+    /// need not look for input that waits unannounced (a read that would
+    /// only return WouldBlock). False when unsure (TLS connections).
+    pub(crate) caught_up: bool,
     pub(crate) last_active: Instant,
     pub(crate) idle_timer: Option<TimerId>,
     pub(crate) connect_timer: Option<TimerId>,
@@ -207,6 +213,7 @@ impl Conn {
             writable_interest: false,
             flush_scheduled: false,
             read_scheduled: false,
+            caught_up: false,
             last_active: now,
             idle_timer: None,
             connect_timer: None,

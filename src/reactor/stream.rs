@@ -184,10 +184,14 @@ impl Reactor {
             }
             return;
         }
+        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        if readable {
+            conn.caught_up = false;
+        }
         if event.is_writable() && !conn.wq.is_empty() {
             self.flush_conn(key);
         }
-        if event.is_readable() || event.is_read_closed() || event.is_error() {
+        if readable {
             // The short-read shortcut assumes the kernel signals every later
             // arrival; a peer's FIN already seen in this event is not "later".
             let trust_short_read = !event.is_read_closed() && !event.is_error();
@@ -359,6 +363,7 @@ impl Reactor {
             };
             let offered = buf.capacity() - buf.len();
             let conn = conn_in(&mut self.sources, key).expect("checked above");
+            conn.caught_up = false;
             let result = match conn.tls.as_deref_mut() {
                 Some(session) if TLS => session.read(
                     &conn.stream,
@@ -371,12 +376,14 @@ impl Reactor {
             };
             match result {
                 Ok(0) => {
+                    conn.caught_up = !TLS;
                     self.keep_unconsumed(key, buf, own);
                     self.peer_eof(key);
                     return;
                 }
                 Ok(n) => {
                     conn.last_active = self.now;
+                    conn.caught_up = !TLS && n < offered && trust_short_read;
                     // The end of the handshake (`on_open`) comes first.
                     if TLS && !self.tls_events(key) {
                         self.keep_unconsumed(key, buf, own);
@@ -393,6 +400,7 @@ impl Reactor {
                     self.settle();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.caught_up = !TLS;
                     self.keep_unconsumed(key, buf, own);
                     if TLS {
                         self.tls_events(key);
@@ -432,6 +440,15 @@ impl Reactor {
                 let gen = conn.gen;
                 self.ready.push((key, gen));
             }
+        }
+    }
+
+    /// [`schedule_read`](Self::schedule_read), unless the last read drained
+    /// the kernel's input: then later input comes with an edge, and the read
+    /// would only find nothing (one wasted call per closing connection).
+    pub(crate) fn schedule_read_unless_caught_up(&mut self, key: usize) {
+        if self.conn_at(key).is_some_and(|c| !c.caught_up) {
+            self.schedule_read(key);
         }
     }
 
