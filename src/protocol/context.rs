@@ -152,6 +152,7 @@ impl Context<'_> {
     /// [`Framed`](crate::Framed) does before its next frame) and leave the
     /// rest in the buffer: what is left when reading paused is offered to
     /// `on_data` again when it resumes.
+    #[inline]
     pub fn is_reading(&self) -> bool {
         self.reactor.is_reading(self.id)
     }
@@ -206,6 +207,7 @@ impl Context<'_> {
 
     /// True once `close`, `close_with` or `abort` was called (or the
     /// reactor is closing this connection): writes are dropped from then on.
+    #[inline]
     pub fn is_closing(&self) -> bool {
         self.reactor.is_closing(self.id)
     }

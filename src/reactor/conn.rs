@@ -269,6 +269,7 @@ impl Conn {
     }
 
     /// True when input should be read now.
+    #[inline]
     pub(crate) fn wants_read(&self) -> bool {
         match self.closing {
             Closing::No => !(self.paused() || self.eof || self.connecting),
@@ -281,12 +282,14 @@ impl Conn {
     }
 
     /// True when input is read only to be dropped (after `close()`).
+    #[inline]
     pub(crate) fn discards_input(&self) -> bool {
         matches!(self.closing, Closing::AfterFlush(_))
     }
 
     /// True while reading is held back by the protocol or by backpressure
     /// (as opposed to the end of input or a close).
+    #[inline]
     pub(crate) fn paused(&self) -> bool {
         self.paused_by_user
             || self.paused_by_offload

@@ -390,6 +390,7 @@ impl Reactor {
     }
 
     /// Connection `id` for a getter: `&self`, so getters are `&self` too.
+    #[inline]
     pub(crate) fn conn_ref(&self, id: ConnId) -> Option<&Conn> {
         match self.sources.get(id.key()) {
             Some(Source::Conn(c)) if c.gen == id.gen => Some(c),

@@ -365,12 +365,14 @@ impl Reactor {
     }
 
     /// True when connection `id` is closing or gone.
+    #[inline]
     pub fn is_closing(&self, id: ConnId) -> bool {
         self.conn_ref(id)
             .is_none_or(|c| !matches!(c.closing, Closing::No))
     }
 
     /// True when connection `id` reads (see [`Context::is_reading`](crate::Context::is_reading)).
+    #[inline]
     pub fn is_reading(&self, id: ConnId) -> bool {
         self.conn_ref(id)
             .is_some_and(|c| c.wants_read() && !c.discards_input())

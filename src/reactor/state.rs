@@ -54,13 +54,21 @@ impl Reactor {
 
     /// The reactor's value of type `S`, created with `S::default()` the
     /// first time it is asked for (see [`set_state`](Reactor::set_state)).
+    #[inline]
     pub fn state<S: Default + 'static>(&mut self) -> &mut S {
-        if self.states.find::<S>().is_none() {
-            self.states
-                .0
-                .push((TypeId::of::<S>(), Box::new(S::default())));
-        }
-        self.states.find::<S>().expect("just added")
+        let id = TypeId::of::<S>();
+        let states = &mut self.states.0;
+        let at = match states.iter().position(|(t, _)| *t == id) {
+            Some(at) => at,
+            None => {
+                states.push((id, Box::new(S::default())));
+                states.len() - 1
+            }
+        };
+        states[at]
+            .1
+            .downcast_mut()
+            .expect("stored under its own type id")
     }
 
     /// The reactor's value of type `S`, if it has one.

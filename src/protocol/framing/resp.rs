@@ -62,16 +62,42 @@ fn line(buf: &[u8], from: usize) -> Option<(usize, usize)> {
 }
 
 /// A decimal count in a header line (`*3`, `$5`), after its type byte.
+/// Parsed by hand: two of these per argument made `str::parse` (and its
+/// UTF-8 check) a tenth of a pipelined GET's cost.
 fn number(digits: &[u8]) -> Result<i64, FrameError> {
-    std::str::from_utf8(digits)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| {
-            FrameError::Malformed(format!(
-                "Protocol error: invalid length {:?}",
-                String::from_utf8_lossy(digits)
-            ))
-        })
+    let (negative, body) = match digits {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, digits),
+    };
+    // 18 digits cannot overflow an i64; longer counts are refused anyway.
+    if body.is_empty() || body.len() > 18 || !body.iter().all(u8::is_ascii_digit) {
+        return Err(FrameError::Malformed(format!(
+            "Protocol error: invalid length {:?}",
+            String::from_utf8_lossy(digits)
+        )));
+    }
+    let n = body.iter().fold(0i64, |n, &d| n * 10 + i64::from(d - b'0'));
+    Ok(if negative { -n } else { n })
+}
+
+/// The common header line, `<type byte><digits>\r\n` at `at`, read in one
+/// pass: its count and where the next line starts. `None` for anything
+/// else (not all there yet, a sign, a bare `\n`, junk): the general path
+/// ([`line`], [`number`]) then decides, with its error messages.
+#[inline]
+fn simple_count(buf: &[u8], at: usize) -> Option<(usize, usize)> {
+    let digits = buf.get(at + 1..)?;
+    let mut n = 0usize;
+    for (i, &b) in digits.iter().take(19).enumerate() {
+        match b {
+            // 18 digits at most: the count then fits any i64 (more are junk).
+            b'0'..=b'9' if i < 18 => n = n * 10 + usize::from(b - b'0'),
+            b'\r' if i > 0 && digits.get(i + 1) == Some(&b'\n') => return Some((n, at + i + 3)),
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// A command over the limit, its length not known yet.
@@ -231,10 +257,15 @@ impl Resp {
             let left = match self.left {
                 Some(n) => n,
                 None => {
-                    let Some((end, next)) = line(buf, 0) else {
-                        return self.incomplete(buf, max);
+                    let (n, next) = match simple_count(buf, 0) {
+                        Some((n, next)) => (n as i64, next),
+                        None => {
+                            let Some((end, next)) = line(buf, 0) else {
+                                return self.incomplete(buf, max);
+                            };
+                            (number(&buf[1..end])?, next)
+                        }
                     };
-                    let n = number(&buf[1..end])?;
                     if n > MAX_ARGS as i64 || n.unsigned_abs() as usize > max / 4 + 1 {
                         return Err(FrameError::Malformed(format!(
                             "Protocol error: invalid multibulk length {n}"
@@ -246,22 +277,28 @@ impl Resp {
                 }
             };
             if left == 0 {
-                let pos = self.pos;
-                let args = std::mem::take(&mut self.args);
+                let frame = buf.split_to(self.pos).freeze();
+                // `args` keeps its storage for the next command.
+                let mut command = Vec::with_capacity(self.args.len());
+                command.extend(self.args.drain(..).map(|r| frame.slice(r)));
                 self.reset();
-                let frame = buf.split_to(pos).freeze();
-                return Ok(Some(args.into_iter().map(|r| frame.slice(r)).collect()));
+                return Ok(Some(command));
             }
-            let Some((end, next)) = line(buf, self.pos) else {
-                return self.incomplete(buf, max);
+            let (n, next) = match simple_count(buf, self.pos) {
+                Some((n, next)) if buf[self.pos] == b'$' => (n as i64, next),
+                _ => {
+                    let Some((end, next)) = line(buf, self.pos) else {
+                        return self.incomplete(buf, max);
+                    };
+                    if buf[self.pos] != b'$' {
+                        let got = buf[self.pos] as char;
+                        return Err(FrameError::Malformed(format!(
+                            "Protocol error: expected '$', got '{got}'"
+                        )));
+                    }
+                    (number(&buf[self.pos + 1..end])?, next)
+                }
             };
-            if buf[self.pos] != b'$' {
-                let got = buf[self.pos] as char;
-                return Err(FrameError::Malformed(format!(
-                    "Protocol error: expected '$', got '{got}'"
-                )));
-            }
-            let n = number(&buf[self.pos + 1..end])?;
             if n < 0 {
                 return Err(FrameError::Malformed(format!(
                     "Protocol error: invalid bulk length {n}"
@@ -434,6 +471,29 @@ mod tests {
         let (got, errs) = feed(&mut Resp::default(), b"\r\n\n  \r\nPING\r\n", 1, 64);
         assert!(errs.is_empty());
         assert_eq!(got, vec![vec!["PING"]]);
+    }
+
+    #[test]
+    fn header_counts_parse_in_one_pass_or_fall_back() {
+        assert_eq!(simple_count(b"*2\r\n", 0), Some((2, 4)));
+        assert_eq!(simple_count(b"x$16\r\nkey", 1), Some((16, 6)));
+        // Not all there, a sign, a bare newline, no digits, junk: the general path.
+        for other in [
+            &b"*2\r"[..],
+            b"*2",
+            b"*-1\r\n",
+            b"*2\n",
+            b"*\r\n",
+            b"*2x\r\n",
+        ] {
+            assert_eq!(simple_count(other, 0), None, "{other:?}");
+        }
+        // Too many digits to be a count: refused, never wrapped to a small one.
+        let mut resp = Resp::default();
+        let mut buf = BytesMut::from(&b"*9999999999999999999\r\n"[..]);
+        assert!(resp.decode(&mut buf, 1024).is_err());
+        let mut buf = BytesMut::from(&b"*1\r\n$99999999999999999999\r\n"[..]);
+        assert!(Resp::default().decode(&mut buf, 1024).is_err());
     }
 
     #[test]
