@@ -337,8 +337,13 @@ fn resp(examples: &std::path::Path, rounds: usize, secs: u64) -> Vec<Row> {
     rows
 }
 
+/// `http_hello`'s answers, the same code in both servers.
+#[path = "../examples/common/http_reply.rs"]
+mod http_reply;
+
 /// The HTTP hello server on tokio's current_thread runtime: the same
-/// decoder, one write of all the responses to one read.
+/// decoder and the same answers (`http_reply`), one write of all the
+/// responses to one read.
 fn serve_tokio_http(port: &str) -> ExitCode {
     use sockloop::{Decoder, HttpRequests};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -353,7 +358,9 @@ fn serve_tokio_http(port: &str) -> ExitCode {
         println!("listening on {}", listener.local_addr().unwrap());
         let _ = std::io::stdout().flush();
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { continue };
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
             let _ = s.set_nodelay(true);
             tokio::spawn(async move {
                 let mut buf = bytes::BytesMut::with_capacity(8192);
@@ -366,17 +373,7 @@ fn serve_tokio_http(port: &str) -> ExitCode {
                     }
                     let mut close = false;
                     while let Ok(Some(req)) = decoder.decode(&mut buf, 8192) {
-                        let (status, body, keep) = match &req {
-                            Ok(r) if r.target() == b"/" => ("200 OK", &b"Hello, world!\n"[..], r.keep_alive()),
-                            Ok(r) => ("404 Not Found", &b"Not Found\n"[..], r.keep_alive()),
-                            Err(_) => ("400 Bad Request", &b"Bad Request\n"[..], false),
-                        };
-                        let conn = if keep { "" } else { "Connection: close\r\n" };
-                        out.extend_from_slice(
-                            format!("HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{conn}\r\n", body.len()).as_bytes(),
-                        );
-                        out.extend_from_slice(body);
-                        if !keep {
+                        if !http_reply::answer(&mut out, &req) {
                             close = true;
                             break;
                         }

@@ -35,13 +35,14 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use clap::Parser;
 use sockloop::{
     Context, FrameHandler, Framed, HttpError, HttpRequest, HttpRequests, ListenOptions, Reactor,
 };
 
 mod common;
+
+use common::http_reply;
 
 /// Answers every request with a fixed page.
 #[derive(Parser)]
@@ -71,8 +72,6 @@ struct Args {
     max_connections: usize,
 }
 
-const BODY: &[u8] = b"Hello, world!\n";
-
 /// `0` turns a limit off.
 fn limit(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
@@ -101,6 +100,7 @@ fn main() -> ExitCode {
                     Hello {
                         max_head,
                         header_timeout,
+                        out: Vec::new(),
                     },
                 )
             },
@@ -111,34 +111,9 @@ fn main() -> ExitCode {
 struct Hello {
     max_head: usize,
     header_timeout: Option<Duration>,
-}
-
-/// Appends a response: the status line, `headers` (whole lines), a
-/// `Content-Length` of `body`, and the body itself unless `head_only`
-/// (the answer to HEAD: the length the body would have, no body).
-fn respond(out: &mut BytesMut, status: (u16, &str), headers: &str, body: &[u8], head_only: bool) {
-    let (code, reason) = status;
-    out.extend_from_slice(
-        format!(
-            "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{headers}\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    if !head_only {
-        out.extend_from_slice(body);
-    }
-}
-
-/// The `Connection` header a response owes: `close` when the connection
-/// ends after it; `keep-alive` for an HTTP/1.0 client that asked to keep
-/// it (1.0 closes by default, so it must be told); none for HTTP/1.1.
-fn connection(req: &HttpRequest) -> &'static str {
-    match (req.keep_alive(), req.minor_version()) {
-        (false, _) => "Connection: close\r\n",
-        (true, 0) => "Connection: keep-alive\r\n",
-        (true, _) => "",
-    }
+    /// The response being written, kept between requests: allocated once
+    /// per connection, it holds a response's size (~100 bytes).
+    out: Vec<u8>,
 }
 
 impl FrameHandler<Result<HttpRequest, HttpError>> for Hello {
@@ -153,49 +128,11 @@ impl FrameHandler<Result<HttpRequest, HttpError>> for Hello {
     }
 
     fn on_frame(&mut self, cx: &mut Context<'_>, request: Result<HttpRequest, HttpError>) {
-        let mut out = BytesMut::with_capacity(128);
-        match request {
-            Ok(req) => {
-                let conn = connection(&req);
-                let head_only = req.method() == b"HEAD";
-                match (req.method(), req.target()) {
-                    (b"GET" | b"HEAD", b"/") => {
-                        respond(&mut out, (200, "OK"), conn, BODY, head_only)
-                    }
-                    (b"GET" | b"HEAD", _) => respond(
-                        &mut out,
-                        (404, "Not Found"),
-                        conn,
-                        b"Not Found\n",
-                        head_only,
-                    ),
-                    _ => respond(
-                        &mut out,
-                        (405, "Method Not Allowed"),
-                        &format!("Allow: GET, HEAD\r\n{conn}"),
-                        b"Method Not Allowed\n",
-                        false,
-                    ),
-                }
-                cx.write(&out);
-                if !req.keep_alive() {
-                    cx.close();
-                }
-            }
-            // The request cannot be read to its end: answer and close.
-            Err(e) => {
-                let (code, reason) = e.status();
-                let body = format!("{reason}\n");
-                respond(
-                    &mut out,
-                    (code, reason),
-                    "Connection: close\r\n",
-                    body.as_bytes(),
-                    false,
-                );
-                cx.write(&out);
-                cx.close();
-            }
+        self.out.clear();
+        let keep_alive = http_reply::answer(&mut self.out, &request);
+        cx.write(&self.out);
+        if !keep_alive {
+            cx.close();
         }
     }
 
@@ -205,15 +142,15 @@ impl FrameHandler<Result<HttpRequest, HttpError>> for Hello {
     /// no request begun is closed silently by the idle timeout instead: a
     /// 408 there could be read as the answer to a request sent meanwhile.
     fn on_frame_timeout(&mut self, cx: &mut Context<'_>) {
-        let mut out = BytesMut::with_capacity(128);
-        respond(
-            &mut out,
+        self.out.clear();
+        http_reply::respond(
+            &mut self.out,
             (408, "Request Timeout"),
             "Connection: close\r\n",
             b"Request Timeout\n",
             false,
         );
-        cx.write(&out);
+        cx.write(&self.out);
     }
 
     fn on_shutdown(&mut self, cx: &mut Context<'_>) {

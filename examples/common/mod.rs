@@ -5,6 +5,8 @@
 // Each example uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod http_reply;
+
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;

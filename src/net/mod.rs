@@ -611,6 +611,14 @@ impl Stream {
         }
     }
 
+    /// Whether `TCP_NODELAY` is on (a Unix stream has no Nagle: true).
+    pub(crate) fn nodelay(&self) -> io::Result<bool> {
+        match self {
+            Stream::Tcp(s) => s.nodelay(),
+            Stream::Unix(_) => Ok(true),
+        }
+    }
+
     pub(crate) fn peer_addr(&self) -> io::Result<Addr> {
         match self {
             Stream::Tcp(s) => s.peer_addr().map(Addr::Inet),
