@@ -46,10 +46,24 @@ fn main() -> ExitCode {
     } else {
         eprintln!("servers: redis-benchmark / redis-server not installed (apt-get install redis-tools redis-server): RESP skipped");
     }
-    println!("| scenario | server | req/s | server CPU µs/req |");
-    println!("|---|---|---:|---:|");
-    for (scenario, server, rate, cpu) in rows {
-        println!("| {scenario} | {server} | {rate:.0} | {cpu:.2} |");
+    // Each scenario's rows: sockloop's first, then the peer it is measured
+    // against; the ratios are sockloop's over the peer's.
+    println!("| scenario | server | req/s | server CPU µs/req | of which user | CPU ratio | user ratio |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for pair in rows.chunks(2) {
+        for row in pair {
+            let peer = &pair[pair.len() - 1].per_request;
+            let (cpu, user) = (row.per_request.total, row.per_request.user);
+            let ratios = if std::ptr::eq(row, &pair[0]) && pair.len() == 2 {
+                format!("{:.2} | {:.2}", cpu / peer.total, user / peer.user)
+            } else {
+                " | ".to_string()
+            };
+            println!(
+                "| {} | {} | {:.0} | {cpu:.2} | {user:.2} | {ratios} |",
+                row.scenario, row.server, row.rate
+            );
+        }
     }
     ExitCode::SUCCESS
 }
@@ -125,21 +139,42 @@ impl Server {
         Server { child, port }
     }
 
-    /// The process's user + system CPU time, in microseconds.
-    fn cpu_us(&self) -> f64 {
-        cpu_us(self.child.id())
+    /// The process's CPU time so far.
+    fn cpu(&self) -> Cpu {
+        cpu(self.child.id())
     }
 }
 
-fn cpu_us(pid: u32) -> f64 {
+/// CPU time in microseconds: in user space (the server's own code, where
+/// the servers differ) and in all (with the kernel's share, mostly the
+/// same system calls for every server).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    user: f64,
+    total: f64,
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+    fn sub(self, before: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - before.user,
+            total: self.total - before.total,
+        }
+    }
+}
+
+fn cpu(pid: u32) -> Cpu {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    let field = |i: usize| -> f64 { fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0.0) };
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks * 1e6 / hz
+    Cpu {
+        user: field(11) * 1e6 / hz,
+        total: (field(11) + field(12)) * 1e6 / hz,
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -147,7 +182,49 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-type Row = (String, String, f64, f64);
+/// One server in one scenario: medians of the rounds.
+struct Row {
+    scenario: String,
+    server: String,
+    rate: f64,
+    /// CPU microseconds per request.
+    per_request: Cpu,
+}
+
+/// What the rounds measured for one server in one scenario.
+#[derive(Clone, Default)]
+struct Samples {
+    rates: Vec<f64>,
+    user: Vec<f64>,
+    total: Vec<f64>,
+}
+
+impl Samples {
+    fn push(&mut self, rate: f64, cpu: Cpu, requests: f64) {
+        self.rates.push(rate);
+        let per = |us: f64| {
+            if requests > 0.0 {
+                us / requests
+            } else {
+                f64::NAN
+            }
+        };
+        self.user.push(per(cpu.user));
+        self.total.push(per(cpu.total));
+    }
+
+    fn row(self, scenario: &str, server: &str) -> Row {
+        Row {
+            scenario: scenario.to_string(),
+            server: server.to_string(),
+            rate: median(self.rates),
+            per_request: Cpu {
+                user: median(self.user),
+                total: median(self.total),
+            },
+        }
+    }
+}
 
 /// A named way to start a server.
 type Starter<'a> = (&'a str, Box<dyn Fn() -> Server + 'a>);
@@ -191,18 +268,18 @@ fn http(examples: &std::path::Path, rounds: usize, secs: u64) -> Vec<Row> {
     ];
     let mut rows = Vec::new();
     for (scenario, extra) in &scenarios {
-        let mut samples: Vec<(Vec<f64>, Vec<f64>)> = vec![(vec![], vec![]); servers.len()];
+        let mut samples: Vec<Samples> = vec![Samples::default(); servers.len()];
         for _ in 0..rounds {
             for (i, (_, start)) in servers.iter().enumerate() {
                 let server = start();
-                let before = server.cpu_us();
+                let before = server.cpu();
                 let out = pinned(1, "wrk")
                     .args(["-t1", "-c64", &format!("-d{secs}")])
                     .args(extra)
                     .arg(format!("http://127.0.0.1:{}/", server.port))
                     .output()
                     .unwrap();
-                let cpu = server.cpu_us() - before;
+                let cpu = server.cpu() - before;
                 let text = String::from_utf8_lossy(&out.stdout);
                 let total: f64 = text
                     .lines()
@@ -212,22 +289,11 @@ fn http(examples: &std::path::Path, rounds: usize, secs: u64) -> Vec<Row> {
                     .unwrap_or(0.0);
                 // wrk counts responses: a pipelined script's 16 are 16.
                 let requests = total;
-                samples[i].0.push(requests / secs as f64);
-                samples[i].1.push(if requests > 0.0 {
-                    cpu / requests
-                } else {
-                    f64::NAN
-                });
+                samples[i].push(requests / secs as f64, cpu, requests);
             }
         }
         for (i, (name, _)) in servers.iter().enumerate() {
-            let (rate, cpu) = samples[i].clone();
-            rows.push((
-                scenario.to_string(),
-                name.to_string(),
-                median(rate),
-                median(cpu),
-            ));
+            rows.push(samples[i].clone().row(scenario, name));
         }
     }
     let _ = std::fs::remove_file(script);
@@ -287,13 +353,12 @@ fn resp(examples: &std::path::Path, rounds: usize, secs: u64) -> Vec<Row> {
         } else {
             n.clone()
         };
-        let mut samples: std::collections::BTreeMap<(String, usize), (Vec<f64>, Vec<f64>)> =
-            Default::default();
+        let mut samples: std::collections::BTreeMap<(String, usize), Samples> = Default::default();
         for _ in 0..rounds {
             for (i, (_, start)) in servers.iter().enumerate() {
                 for test in ["ping_mbulk", "set", "get"] {
                     let server = start();
-                    let before = server.cpu_us();
+                    let before = server.cpu();
                     let out = pinned(1, "redis-benchmark")
                         .args([
                             "-p",
@@ -310,7 +375,7 @@ fn resp(examples: &std::path::Path, rounds: usize, secs: u64) -> Vec<Row> {
                         ])
                         .output()
                         .unwrap();
-                    let cpu = server.cpu_us() - before;
+                    let cpu = server.cpu() - before;
                     let text = String::from_utf8_lossy(&out.stdout);
                     let rate: f64 = text
                         .lines()
@@ -320,18 +385,13 @@ fn resp(examples: &std::path::Path, rounds: usize, secs: u64) -> Vec<Row> {
                         .unwrap_or(0.0);
                     let requests: f64 = n.parse().unwrap();
                     let entry = samples.entry((test.to_string(), i)).or_default();
-                    entry.0.push(rate);
-                    entry.1.push(cpu / requests);
+                    entry.push(rate, cpu, requests);
                 }
             }
         }
-        for ((test, i), (rate, cpu)) in samples {
-            rows.push((
-                format!("RESP -P {pipeline} {}", test.to_uppercase()),
-                servers[i].0.to_string(),
-                median(rate),
-                median(cpu),
-            ));
+        for ((test, i), samples) in samples {
+            let scenario = format!("RESP -P {pipeline} {}", test.to_uppercase());
+            rows.push(samples.row(&scenario, servers[i].0));
         }
     }
     rows
