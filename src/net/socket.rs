@@ -350,9 +350,9 @@ impl Stream {
         self.sock().take_error()
     }
 
-    pub(crate) fn set_nodelay(&self) -> io::Result<()> {
+    pub(crate) fn set_nodelay(&self, on: bool) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => s.set_nodelay(true),
+            Stream::Tcp(s) => s.set_nodelay(on),
             Stream::Unix(_) => Ok(()),
         }
     }

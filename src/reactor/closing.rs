@@ -64,6 +64,25 @@ impl Reactor {
                 }
                 Ok(n) => {
                     let close_discard = conn.opts.close_discard;
+                    if conn.close_state().lingering && !conn.close_state().delivered {
+                        // Input during the linger: whether the peer had
+                        // everything decides what it means (more after
+                        // that is "kept sending"), so ask now.
+                        let in_flight = conn.in_flight();
+                        conn.note_taken(in_flight, self.now);
+                        if in_flight == 0 {
+                            let cs = conn.close_state();
+                            cs.note_delivered();
+                            // From here `close_linger` counts.
+                            if let Some(timer) = cs.linger_timer.take() {
+                                self.timers.cancel(timer);
+                            }
+                            self.arm_linger(key);
+                        }
+                    }
+                    let Some(conn) = conn_in(&mut self.sources, key) else {
+                        return;
+                    };
                     let cs = conn.close_state();
                     cs.discarded += n;
                     if cs.delivered && cs.discarded - cs.discarded_at_linger > close_discard {
@@ -109,16 +128,19 @@ impl Reactor {
             }
         }
         // Whether the peer has taken everything is first asked when the
-        // linger timer fires: most peers end the connection before that
-        // (their end of stream ends the linger), so the common close costs
-        // no SIOCOUTQ call and no `close_stall` timer.
+        // linger timer fires, or when it sends something: most peers end
+        // the connection before either (their end of stream ends the
+        // linger), so the common close costs no SIOCOUTQ call and no
+        // `close_stall` timer.
         self.arm_linger(key);
         // Input (or the end of stream) may be waiting without a new edge.
         self.schedule_read_unless_caught_up(key);
     }
 
     /// The linger timer: `close_linger` once the peer has everything; until
-    /// then a quarter of it, to see when that happens.
+    /// then a quarter of the shorter of `close_linger` and `close_stall`,
+    /// to see when that happens (and to start the stall check in time: a
+    /// peer that takes nothing is cut at most half a `close_stall` late).
     fn arm_linger(&mut self, key: usize) {
         let Some(conn) = conn_in(&mut self.sources, key) else {
             return;
@@ -128,7 +150,7 @@ impl Reactor {
         let delay = if conn.close_state().delivered {
             limit
         } else {
-            limit / 4
+            limit.min(conn.opts.close_stall) / 4
         };
         let timer = self.call_later(delay, move |r| r.linger_expired(id));
         if let Some(conn) = self.conn_at(key) {

@@ -56,17 +56,19 @@ pub(crate) struct ListenerState {
     nodelay: NoDelay,
 }
 
-/// How accepted connections get `TCP_NODELAY` (`ConnOptions::nodelay`).
-/// Linux copies it from the listening socket to each accepted one, which
-/// saves a `setsockopt` per connection (an eighth of a short connection's
-/// system calls); the first connection checks that it did.
+/// How accepted connections get `TCP_NODELAY` as `ConnOptions::nodelay`
+/// says. Linux copies it from the listening socket to each accepted one,
+/// which saves a `setsockopt` per connection (an eighth of a short
+/// connection's system calls); the first connection checks that it did.
+/// The listener is set either way: an inherited one (socket activation, a
+/// restart) may come with the option on.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum NoDelay {
-    /// Not wanted, or nothing to do (a Unix listener).
-    Off,
+    /// Nothing to do (a Unix listener).
+    NotTcp,
     /// Set on the listener; not yet seen on an accepted connection.
     Unproven,
-    /// Accepted connections come with it.
+    /// Accepted connections come with the listener's setting.
     Inherited,
     /// Set on each accepted connection.
     EachConnection,
@@ -195,13 +197,13 @@ impl Reactor {
         self.registry()
             .register(&mut listener, Token(key), Interest::READABLE)?;
         let nodelay = match &listener {
-            Listener::Tcp(tcp) if opts.conn.nodelay => {
-                match socket2::SockRef::from(tcp).set_tcp_nodelay(true) {
+            Listener::Tcp(tcp) => {
+                match socket2::SockRef::from(tcp).set_tcp_nodelay(opts.conn.nodelay) {
                     Ok(()) => NoDelay::Unproven,
                     Err(_) => NoDelay::EachConnection,
                 }
             }
-            _ => NoDelay::Off,
+            Listener::Unix(..) => NoDelay::NotTcp,
         };
         let state = ListenerState {
             _listed: crate::net::owned::Listed::new(std::os::fd::AsRawFd::as_raw_fd(&listener)),
@@ -348,18 +350,19 @@ impl Reactor {
                         log::info!("{}: accepting again", l.addr);
                         l.backoff = FIRST_BACKOFF;
                     }
+                    let wanted = l.opts.conn.nodelay;
                     match l.nodelay {
-                        NoDelay::Off | NoDelay::Inherited => {}
+                        NoDelay::NotTcp | NoDelay::Inherited => {}
                         NoDelay::Unproven => {
-                            l.nodelay = if stream.nodelay().unwrap_or(false) {
+                            l.nodelay = if stream.nodelay().ok() == Some(wanted) {
                                 NoDelay::Inherited
                             } else {
-                                let _ = stream.set_nodelay();
+                                let _ = stream.set_nodelay(wanted);
                                 NoDelay::EachConnection
                             };
                         }
                         NoDelay::EachConnection => {
-                            let _ = stream.set_nodelay();
+                            let _ = stream.set_nodelay(wanted);
                         }
                     }
                     let id = ListenerId::new(key, l.gen);
@@ -598,3 +601,7 @@ impl Reactor {
         self.connection_closed(None);
     }
 }
+
+#[cfg(test)]
+#[path = "listener_tests.rs"]
+mod tests;

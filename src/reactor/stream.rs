@@ -140,7 +140,7 @@ impl Reactor {
         opts.check()?;
         let stream = Stream::connect(addr)?;
         if opts.nodelay {
-            let _ = stream.set_nodelay();
+            let _ = stream.set_nodelay(true);
         }
         let extras = ConnExtras { proxied: None, tls };
         let id = self.add_conn(stream, handler, opts.clone(), None, true, extras)?;

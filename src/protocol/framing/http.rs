@@ -356,7 +356,7 @@ impl Decoder for HttpRequests {
         }
         let n = self.waiting.as_ref().expect("set above").0;
         if buf.len() < n {
-            buf.reserve(n - buf.len());
+            super::reserve_for_frame(buf, n - buf.len());
             return Ok(None);
         }
         let (_, mut req) = self.waiting.take().expect("set above");
@@ -424,6 +424,18 @@ mod tests {
         buf.extend_from_slice(b"hi");
         assert!(http.decode(&mut buf, 1024).unwrap().unwrap().is_ok());
         assert!(!http.in_frame());
+    }
+
+    #[test]
+    fn an_unbounded_body_is_not_allocated_up_front() {
+        let mut http = HttpRequests {
+            max_body: usize::MAX,
+            ..HttpRequests::default()
+        };
+        let mut buf =
+            BytesMut::from(&b"POST / HTTP/1.1\r\nContent-Length: 999999999999999\r\n\r\n"[..]);
+        assert!(http.decode(&mut buf, 8192).unwrap().is_none());
+        assert!(buf.capacity() < 2 << 20, "{}", buf.capacity());
     }
 
     #[test]

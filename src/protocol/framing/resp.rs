@@ -222,7 +222,8 @@ impl Resp {
         // `pos`: how far this line has been searched for its end already.
         let Some(at) = memchr::memchr(b'\n', &buf[self.pos..]) else {
             self.pos = buf.len();
-            if buf.len() > limit {
+            // A `\r` at the end may be the line's terminator, not content.
+            if buf.len() - usize::from(buf.ends_with(b"\r")) > limit {
                 return Err(too_long(limit));
             }
             return Ok(None);
@@ -315,7 +316,7 @@ impl Resp {
                 if next + n + 2 > max.saturating_add(64) {
                     return Err(too_long(max));
                 }
-                buf.reserve(next + n + 2 - buf.len());
+                super::reserve_for_frame(buf, next + n + 2 - buf.len());
                 return Ok(None);
             }
             if &buf[next + n..next + n + 2] != b"\r\n" {
@@ -471,6 +472,35 @@ mod tests {
         let (got, errs) = feed(&mut Resp::default(), b"\r\n\n  \r\nPING\r\n", 1, 64);
         assert!(errs.is_empty());
         assert_eq!(got, vec![vec!["PING"]]);
+    }
+
+    #[test]
+    fn an_unbounded_decoder_does_not_allocate_what_a_header_announces() {
+        // 10^18 bytes announced to `max_frame` usize::MAX: the decoder
+        // waits for them, having reserved a bounded amount (it aborted).
+        let mut buf = BytesMut::from(&b"*1\r\n$999999999999999999\r\n"[..]);
+        assert!(Resp::default()
+            .decode(&mut buf, usize::MAX)
+            .unwrap()
+            .is_none());
+        assert!(buf.capacity() < 2 << 20, "{}", buf.capacity());
+    }
+
+    #[test]
+    fn an_inline_line_of_exactly_the_limit_may_get_its_cr_first() {
+        let mut line = vec![b'a'; MAX_INLINE];
+        let mut resp = Resp::default();
+        let mut buf = BytesMut::from(&line[..]);
+        assert!(resp.decode(&mut buf, usize::MAX).unwrap().is_none());
+        buf.extend_from_slice(b"\r");
+        assert!(resp.decode(&mut buf, usize::MAX).unwrap().is_none());
+        buf.extend_from_slice(b"\n");
+        let command = resp.decode(&mut buf, usize::MAX).unwrap().unwrap();
+        assert_eq!(command[0].len(), MAX_INLINE);
+        // One byte more is refused, with or without its CR yet.
+        line.push(b'a');
+        let mut buf = BytesMut::from(&line[..]);
+        assert!(Resp::default().decode(&mut buf, usize::MAX).is_err());
     }
 
     #[test]
