@@ -344,14 +344,15 @@ fn resp(examples: &std::path::Path, rounds: usize, secs: u64) -> Vec<Row> {
         ("sockloop resp_server", &start_sockloop),
         ("redis-server", &start_redis),
     ];
-    // Requests per test: a fixed count (redis-benchmark has no duration).
-    let n = (secs * 30_000).to_string();
+    // Requests per test: a fixed count (redis-benchmark has no duration),
+    // about `secs` seconds' worth on a quiet 2-core machine, so that the
+    // user-space share is a few dozen clock ticks, not a handful.
     let mut rows = Vec::new();
     for pipeline in ["1", "16"] {
         let n = if pipeline == "16" {
-            (secs * 300_000).to_string()
+            (secs * 1_000_000).to_string()
         } else {
-            n.clone()
+            (secs * 80_000).to_string()
         };
         let mut samples: std::collections::BTreeMap<(String, usize), Samples> = Default::default();
         for _ in 0..rounds {
