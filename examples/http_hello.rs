@@ -37,7 +37,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use sockloop::{
-    Context, FrameHandler, Framed, HttpError, HttpRequest, HttpRequests, ListenOptions, Reactor,
+    Context, FrameHandler, Framed, HttpError, HttpRequest, HttpRequests, LingeringClose,
+    ListenOptions, Reactor,
 };
 
 mod common;
@@ -85,6 +86,10 @@ fn main() -> ExitCode {
         let header_timeout = limit(args.header_timeout);
         let mut opts = ListenOptions::default();
         opts.conn.idle_timeout = limit(args.idle_timeout);
+        // After an ordinary answer to `Connection: close` the client sends
+        // nothing more: close at once rather than wait for its FIN (nginx's
+        // `lingering_close auto`). Error answers linger (on_frame).
+        opts.conn.lingering_close = LingeringClose::Auto;
         let mut reactor = Reactor::new()?;
         reactor.set_max_connections((args.max_connections > 0).then_some(args.max_connections));
         common::serve_reactor(
@@ -131,6 +136,12 @@ impl FrameHandler<Result<HttpRequest, HttpError>> for Hello {
         self.out.clear();
         let keep_alive = http_reply::answer(&mut self.out, &request);
         cx.write(&self.out);
+        if request.is_err() {
+            // The client may still be sending what was refused (a body over
+            // --max-body): read and drop it, so that no reset takes the
+            // answer from it.
+            cx.set_lingering_close(LingeringClose::Always);
+        }
         if !keep_alive {
             cx.close();
         }
@@ -142,6 +153,7 @@ impl FrameHandler<Result<HttpRequest, HttpError>> for Hello {
     /// no request begun is closed silently by the idle timeout instead: a
     /// 408 there could be read as the answer to a request sent meanwhile.
     fn on_frame_timeout(&mut self, cx: &mut Context<'_>) {
+        cx.set_lingering_close(LingeringClose::Always);
         self.out.clear();
         http_reply::respond(
             &mut self.out,

@@ -88,7 +88,7 @@ pub use net::blocking::{BlockingDatagram, BlockingStream};
 #[cfg(feature = "tls")]
 pub use net::tls;
 pub use net::{activation, proxy};
-pub use net::{ConnOptions, ListenOptions};
+pub use net::{ConnOptions, LingeringClose, ListenOptions};
 pub use offload::{OffloadOptions, ProcessPool};
 pub use protocol::context::{Context, DatagramContext};
 pub use protocol::framing::{

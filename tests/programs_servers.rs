@@ -385,6 +385,32 @@ fn http_bad_and_oversized_requests_get_their_status_and_a_close() {
     }
 }
 
+/// An error answer lingers: a client still uploading the body the server
+/// refused goes on sending without a reset, then reads the 413 and a clean
+/// end of stream. (`Connection: close` answers close at once instead:
+/// `LingeringClose::Auto`.)
+#[test]
+fn http_a_refused_upload_goes_on_without_a_reset() {
+    let (_server, addr) = http(&["--max-body", "100"]);
+    let mut c = connect(&addr);
+    c.write_all(b"POST / HTTP/1.1\r\nContent-Length: 300000\r\n\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(c.try_clone().unwrap());
+    assert_eq!(response(&mut reader).0, "HTTP/1.1 413 Content Too Large");
+    // The server has answered and closed its side; the upload goes on. A
+    // socket closed at once would answer it with a reset (the writes fail).
+    for _ in 0..30 {
+        c.write_all(&[b'x'; 10_000])
+            .expect("no reset while uploading");
+    }
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    reader
+        .read_to_end(&mut rest)
+        .expect("a clean end of stream");
+    assert!(rest.is_empty());
+}
+
 #[test]
 fn http_under_wrk() {
     if !installed("wrk") {

@@ -14,5 +14,5 @@ mod socket;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use options::{ConnOptions, ListenOptions};
+pub use options::{ConnOptions, LingeringClose, ListenOptions};
 pub(crate) use socket::*;

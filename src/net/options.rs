@@ -191,6 +191,9 @@ pub struct ConnOptions {
     ///
     /// [`CloseReason::PeerKeptSending`]: crate::CloseReason::PeerKeptSending
     pub close_discard: usize,
+    /// Whether a close waits for the peer's end of stream even when no
+    /// more input is expected (default [`LingeringClose::Always`]).
+    pub lingering_close: LingeringClose,
     /// The most input a protocol may leave unconsumed in `on_data` (a
     /// request still incomplete), beyond which the connection is closed
     /// with [`CloseReason::InputOverLimit`] once its queued bytes are
@@ -241,9 +244,38 @@ impl Default for ConnOptions {
             close_stall: Duration::from_secs(30),
             close_linger: Duration::from_secs(2),
             close_discard: 1024 * 1024,
+            lingering_close: LingeringClose::Always,
             max_unconsumed: None,
             tls_handshake_timeout: Duration::from_secs(10),
             tls_handshake_limit: 64 * 1024,
         }
     }
+}
+
+/// When a close after flush waits for the peer's end of stream
+/// ([`ConnOptions::lingering_close`]; nginx's `lingering_close on|auto`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LingeringClose {
+    /// Always (the default): once the queue is sent, shut down the write
+    /// side, read and drop what the peer still sends, and close at its end
+    /// of stream, or `close_linger` after it has everything. A close then
+    /// never resets the connection, whatever the peer does.
+    #[default]
+    Always,
+    /// Only when more input may come: a connection whose input was read up
+    /// to what had arrived (nothing unread in the kernel, nothing left
+    /// unconsumed, nothing sent since `close()`) and whose peer has
+    /// acknowledged every byte closes at once, without waiting for the
+    /// peer: the kernel sends the end of stream after the data, and the
+    /// descriptor is free at once. Others linger as with `Always`. Bytes the
+    /// peer sends later are answered with a reset: a Linux peer still reads
+    /// everything it was sent, but may then get the reset instead of a
+    /// clean end of stream (other systems may drop what the peer had not
+    /// read). For protocols whose peer sends nothing after the last answer
+    /// and does not take the end of stream as part of it (an HTTP response
+    /// with a `Content-Length` to `Connection: close`, a reply to QUIT): it
+    /// saves one event, one read and up to `close_linger` of the descriptor
+    /// per connection (nginx's default).
+    Auto,
 }

@@ -175,6 +175,17 @@ impl Context<'_> {
         self.reactor.close(self.id);
     }
 
+    /// Whether this connection's close waits for the peer's end of stream
+    /// even when no more input is expected
+    /// ([`ConnOptions::lingering_close`](crate::ConnOptions::lingering_close),
+    /// set for the listener): a server that closes at once after ordinary
+    /// answers ([`LingeringClose::Auto`](crate::LingeringClose::Auto)) makes
+    /// an error answer linger (`Always`), as the client may still be
+    /// sending the request it refused (nginx lingers in that case too).
+    pub fn set_lingering_close(&mut self, how: crate::LingeringClose) {
+        self.reactor.set_lingering_close(self.id, how);
+    }
+
     /// Closes after the queue is sent, reporting `reason` to `on_close` and
     /// the log (for example a protocol error).
     pub fn close_with(&mut self, reason: CloseReason) {

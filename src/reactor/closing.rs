@@ -9,9 +9,25 @@ use std::io;
 use std::mem;
 use std::time::Instant;
 
-use crate::reactor::conn::{Closing, ShutdownWrite};
+use crate::reactor::conn::{Closing, Conn, ShutdownWrite};
 use crate::reactor::{conn_in, Source, READ_BUDGET, READ_SIZE};
-use crate::{CloseReason, ConnId, Reactor};
+use crate::{CloseReason, ConnId, LingeringClose, Reactor};
+
+/// [`LingeringClose::Auto`]'s test, before the peer's acknowledgement of
+/// every byte is asked (which makes a reset, should it send more, cost it
+/// nothing it received, on Linux): the input was read up to what had
+/// arrived (an edge announces anything later), and none was left
+/// unconsumed or came since `close()`.
+fn no_more_input_expected(conn: &Conn) -> bool {
+    conn.opts.lingering_close == LingeringClose::Auto
+        && conn.caught_up
+        && conn.tls.is_none()
+        && conn.rbuf.as_ref().is_none_or(|b| b.is_empty())
+        && conn
+            .close
+            .as_deref()
+            .is_none_or(|cs| cs.discarded == 0 && !cs.dropped_unconsumed)
+}
 
 impl Reactor {
     /// Reads and drops what the peer sends after `close()`, so that the
@@ -31,7 +47,9 @@ impl Reactor {
                 return;
             }
             // What the protocol left unconsumed is not its business any more.
-            conn.rbuf = None;
+            if conn.rbuf.take().is_some_and(|b| !b.is_empty()) {
+                conn.close_state().dropped_unconsumed = true;
+            }
             if conn.discard_budget_spent() {
                 // Leave it in the kernel: the peer's progress resumes reading.
                 conn.close_state().discard_held = true;
@@ -116,6 +134,9 @@ impl Reactor {
             return;
         }
         cs.lingering = true;
+        if no_more_input_expected(conn) && conn.in_flight() == 0 {
+            return self.finish_close(key);
+        }
         if conn.shutdown_write != ShutdownWrite::Done {
             conn.shutdown_write = ShutdownWrite::Done;
             if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
@@ -174,6 +195,10 @@ impl Reactor {
         if !cs.delivered {
             let in_flight = conn.in_flight();
             conn.note_taken(in_flight, now);
+            if in_flight == 0 && no_more_input_expected(conn) {
+                // `Auto`: the peer has everything now, and sent nothing.
+                return self.finish_close(id.key());
+            }
             let cs = conn.close_state();
             if in_flight == 0 {
                 cs.note_delivered();

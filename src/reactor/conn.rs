@@ -144,6 +144,9 @@ pub(crate) struct CloseState {
     /// Reading held back after `close()`: the peer sent far more than it
     /// took (see `discard_budget_spent`); its progress resumes it.
     pub(crate) discard_held: bool,
+    /// Input the protocol had left unconsumed was dropped by the close
+    /// (the peer pipelined more: it may send more yet).
+    pub(crate) dropped_unconsumed: bool,
 }
 
 impl CloseState {
@@ -160,6 +163,7 @@ impl CloseState {
             linger_timer: None,
             sent_at_close: sent,
             discard_held: false,
+            dropped_unconsumed: false,
         }
     }
 

@@ -193,6 +193,14 @@ impl Reactor {
         self.close_id(id, Closing::AfterFlush(CloseReason::Closed));
     }
 
+    /// Sets [`ConnOptions::lingering_close`](crate::ConnOptions::lingering_close)
+    /// for connection `id` (see [`Context::set_lingering_close`](crate::Context::set_lingering_close)).
+    pub fn set_lingering_close(&mut self, id: ConnId, how: crate::LingeringClose) {
+        if let Some(conn) = self.conn(id) {
+            conn.opts.lingering_close = how;
+        }
+    }
+
     /// Closes connection `id` now, dropping whatever is still queued.
     pub fn abort(&mut self, id: ConnId) {
         self.close_id(id, Closing::Now(CloseReason::Closed));
