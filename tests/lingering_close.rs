@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 
 use bytes::BytesMut;
 use common::*;
@@ -141,5 +141,68 @@ fn auto_closed_socket_resets_later_input_but_the_answer_is_whole() {
             }
         }
         assert_eq!(got, pattern(SMALL));
+    }
+}
+
+/// Answers the first line only once the test says the client's next bytes
+/// have reached the server's kernel: input that came after the last read
+/// and before the close decides.
+struct AnswerWhenTold {
+    read_first: mpsc::Sender<()>,
+    arrived: Arc<Mutex<mpsc::Receiver<()>>>,
+    closed: mpsc::Sender<String>,
+}
+
+impl Protocol for AnswerWhenTold {
+    fn on_data(&mut self, cx: &mut Context<'_>, data: &mut BytesMut) {
+        if let Some(end) = data.iter().position(|&b| b == b'\n') {
+            let _ = data.split_to(end + 1);
+            self.read_first.send(()).unwrap();
+            self.arrived.lock().unwrap().recv_timeout(LIMIT).unwrap();
+            cx.write(&pattern(SMALL));
+            cx.close();
+        }
+    }
+
+    fn on_close(&mut self, _cx: &mut Context<'_>, reason: &CloseReason) {
+        let _ = self.closed.send(reason.to_string());
+    }
+}
+
+#[test]
+fn auto_lingers_when_input_came_after_the_last_read() {
+    let (closed_tx, closed) = mpsc::channel();
+    let (read_first_tx, read_first) = mpsc::channel();
+    let (arrived_tx, arrived_rx) = mpsc::channel();
+    let arrived = Arc::new(Mutex::new(arrived_rx));
+    let mut opts = ListenOptions::default();
+    opts.conn.lingering_close = LingeringClose::Auto;
+    opts.conn.close_linger = 10 * LIMIT;
+    let server = Server::start(move |r| {
+        let id = r
+            .listen_with(&any_port(), &opts, move |_| AnswerWhenTold {
+                read_first: read_first_tx.clone(),
+                arrived: arrived.clone(),
+                closed: closed_tx.clone(),
+            })
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    for _ in 0..5 {
+        let mut client = TcpStream::connect(server.inet(0)).unwrap();
+        client.write_all(b"GET\n").unwrap();
+        // The server has read the line and works on its answer: these bytes
+        // arrive after its last read (on loopback they are in its socket
+        // once write returns), and the close must find them.
+        read_first.recv_timeout(LIMIT).unwrap();
+        client.write_all(b"GET\n").unwrap();
+        arrived_tx.send(()).unwrap();
+        // A close that missed them would reset: no clean end of stream.
+        read_answer(&mut client, SMALL);
+        assert!(closed.try_recv().is_err(), "closed before the peer's FIN");
+        drop(client);
+        closed
+            .recv_timeout(LIMIT)
+            .expect("closed at the peer's FIN");
     }
 }

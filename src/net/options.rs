@@ -264,18 +264,20 @@ pub enum LingeringClose {
     #[default]
     Always,
     /// Only when more input may come: a connection whose input was read up
-    /// to what had arrived (nothing unread in the kernel, nothing left
-    /// unconsumed, nothing sent since `close()`) and whose peer has
-    /// acknowledged every byte closes at once, without waiting for the
-    /// peer: the kernel sends the end of stream after the data, and the
-    /// descriptor is free at once. Others linger as with `Always`. Bytes the
+    /// to what had arrived (nothing left unconsumed or sent since
+    /// `close()`, and, asked of the kernel when the queue is sent, nothing
+    /// unread: `SIOCINQ`) and whose peer has acknowledged every byte
+    /// (`SIOCOUTQ`) closes at once, without waiting for the peer: the
+    /// kernel sends the end of stream after the data, and the descriptor is
+    /// free at once. Others linger as with `Always`. Bytes the
     /// peer sends later are answered with a reset: a Linux peer still reads
     /// everything it was sent, but may then get the reset instead of a
     /// clean end of stream (other systems may drop what the peer had not
     /// read). For protocols whose peer sends nothing after the last answer
     /// and does not take the end of stream as part of it (an HTTP response
     /// with a `Content-Length` to `Connection: close`, a reply to QUIT): it
-    /// saves one event, one read and up to `close_linger` of the descriptor
-    /// per connection (nginx's default).
+    /// saves the wait for the peer's FIN (an event and a read, for two
+    /// `ioctl`s) and up to `close_linger` of the descriptor per connection
+    /// (nginx's default).
     Auto,
 }

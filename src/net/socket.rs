@@ -318,21 +318,28 @@ impl Stream {
     /// (`SIOCOUTQ`): for TCP those not acknowledged (a FIN counts one), for
     /// Unix sockets the memory of those not read. 0 when unknown.
     pub(crate) fn unacked(&self) -> usize {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            let fd = match self {
-                Stream::Tcp(s) => s.as_raw_fd(),
-                Stream::Unix(s) => s.as_raw_fd(),
-            };
-            let mut n: libc::c_int = 0;
-            // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one int through the pointer.
-            let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
-            if r == 0 {
-                return n.max(0) as usize;
-            }
-        }
-        0
+        self.queue_len(libc::TIOCOUTQ).unwrap_or(0)
+    }
+
+    /// Whether the kernel holds no input and the peer has taken every byte
+    /// sent (`SIOCINQ` and `SIOCOUTQ` both 0): a close now sends a FIN, not
+    /// a reset, and costs the peer nothing it was sent. False when unknown.
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.queue_len(libc::TIOCOUTQ) == Some(0) && self.queue_len(libc::FIONREAD) == Some(0)
+    }
+
+    /// The length of a socket queue, by `SIOCOUTQ` (= `TIOCOUTQ`) or
+    /// `SIOCINQ` (= `FIONREAD`).
+    fn queue_len(&self, request: libc::Ioctl) -> Option<usize> {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        };
+        let mut n: libc::c_int = 0;
+        // SAFETY: both requests write one int through the pointer.
+        let r = unsafe { libc::ioctl(fd, request, &mut n) };
+        (r == 0).then_some(n.max(0) as usize)
     }
 
     /// Makes the coming close reset the connection (`SO_LINGER` 0): the

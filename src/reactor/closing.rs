@@ -13,11 +13,13 @@ use crate::reactor::conn::{Closing, Conn, ShutdownWrite};
 use crate::reactor::{conn_in, Source, READ_BUDGET, READ_SIZE};
 use crate::{CloseReason, ConnId, LingeringClose, Reactor};
 
-/// [`LingeringClose::Auto`]'s test, before the peer's acknowledgement of
-/// every byte is asked (which makes a reset, should it send more, cost it
-/// nothing it received, on Linux): the input was read up to what had
-/// arrived (an edge announces anything later), and none was left
-/// unconsumed or came since `close()`.
+/// [`LingeringClose::Auto`]'s test, before the kernel is asked whether it
+/// holds input and whether the peer has acknowledged every byte
+/// ([`Stream::is_quiet`](crate::net::Stream::is_quiet): a close that finds
+/// input unread resets the connection; one after the peer has everything
+/// costs it nothing it received, should it send more later, on Linux): the
+/// input was read up to what had arrived, and none was left unconsumed or
+/// came since `close()`.
 fn no_more_input_expected(conn: &Conn) -> bool {
     conn.opts.lingering_close == LingeringClose::Auto
         && conn.caught_up
@@ -134,8 +136,13 @@ impl Reactor {
             return;
         }
         cs.lingering = true;
-        if no_more_input_expected(conn) && conn.in_flight() == 0 {
-            return self.finish_close(key);
+        if no_more_input_expected(conn) {
+            // The last read left nothing, but input may have come since (in
+            // the same turn, or while the protocol worked on its answer).
+            if conn.stream.is_quiet() {
+                return self.finish_close(key);
+            }
+            conn.caught_up = false;
         }
         if conn.shutdown_write != ShutdownWrite::Done {
             conn.shutdown_write = ShutdownWrite::Done;
@@ -195,7 +202,7 @@ impl Reactor {
         if !cs.delivered {
             let in_flight = conn.in_flight();
             conn.note_taken(in_flight, now);
-            if in_flight == 0 && no_more_input_expected(conn) {
+            if in_flight == 0 && no_more_input_expected(conn) && conn.stream.is_quiet() {
                 // `Auto`: the peer has everything now, and sent nothing.
                 return self.finish_close(id.key());
             }
