@@ -61,6 +61,16 @@ fn read_answer(client: &mut TcpStream, size: usize) {
     assert_eq!(got, pattern(size));
 }
 
+/// The server has not closed yet, and does, cleanly, once the client has.
+fn lingers_until_the_peers_fin(client: TcpStream, closed: &mpsc::Receiver<String>) {
+    assert!(closed.try_recv().is_err(), "closed before the peer's FIN");
+    drop(client);
+    let reason = closed
+        .recv_timeout(LIMIT)
+        .expect("closed at the peer's FIN");
+    assert_eq!(reason, CloseReason::Closed.to_string());
+}
+
 /// A small answer, acknowledged by the time it is sent (loopback).
 const SMALL: usize = 1000;
 /// An answer the kernel holds for a while: 4 MiB, read by the client.
@@ -89,12 +99,7 @@ fn always_waits_for_the_peers_end_of_stream() {
     let mut client = TcpStream::connect(server.inet(0)).unwrap();
     client.write_all(b"GET\n").unwrap();
     read_answer(&mut client, SMALL);
-    assert!(closed.try_recv().is_err(), "closed before the peer's FIN");
-    drop(client);
-    let reason = closed
-        .recv_timeout(LIMIT)
-        .expect("closed at the peer's FIN");
-    assert_eq!(reason, CloseReason::Closed.to_string());
+    lingers_until_the_peers_fin(client, &closed);
 }
 
 #[test]
@@ -109,12 +114,7 @@ fn auto_lingers_when_the_peer_pipelined_more() {
     client.write_all(b"more after the answer\n").unwrap();
     let mut byte = [0; 1];
     assert_eq!(client.read(&mut byte).expect("no reset"), 0);
-    assert!(closed.try_recv().is_err(), "closed before the peer's FIN");
-    drop(client);
-    let reason = closed
-        .recv_timeout(LIMIT)
-        .expect("closed at the peer's FIN");
-    assert_eq!(reason, CloseReason::Closed.to_string());
+    lingers_until_the_peers_fin(client, &closed);
 }
 
 #[test]
@@ -199,10 +199,6 @@ fn auto_lingers_when_input_came_after_the_last_read() {
         arrived_tx.send(()).unwrap();
         // A close that missed them would reset: no clean end of stream.
         read_answer(&mut client, SMALL);
-        assert!(closed.try_recv().is_err(), "closed before the peer's FIN");
-        drop(client);
-        closed
-            .recv_timeout(LIMIT)
-            .expect("closed at the peer's FIN");
+        lingers_until_the_peers_fin(client, &closed);
     }
 }

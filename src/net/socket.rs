@@ -321,11 +321,10 @@ impl Stream {
         self.queue_len(libc::TIOCOUTQ).unwrap_or(0)
     }
 
-    /// Whether the kernel holds no input and the peer has taken every byte
-    /// sent (`SIOCINQ` and `SIOCOUTQ` both 0): a close now sends a FIN, not
-    /// a reset, and costs the peer nothing it was sent. False when unknown.
-    pub(crate) fn is_quiet(&self) -> bool {
-        self.queue_len(libc::TIOCOUTQ) == Some(0) && self.queue_len(libc::FIONREAD) == Some(0)
+    /// Whether the kernel holds no input (`SIOCINQ` 0): a close now sends
+    /// a FIN, not a reset. False when unknown.
+    pub(crate) fn has_no_input(&self) -> bool {
+        self.queue_len(libc::FIONREAD) == Some(0)
     }
 
     /// The length of a socket queue, by `SIOCOUTQ` (= `TIOCOUTQ`) or

@@ -13,13 +13,12 @@ use crate::reactor::conn::{Closing, Conn, ShutdownWrite};
 use crate::reactor::{conn_in, Source, READ_BUDGET, READ_SIZE};
 use crate::{CloseReason, ConnId, LingeringClose, Reactor};
 
-/// [`LingeringClose::Auto`]'s test, before the kernel is asked whether it
-/// holds input and whether the peer has acknowledged every byte
-/// ([`Stream::is_quiet`](crate::net::Stream::is_quiet): a close that finds
-/// input unread resets the connection; one after the peer has everything
-/// costs it nothing it received, should it send more later, on Linux): the
-/// input was read up to what had arrived, and none was left unconsumed or
-/// came since `close()`.
+/// [`LingeringClose::Auto`]'s test, before the kernel is asked whether the
+/// peer has acknowledged every byte (`in_flight`: a reset, should it send
+/// more later, then costs it nothing it received, on Linux) and whether
+/// input came since the last read (`has_no_input`: a close that finds input
+/// unread resets the connection): the input was read up to what had
+/// arrived, and none was left unconsumed or came since `close()`.
 fn no_more_input_expected(conn: &Conn) -> bool {
     conn.opts.lingering_close == LingeringClose::Auto
         && conn.caught_up
@@ -136,10 +135,10 @@ impl Reactor {
             return;
         }
         cs.lingering = true;
-        if no_more_input_expected(conn) {
+        if no_more_input_expected(conn) && conn.in_flight() == 0 {
             // The last read left nothing, but input may have come since (in
             // the same turn, or while the protocol worked on its answer).
-            if conn.stream.is_quiet() {
+            if conn.stream.has_no_input() {
                 return self.finish_close(key);
             }
             conn.caught_up = false;
@@ -202,7 +201,7 @@ impl Reactor {
         if !cs.delivered {
             let in_flight = conn.in_flight();
             conn.note_taken(in_flight, now);
-            if in_flight == 0 && no_more_input_expected(conn) && conn.stream.is_quiet() {
+            if in_flight == 0 && no_more_input_expected(conn) && conn.stream.has_no_input() {
                 // `Auto`: the peer has everything now, and sent nothing.
                 return self.finish_close(id.key());
             }
