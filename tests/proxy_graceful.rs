@@ -13,17 +13,21 @@ use std::time::Duration;
 use common::pattern;
 use common::process::{connect, Program};
 
+/// A backend listener, `tcp_proxy --grace GRACE` to it, and a client of
+/// the proxy whose reads time out after `read_limit`.
+fn proxy(grace: &str, read_limit: Duration) -> (TcpListener, Program, std::net::TcpStream) {
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = backend.local_addr().unwrap().to_string();
+    let mut server = Program::start("tcp_proxy", &["--port", "0", "--to", &to, "--grace", grace]);
+    let client = connect(&server.listening_one());
+    client.set_read_timeout(Some(read_limit)).unwrap();
+    (backend, server, client)
+}
+
 #[test]
 fn sigterm_lets_a_relayed_download_finish_within_the_grace() {
     const SIZE: usize = 20 << 20;
-    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
-    let to = backend.local_addr().unwrap().to_string();
-    let mut server = Program::start("tcp_proxy", &["--port", "0", "--to", &to, "--grace", "30"]);
-    let addr = server.listening_one();
-    let mut client = connect(&addr);
-    client
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    let (backend, mut server, mut client) = proxy("30", Duration::from_secs(20));
     client.write_all(b"go").unwrap();
     let far = thread::spawn(move || {
         let (mut s, _) = backend.accept().unwrap();
@@ -63,14 +67,7 @@ fn sigterm_lets_a_relayed_download_finish_within_the_grace() {
 
 #[test]
 fn a_relay_stays_usable_both_ways_after_sigterm_and_ends_with_its_peers() {
-    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
-    let to = backend.local_addr().unwrap().to_string();
-    let mut server = Program::start("tcp_proxy", &["--port", "0", "--to", &to, "--grace", "30"]);
-    let addr = server.listening_one();
-    let mut client = connect(&addr);
-    client
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let (backend, mut server, mut client) = proxy("30", Duration::from_secs(10));
     client.write_all(b"1").unwrap();
     let (mut far, _) = backend.accept().unwrap();
     far.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -106,14 +103,7 @@ fn a_relay_stays_usable_both_ways_after_sigterm_and_ends_with_its_peers() {
 
 #[test]
 fn a_transfer_cut_by_the_end_of_the_grace_is_reset_not_ended() {
-    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
-    let to = backend.local_addr().unwrap().to_string();
-    let mut server = Program::start("tcp_proxy", &["--port", "0", "--to", &to, "--grace", "1"]);
-    let addr = server.listening_one();
-    let mut client = connect(&addr);
-    client
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let (backend, mut server, mut client) = proxy("1", Duration::from_secs(10));
     client.write_all(b"go").unwrap();
     let far = thread::spawn(move || {
         let (mut s, _) = backend.accept().unwrap();
