@@ -41,6 +41,20 @@ pub struct OffloadOptions {
     pub grace: Duration,
 }
 
+impl OffloadOptions {
+    /// No workers would run nothing: refused (with the options' one
+    /// message) wherever a pool is configured.
+    fn check(&self) -> io::Result<()> {
+        if self.workers == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "OffloadOptions::workers must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for OffloadOptions {
     fn default() -> OffloadOptions {
         OffloadOptions {
@@ -94,7 +108,7 @@ struct PoolState {
 
 impl ThreadPool {
     fn start(opts: &OffloadOptions, reactor: Handle) -> ThreadPool {
-        let workers = opts.workers.max(1);
+        let workers = opts.workers;
         let capacity = workers + opts.queue;
         let set = ThreadSet::start(workers, "offload", move |job: Job| {
             let outcome = panic::catch_unwind(AssertUnwindSafe(job.work)).map_err(|panic| {
@@ -197,12 +211,7 @@ impl Reactor {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn with_offload(opts: OffloadOptions) -> io::Result<Reactor> {
-        if opts.workers == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "OffloadOptions::workers must be at least 1",
-            ));
-        }
+        opts.check()?;
         let mut reactor = Reactor::new()?;
         reactor.owned_client(|r| ThreadPool::start(&opts, r.handle()));
         Ok(reactor)
@@ -215,6 +224,7 @@ impl Reactor {
         note = "a mistake only found at run time: give the options up front with `Reactor::with_offload`"
     )]
     pub fn set_offload_options(&mut self, opts: OffloadOptions) -> io::Result<()> {
+        opts.check()?;
         if self.find_client::<ThreadPool>().is_some() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,

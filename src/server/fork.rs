@@ -93,7 +93,7 @@ impl Children {
             exited,
             lost,
             pids: Vec::new(),
-            max: max.max(1),
+            max,
             block_on_close,
         })
     }

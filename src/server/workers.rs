@@ -157,10 +157,10 @@ impl Workers {
             } => Workers::Threads(Threads::new(
                 !daemon_threads,
                 !daemon_threads && block_on_close,
-                max_threads.max(1),
+                max_threads,
                 wake,
             )),
-            Mode::Pool { workers } => Workers::Pool(Pool::new(workers.max(1), wake, shared)),
+            Mode::Pool { workers } => Workers::Pool(Pool::new(workers, wake, shared)),
             Mode::Forking { .. } => {
                 Workers::Children(children.expect("a forking server has a fork server"))
             }
