@@ -112,25 +112,33 @@ struct Deadlined<'a> {
 }
 
 impl Deadlined<'_> {
-    fn arm(&mut self) -> io::Result<()> {
+    /// Bounds the coming read (or write) by what is left of the deadline:
+    /// one `setsockopt`, for the direction about to block.
+    fn arm(&mut self, read: bool) -> io::Result<()> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        self.sock.set_timeout(Some(left))
+        let left = Some(left);
+        match (&*self.sock, read) {
+            (BlockingStream::Tcp(s), true) => s.set_read_timeout(left),
+            (BlockingStream::Tcp(s), false) => s.set_write_timeout(left),
+            (BlockingStream::Unix(s), true) => s.set_read_timeout(left),
+            (BlockingStream::Unix(s), false) => s.set_write_timeout(left),
+        }
     }
 }
 
 impl Read for Deadlined<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.arm()?;
+        self.arm(true)?;
         self.sock.read(buf)
     }
 }
 
 impl Write for Deadlined<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.arm()?;
+        self.arm(false)?;
         self.sock.write(buf)
     }
 
