@@ -10,7 +10,7 @@ use std::mem;
 use std::time::Instant;
 
 use crate::reactor::conn::{Closing, Conn, ShutdownWrite};
-use crate::reactor::{conn_in, Source, READ_BUDGET, READ_SIZE};
+use crate::reactor::{conn_in, Source, TimerTarget, READ_BUDGET, READ_SIZE};
 use crate::{CloseReason, ConnId, LingeringClose, Reactor};
 
 /// [`LingeringClose::Auto`]'s test, before the kernel is asked whether the
@@ -179,7 +179,8 @@ impl Reactor {
         } else {
             limit.min(conn.opts.close_stall) / 4
         };
-        let timer = self.call_later(delay, move |r| r.linger_expired(id));
+        // A typed timer, not a `call_later` closure: no allocation per close.
+        let timer = self.timers.insert(self.now, delay, TimerTarget::Linger(id));
         if let Some(conn) = self.conn_at(key) {
             conn.close_state().linger_timer = Some(timer);
         }
@@ -191,7 +192,7 @@ impl Reactor {
     /// stream. When that is up, a peer that sent nothing meanwhile is let
     /// go with the close's own reason (the close is orderly: nothing is
     /// unread); one that went on sending is cut off, and `on_close` says so.
-    fn linger_expired(&mut self, id: ConnId) {
+    pub(crate) fn linger_expired(&mut self, id: ConnId) {
         let now = self.now;
         let Some(conn) = self.conn(id) else {
             return;
@@ -289,7 +290,9 @@ impl Reactor {
             .saturating_duration_since(now)
             .min(stall / 4)
             .max(std::time::Duration::from_millis(1));
-        let timer = self.call_later(delay, move |r| r.stall_check(id));
+        let timer = self
+            .timers
+            .insert(self.now, delay, TimerTarget::StallCheck(id));
         if let Some(conn) = self.conn_at(key) {
             conn.close_state().stall_timer = Some(timer);
         }
@@ -299,7 +302,7 @@ impl Reactor {
     /// or in the kernel) for `close_stall` is cut off, and the bytes it
     /// never got are reported. Without this a peer that never reads keeps
     /// the connection, its descriptor and its queue for as long as it likes.
-    fn stall_check(&mut self, id: ConnId) {
+    pub(crate) fn stall_check(&mut self, id: ConnId) {
         let now = self.now;
         let Some(conn) = self.conn(id) else {
             return;

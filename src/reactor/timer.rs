@@ -109,6 +109,13 @@ pub(crate) enum TimerTarget {
     User(ConnId),
     Idle(ConnId),
     ConnectTimeout(ConnId),
+    /// A closing connection's look at its peer's progress (closing.rs).
+    Linger(ConnId),
+    /// A closing connection's `close_stall` check (closing.rs).
+    StallCheck(ConnId),
+    /// A TLS connection's handshake deadline (tls.rs).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    TlsHandshake(ConnId),
     /// Resume accepting after an `EMFILE` back-off.
     ResumeAccept(crate::ListenerId),
     Call(Box<dyn FnOnce(&mut Reactor)>),
@@ -129,6 +136,9 @@ impl Reactor {
                     let err = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
                     self.close_id(id, Closing::Now(CloseReason::ConnectFailed(err)));
                 }
+                TimerTarget::Linger(id) => self.linger_expired(id),
+                TimerTarget::StallCheck(id) => self.stall_check(id),
+                TimerTarget::TlsHandshake(id) => self.tls_handshake_expired(id),
                 TimerTarget::ResumeAccept(id) => self.resume_accept(id),
                 TimerTarget::Call(f) => self.guarded("a call_later closure", f),
             }

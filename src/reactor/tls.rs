@@ -32,9 +32,9 @@ use bytes::BytesMut;
 use crate::net::tls::{server_name as server_name_of, tls_error};
 use crate::net::Stream;
 use crate::reactor::conn::{Closing, Conn};
-use crate::reactor::conn_in;
 use crate::reactor::handler::ConnHandler;
 use crate::reactor::wqueue::{TailPool, WriteQueue};
+use crate::reactor::{conn_in, TimerTarget};
 use crate::{Addr, CloseReason, ConnId, ConnOptions, Reactor, TimerId};
 
 /// The TLS state of one connection.
@@ -326,13 +326,15 @@ impl Reactor {
     pub(crate) fn tls_added(&mut self, id: ConnId) {
         let Some(conn) = self.conn(id) else { return };
         let limit = conn.opts.tls_handshake_timeout;
-        let timer = self.call_later(limit, move |r| r.tls_handshake_expired(id));
+        let timer = self
+            .timers
+            .insert(self.now, limit, TimerTarget::TlsHandshake(id));
         if let Some(conn) = self.conn(id) {
             conn.set_handshake_timer(timer);
         }
     }
 
-    fn tls_handshake_expired(&mut self, id: ConnId) {
+    pub(crate) fn tls_handshake_expired(&mut self, id: ConnId) {
         let Some(conn) = self.conn(id) else { return };
         let Some(tls) = conn.tls.as_deref_mut() else {
             return;

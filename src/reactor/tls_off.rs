@@ -50,6 +50,8 @@ impl Conn {
 impl Reactor {
     pub(crate) fn tls_added(&mut self, _: crate::ConnId) {}
 
+    pub(crate) fn tls_handshake_expired(&mut self, _: crate::ConnId) {}
+
     pub(crate) fn tls_events(&mut self, _: usize) -> bool {
         true
     }
