@@ -226,3 +226,53 @@ fn docs_promise_servers_writes_after_close_fail_with_not_connected() {
     assert_eq!(recv(&rx), ErrorKind::NotConnected);
     server.stop();
 }
+
+/// Leaves what it reads; at the peer's FIN, connects to `to` and links.
+struct LinkAtEof {
+    to: Addr,
+}
+
+impl Protocol for LinkAtEof {
+    fn on_data(&mut self, _cx: &mut Context<'_>, _data: &mut BytesMut) {}
+
+    fn on_eof(&mut self, cx: &mut Context<'_>) {
+        let client = cx.id();
+        let to = self.to.clone();
+        cx.connect(&to, PipeOnOpen { other: client }).unwrap();
+    }
+}
+
+struct PipeOnOpen {
+    other: ConnId,
+}
+
+impl Protocol for PipeOnOpen {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        cx.pipe(self.other).unwrap();
+    }
+
+    fn on_data(&mut self, _cx: &mut Context<'_>, _data: &mut BytesMut) {}
+}
+
+/// "Input left unconsumed goes across first", also when the peer has
+/// already sent its FIN (no read comes any more to offer it again).
+#[test]
+fn docs_promise_servers_link_carries_unconsumed_input_of_a_finished_peer() {
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to: Addr = backend.local_addr().unwrap().to_string().parse().unwrap();
+    let server = Server::start(move |r| {
+        let id = r
+            .listen(&any_port(), move |_| LinkAtEof { to: to.clone() })
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    let mut client = connect(server.inet(0));
+    client.write_all(b"early").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let (mut back, _) = backend.accept().unwrap();
+    back.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut got = Vec::new();
+    back.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"early");
+    server.stop();
+}

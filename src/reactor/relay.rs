@@ -121,10 +121,21 @@ impl Reactor {
                 let Some(conn) = r.conn(id) else { continue };
                 let old = conn.handler.replace(Box::new(Relay { other }));
                 conn.paused_by_user = false;
-                conn.redeliver = conn.rbuf.as_ref().is_some_and(|b| !b.is_empty());
                 let eof = conn.eof;
+                // Input left unconsumed goes across first: offered to the
+                // relay again, or, after the peer's FIN (no read comes any
+                // more to offer it), written across now.
+                let early = if eof {
+                    conn.rbuf.take().filter(|b| !b.is_empty())
+                } else {
+                    conn.redeliver = conn.rbuf.as_ref().is_some_and(|b| !b.is_empty());
+                    None
+                };
                 if let Some(old) = old {
                     r.guarded("dropping a linked protocol", move |_| drop(old));
+                }
+                if let Some(early) = early {
+                    let _ = r.write_bytes(other, early.freeze());
                 }
                 if eof {
                     r.shutdown_write(other);
