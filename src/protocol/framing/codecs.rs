@@ -148,7 +148,6 @@ impl Decoder for Netstrings {
         }
         let total = head + n + 1;
         if buf.len() < total {
-            super::reserve_for_frame(buf, total - buf.len());
             return Ok(None);
         }
         if buf[total - 1] != b',' {

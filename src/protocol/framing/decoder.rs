@@ -241,7 +241,6 @@ impl FrameDecoder {
                     });
                 }
                 if buf.len() < 4 + n {
-                    super::reserve_for_frame(buf, 4 + n - buf.len());
                     return Ok(None);
                 }
                 buf.advance(4);

@@ -356,7 +356,6 @@ impl Decoder for HttpRequests {
         }
         let n = self.waiting.as_ref().expect("set above").0;
         if buf.len() < n {
-            super::reserve_for_frame(buf, n - buf.len());
             return Ok(None);
         }
         let (_, mut req) = self.waiting.take().expect("set above");

@@ -42,14 +42,6 @@ pub use codecs::{Decoder, Netstrings};
 pub use cut::Cut;
 use cut::Step;
 
-/// Makes room for the rest of a frame whose length the peer announced,
-/// `needed` more bytes, but for at most 1 MiB at a time: the buffer still
-/// grows by doubling as the bytes come, and a peer announcing 10^18 bytes
-/// to a decoder without a bound (`max_frame` `usize::MAX`) cannot make one
-/// allocation abort the process.
-pub(crate) fn reserve_for_frame(buf: &mut BytesMut, needed: usize) {
-    buf.reserve(needed.min(1 << 20));
-}
 pub use decoder::{FrameDecoder, FrameError};
 pub use http::{HttpError, HttpRequest, HttpRequests};
 pub use resp::{Resp, RespCommand};
