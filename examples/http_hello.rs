@@ -153,7 +153,6 @@ impl FrameHandler<Result<HttpRequest, HttpError>> for Hello {
     /// no request begun is closed silently by the idle timeout instead: a
     /// 408 there could be read as the answer to a request sent meanwhile.
     fn on_frame_timeout(&mut self, cx: &mut Context<'_>) {
-        cx.set_lingering_close(LingeringClose::Always);
         self.out.clear();
         http_reply::respond(
             &mut self.out,

@@ -202,3 +202,47 @@ fn auto_lingers_when_input_came_after_the_last_read() {
         lingers_until_the_peers_fin(client, &closed);
     }
 }
+
+/// Lines of at most 100 bytes; a longer one is refused (the connection
+/// closes after the refusal).
+struct ShortLines;
+
+impl sockloop::FrameHandler for ShortLines {
+    fn max_frame(&self) -> usize {
+        100
+    }
+
+    fn on_frame(&mut self, cx: &mut Context<'_>, line: bytes::Bytes) {
+        cx.write(&line);
+    }
+}
+
+/// `Framed` closes after a refused frame, or one that took too long, while
+/// the rest of it may still be coming: that close lingers whatever the
+/// listener's `lingering_close`, so the peer's upload goes on without a
+/// reset.
+#[test]
+fn a_refused_frame_lingers_under_auto() {
+    let mut opts = ListenOptions::default();
+    opts.conn.lingering_close = LingeringClose::Auto;
+    let server = Server::start(move |r| {
+        let id = r
+            .listen_with(&any_port(), &opts, |_| sockloop::Framed::new(ShortLines))
+            .unwrap();
+        vec![r.listener_addr(id).unwrap()]
+    });
+    let mut client = TcpStream::connect(server.inet(0)).unwrap();
+    client.set_read_timeout(Some(LIMIT)).unwrap();
+    client.write_all(&[b'x'; 200]).unwrap();
+    let mut byte = [0; 1];
+    assert_eq!(
+        client.read(&mut byte).unwrap(),
+        0,
+        "closed after the refusal"
+    );
+    for _ in 0..30 {
+        client
+            .write_all(&[b'x'; 10_000])
+            .expect("no reset while the frame's rest comes");
+    }
+}

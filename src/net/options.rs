@@ -281,7 +281,11 @@ pub enum LingeringClose {
     /// clean end of stream (other systems may drop what the peer had not
     /// read). For protocols whose peer sends nothing after the last answer
     /// and does not take the end of stream as part of it (an HTTP response
-    /// with a `Content-Length` to `Connection: close`, a reply to QUIT): it
+    /// with a `Content-Length` to `Connection: close`, a reply to QUIT).
+    /// `Framed`'s own closes, after a refused frame or one that took too
+    /// long, always linger (the rest of the frame may still come), and
+    /// [`Context::set_lingering_close`](crate::Context::set_lingering_close)
+    /// makes one connection's close linger (an error answer): it
     /// saves the wait for the peer's FIN (an event and a read, for two
     /// `ioctl`s) and up to `close_linger` of the descriptor per connection
     /// (nginx's default).

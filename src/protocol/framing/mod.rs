@@ -305,6 +305,10 @@ impl<H: FrameHandler<D::Frame>, D: Cut<H>> Framed<H, D> {
         }
         log::info!("{}: {msg}; closing", cx.id());
         data.clear();
+        // The rest of the refused frame may still be on its way: read and
+        // drop it, whatever `lingering_close` says, so that no reset takes
+        // the answer from the peer.
+        cx.set_lingering_close(crate::LingeringClose::Always);
         cx.close_with(CloseReason::Protocol(msg));
     }
 }
@@ -379,6 +383,8 @@ impl<H: FrameHandler<D::Frame>, D: Cut<H>> Protocol for Framed<H, D> {
             log::info!("{}: {msg}; closing", cx.id());
             self.frame_timer = None;
             self.handler.on_frame_timeout(cx);
+            // A frame is under way: its rest may still come (see `oversized`).
+            cx.set_lingering_close(crate::LingeringClose::Always);
             return cx.close_with(CloseReason::Protocol(msg));
         }
         self.handler.on_timer(cx, timer);
