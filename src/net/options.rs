@@ -73,12 +73,6 @@ impl ListenOptions {
     /// Refuses settings that cannot be meant, when they are given (listen),
     /// not when the first connection meets them.
     pub(crate) fn check(&self) -> io::Result<()> {
-        if self.max_connections == Some(0) {
-            return Err(invalid(
-                "max_connections is Some(0): the listener would never accept (None is no cap)"
-                    .into(),
-            ));
-        }
         self.conn.check()
     }
 }
